@@ -1,0 +1,37 @@
+"""autocompress: automatic compression of trained PyTorch models.
+
+The data that flows: ``SearchSpace.from_model`` -> ``Policy`` -> ``apply_policy`` ->
+``Evaluator`` (metric and cost) -> ``save`` / ``export_onnx``.
+"""
+
+from autocompress.cost import CostReport, LayerCost, count_cost
+from autocompress.evaluate import EvalResult, Evaluator
+from autocompress.export import ExportMismatchError, export_onnx
+from autocompress.policy import InputSpec, LayerGenes, Policy
+from autocompress.saving import load, save
+from autocompress.space import LayerInfo, ModelTraceError, PolicyError, SearchSpace
+from autocompress.task import Task
+from autocompress.transforms.apply import apply_policy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CostReport",
+    "EvalResult",
+    "Evaluator",
+    "ExportMismatchError",
+    "InputSpec",
+    "LayerCost",
+    "LayerGenes",
+    "LayerInfo",
+    "ModelTraceError",
+    "Policy",
+    "PolicyError",
+    "SearchSpace",
+    "Task",
+    "apply_policy",
+    "count_cost",
+    "export_onnx",
+    "load",
+    "save",
+]

@@ -1,0 +1,281 @@
+"""Training loop (budgeted, seeded, optional distillation), evaluation and BN recalibration."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from autocompress.task import Task
+
+__all__ = ["OPTIMIZERS", "evaluate_metric", "recalibrate_batchnorm", "resolve_device", "train"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; any other name is checked and returned."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return resolved
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    *,
+    epochs: float | None = None,
+    steps: int | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    optimizer: str = "adam",
+    teacher: nn.Module | None = None,
+    distill_weight: float = 0.0,
+    temperature: float = 4.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict:
+    """Train ``model`` in place on ``task.train`` for ``epochs`` (may be fractional) or ``steps``.
+
+    Optimizer "adam" (default), "adamw" or "sgd" (momentum 0.9), cosine LR decay to 0 over the
+    budget; only parameters with ``requires_grad`` are trained. With a ``teacher`` and
+    ``distill_weight`` w > 0 the loss is ``(1-w)*task_loss + w*KD`` where KD is
+    ``T^2 * KL(softmax(teacher/T) || softmax(student/T))`` for classification and the MSE to the
+    teacher's outputs for regression. The teacher is run in eval mode, no grad, and left unchanged.
+    Deterministic under ``seed``; the global RNG state is restored afterwards.
+    Returns ``{"steps", "epochs", "seconds", "final_loss", "first_loss"}``.
+    """
+    dev = resolve_device(device)
+    total_steps = _budget_steps(task, epochs, steps)
+    _check_distill(teacher, distill_weight, temperature)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train: the model has no parameter with requires_grad=True")
+    model.to(dev)
+    teacher_model = _prepare_teacher(teacher, dev) if distill_weight > 0 else None
+    task_loss_fn = task.loss_fn()
+    losses: list[float] = []
+    start = time.perf_counter()
+    with _seeded(seed, dev), _kept_modes(model), _kept_modes(teacher_model), _progress(progress, total_steps) as bar:
+        opt = _make_optimizer(optimizer, params, lr, weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+        )
+        model.train()
+        if teacher_model is not None:
+            teacher_model.eval()
+        for step, (inputs, targets) in enumerate(_batches(task, seed, total_steps)):
+            inputs, targets = inputs.to(dev), targets.to(dev)
+            outputs = model(inputs)
+            loss = task_loss_fn(outputs, targets)
+            if teacher_model is not None:
+                with torch.no_grad():
+                    teacher_out = teacher_model(inputs)
+                kd = _distill_loss(outputs, teacher_out, temperature, task.is_classification)
+                loss = (1.0 - distill_weight) * loss + distill_weight * kd
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train: loss became {loss.item()} at step {step} (lr={lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            bar(step + 1, losses[-1])
+    tail = losses[-min(10, len(losses)) :]
+    return {
+        "steps": total_steps,
+        "epochs": total_steps / _steps_per_epoch(task),
+        "seconds": time.perf_counter() - start,
+        "final_loss": sum(tail) / len(tail),
+        "first_loss": losses[0],
+    }
+
+
+def evaluate_metric(
+    model: nn.Module, task: Task, split: str = "val", device: str | torch.device = "cpu"
+) -> float:
+    """The task metric over the whole ``split``, in eval mode and without grad (modes restored)."""
+    dev = resolve_device(device)
+    model.to(dev)
+    outputs, targets = [], []
+    with _kept_modes(model), torch.no_grad():
+        model.eval()
+        for inputs, batch_targets in task.loader(split, shuffle=False):
+            outputs.append(model(inputs.to(dev)).float().cpu())
+            targets.append(batch_targets)
+    return float(task.metric_fn()(torch.cat(outputs), torch.cat(targets)))
+
+
+def recalibrate_batchnorm(
+    model: nn.Module,
+    task: Task,
+    *,
+    batches: int = 20,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> int:
+    """Recompute BN running statistics from up to ``batches`` shuffled training batches.
+
+    Running stats are reset and accumulated as a cumulative (equal-weight per batch) average;
+    every other module stays in eval mode. Modes and momenta are restored. Returns the number of
+    recalibrated BN layers (0, and nothing run, if the model has none).
+    """
+    if batches < 1:
+        raise ValueError(f"recalibrate_batchnorm: batches must be >= 1, got {batches}")
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    dev = resolve_device(device)
+    model.to(dev)
+    momenta = [m.momentum for m in norms]
+    try:
+        with _kept_modes(model), torch.no_grad():
+            model.eval()
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None
+                norm.train()
+            loader = task.loader("train", shuffle=True, seed=seed, drop_last=_can_drop_last(task))
+            for index, (inputs, _) in enumerate(loader):
+                if index >= batches:
+                    break
+                model(inputs.to(dev))
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+    return len(norms)
+
+
+# --- internals ---------------------------------------------------------------------------
+
+
+def _steps_per_epoch(task: Task) -> int:
+    loader = task.loader("train", drop_last=_can_drop_last(task))
+    return max(1, len(loader))
+
+
+def _can_drop_last(task: Task) -> bool:
+    """Drop a trailing partial batch (avoids size-1 BN batches) when a full batch exists."""
+    return len(task.train[0]) >= task.batch_size
+
+
+def _budget_steps(task: Task, epochs: float | None, steps: int | None) -> int:
+    if epochs is not None and steps is not None:
+        raise ValueError("train: give either epochs or steps, not both")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"train: steps must be a positive int, got {steps!r}")
+        return steps
+    epochs = 1.0 if epochs is None else epochs
+    if not epochs > 0:
+        raise ValueError(f"train: epochs must be > 0, got {epochs!r}")
+    return max(1, math.ceil(epochs * _steps_per_epoch(task)))
+
+
+def _check_distill(teacher: nn.Module | None, weight: float, temperature: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"train: distill_weight must be in [0, 1], got {weight}")
+    if weight > 0 and teacher is None:
+        raise ValueError("train: distill_weight > 0 needs a teacher model")
+    if temperature <= 0:
+        raise ValueError(f"train: temperature must be > 0, got {temperature}")
+
+
+def _prepare_teacher(teacher: nn.Module | None, dev: torch.device) -> nn.Module | None:
+    """The teacher on ``dev``; a copy when it lives elsewhere, so the user's is never moved."""
+    if teacher is None:
+        return None
+    tensors = [*teacher.parameters(), *teacher.buffers()]
+    if all(t.device == dev for t in tensors):
+        return teacher
+    return copy.deepcopy(teacher).to(dev)
+
+
+def _distill_loss(student: Tensor, teacher: Tensor, temperature: float, classification: bool) -> Tensor:
+    if not classification:
+        return F.mse_loss(student, teacher)
+    log_p_student = F.log_softmax(student / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher / temperature, dim=1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+def _make_optimizer(name: str, params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"train: unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+
+
+def _batches(task: Task, seed: int, total_steps: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """``total_steps`` training batches, reshuffling each epoch from one seeded generator."""
+    loader = task.loader("train", shuffle=True, seed=seed, drop_last=_can_drop_last(task))
+    produced = 0
+    while produced < total_steps:
+        for batch in loader:
+            yield batch
+            produced += 1
+            if produced == total_steps:
+                return
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, dev: torch.device) -> Iterator[None]:
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _kept_modes(model: nn.Module | None) -> Iterator[None]:
+    """Restore every submodule's train/eval flag on exit."""
+    modes = [] if model is None else [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator:
+    """Yields ``update(step, loss)``; a rich progress bar when ``enabled``."""
+    if not enabled:
+        yield lambda step, loss: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        job = bar.add_task("train", total=total, loss=float("nan"))
+        yield lambda step, loss: bar.update(job, completed=step, loss=loss)

@@ -1,0 +1,157 @@
+"""Policy: what to do to every compressible layer, as plain JSON-serializable data.
+
+A policy maps a layer name (as in ``model.named_modules()``) to its genes:
+
+- ``prune``: fraction of the layer's output channels/units removed, 0 to 0.95. It is
+  only legal on a layer that leads a channel group (see :class:`~autocompress.space.SearchSpace`):
+  coupled layers (residual adds, depthwise chains) lose the same channels together.
+- ``rank``: fraction of full rank kept when the layer is factorized (SVD for Linear and
+  1x1 convs, Tucker-2 for kxk convs); 1.0 means the layer is not factorized.
+- ``weight_bits`` / ``act_bits``: 2 to 8, or 32 for unquantized.
+
+A layer missing from the policy is left as it is. ``inputs`` records the shape and dtype
+of the example input the policy was made for, so that it can be applied (and a saved
+model rebuilt) without the caller passing an example again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from autocompress.space import SearchSpace
+
+ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+MAX_PRUNE = 0.95
+
+
+def check_bits(value: int, field: str = "bits") -> int:
+    """Return ``value`` if it is an allowed bit-width, else raise a clear ValueError."""
+    allowed = isinstance(value, (int, float)) and not isinstance(value, bool) and value in ALLOWED_BITS
+    if not allowed:
+        raise ValueError(f"{field} must be one of {list(ALLOWED_BITS)} (32 = unquantized), got {value!r}")
+    return int(value)
+
+
+class LayerGenes(BaseModel):
+    """The compression genes of one layer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prune: float = Field(0.0, ge=0.0, le=MAX_PRUNE, description="fraction of output channels removed")
+    rank: float = Field(1.0, gt=0.0, le=1.0, description="fraction of full rank kept (1 = not factorized)")
+    weight_bits: int = Field(32, description="weight bit-width: 2..8, or 32 for fp32")
+    act_bits: int = Field(32, description="input-activation bit-width: 2..8, or 32 for fp32")
+
+    @field_validator("weight_bits", "act_bits", mode="before")
+    @classmethod
+    def _bits(cls, value: Any, info: Any) -> int:
+        return check_bits(value, info.field_name)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.prune == 0 and self.rank >= 1.0 and self.weight_bits == 32 and self.act_bits == 32
+
+
+class InputSpec(BaseModel):
+    """Shape and dtype of one positional model input (batch dimension first)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> InputSpec:
+        return cls(shape=tuple(tensor.shape), dtype=str(tensor.dtype).removeprefix("torch."))
+
+    def make(self, seed: int = 0) -> torch.Tensor:
+        """A deterministic tensor of this spec (random normal floats, zeros for integers)."""
+        dtype = getattr(torch, self.dtype)
+        if dtype.is_floating_point:
+            generator = torch.Generator().manual_seed(seed)
+            return torch.randn(self.shape, generator=generator).to(dtype)
+        return torch.zeros(self.shape, dtype=dtype)
+
+
+class Policy(BaseModel):
+    """Per-layer compression genes; JSON round-trips exactly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: dict[str, LayerGenes] = Field(default_factory=dict)
+    inputs: tuple[InputSpec, ...] | None = None
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def uniform(
+        cls,
+        space: SearchSpace,
+        prune: float = 0.0,
+        rank: float = 1.0,
+        weight_bits: int = 32,
+        act_bits: int = 32,
+    ) -> Policy:
+        """The same genes on every layer where the space allows them."""
+        layers = {}
+        for name, info in space.layers.items():
+            genes = {
+                "prune": prune if info.prunable else 0.0,
+                "rank": rank if info.decomposable else 1.0,
+                "weight_bits": weight_bits if info.quantizable else 32,
+                "act_bits": act_bits if info.quantizable else 32,
+            }
+            layers[name] = LayerGenes(**genes)
+        return cls(layers=layers, inputs=space.inputs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Policy:
+        """From ``{"layers": {...}, "inputs": [...]}`` or a bare ``{layer: genes}`` mapping."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a policy must be a mapping, got {type(data).__name__}")
+        if "layers" not in data and "inputs" not in data:
+            data = {"layers": data}
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Policy:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        return cls.from_json(Path(path).read_text())
+
+    # -- output ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+    # -- queries -----------------------------------------------------------------------
+    def genes(self, layer: str) -> LayerGenes:
+        """Genes of ``layer`` (identity genes if the policy leaves it alone)."""
+        return self.layers.get(layer, LayerGenes())
+
+    def with_inputs(self, example_input: torch.Tensor | Sequence[torch.Tensor]) -> Policy:
+        tensors = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
+        return self.model_copy(update={"inputs": tuple(InputSpec.of(t) for t in tensors)})
+
+    def example_input(self) -> tuple[torch.Tensor, ...] | None:
+        if self.inputs is None:
+            return None
+        return tuple(spec.make(seed=i) for i, spec in enumerate(self.inputs))

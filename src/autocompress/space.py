@@ -1,0 +1,481 @@
+"""SearchSpace: which layers of a model can be compressed, how, and what a policy costs.
+
+``SearchSpace.from_model(model, example_input)`` runs the model once, finds its
+Conv1d/Conv2d/Linear layers, groups layers whose channels are coupled (through
+Torch-Pruning's DependencyGraph) and lists every layer it leaves alone with the reason.
+It never changes the model.
+
+The space also holds a small analytic model of the network (channel counts, spatial
+sizes, parameter shapes) so that :meth:`SearchSpace.cost` gives the exact cost of a
+policy *without building the compressed model*: the same numbers as
+:func:`autocompress.cost.count_cost` on ``apply_policy(model, policy)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocompress.cost import FP32_BITS, CostReport, LayerCost
+from autocompress.policy import MAX_PRUNE, InputSpec, LayerGenes, Policy
+from autocompress.trace import ModelTraceError, as_inputs, flatten_tensors, trace_model
+from autocompress.transforms import lowrank
+from autocompress.transforms.prune import ChannelGroup, discover_groups, is_depthwise, prune_groups
+
+LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)  # compressed
+MAC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # counted
+DEFAULT_PRUNE_CHOICES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_RANK_CHOICES = (1.0, 0.75, 0.5, 0.375, 0.25, 0.125)
+DEFAULT_WEIGHT_BITS = (32, 8, 6, 4, 3, 2)
+DEFAULT_ACT_BITS = (32, 8, 6, 4)
+FIELDS = ("prune", "rank", "weight_bits", "act_bits")
+
+
+class PolicyError(ValueError):
+    """A policy does not fit the model's search space."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One Conv/Linear layer of the model and what may be done to it."""
+
+    name: str
+    type: str
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    groups: int
+    bias: bool
+    in_positions: int
+    out_positions: int
+    group: str | None  # the channel group its output channels belong to
+    prunable: bool  # leads a prunable channel group: carries the prune gene
+    decomposable: bool
+    quantizable: bool
+    reasons: dict[str, str] = field(default_factory=dict)  # method -> why it does not apply
+
+    @property
+    def methods(self) -> list[str]:
+        return [m for m, ok in (("prune", self.prunable), ("lowrank", self.decomposable), ("quant", self.quantizable)) if ok]
+
+
+@dataclass(frozen=True)
+class Gene:
+    layer: str
+    field: str
+    choices: tuple[float, ...]
+
+
+@dataclass
+class _Row:
+    """Analytic description of one module that owns parameters or computes MACs."""
+
+    name: str
+    type: str
+    kind: str  # "conv", "linear", "norm", "fixed"
+    in_channels: int = 0
+    out_channels: int = 0
+    groups: int = 1
+    kernel: int = 1
+    kernel_size: tuple[int, ...] = ()
+    bias: bool = False
+    in_positions: int = 0
+    out_positions: int = 0
+    params: int = 0  # "norm": per channel; "fixed": total
+
+
+def _row_of(name: str, module: nn.Module, trace_info: object | None) -> _Row | None:
+    own = sum(p.numel() for p in module.parameters(recurse=False))
+    if isinstance(module, MAC_TYPES):
+        conv = not isinstance(module, nn.Linear)
+        return _Row(
+            name=name,
+            type=type(module).__name__,
+            kind="conv" if conv else "linear",
+            in_channels=module.in_channels if conv else module.in_features,
+            out_channels=module.out_channels if conv else module.out_features,
+            groups=module.groups if conv else 1,
+            kernel=math.prod(module.kernel_size) if conv else 1,
+            kernel_size=tuple(module.kernel_size) if conv else (),
+            bias=module.bias is not None,
+            in_positions=getattr(trace_info, "in_positions", 0),
+            out_positions=trace_info.out_positions * trace_info.calls if trace_info else 0,
+        )
+    if own == 0:
+        return None
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return _Row(name=name, type=type(module).__name__, kind="norm", out_channels=module.num_features, params=own // module.num_features)
+    return _Row(name=name, type=type(module).__name__, kind="fixed", params=own)
+
+
+def _linear_cost(name: str, type_: str, macs: int, weights: int, biases: int, weight_bits: int, act_bits: int) -> LayerCost:
+    return LayerCost(
+        name=name,
+        type=type_,
+        macs=macs,
+        params=weights + biases,
+        bitops=macs * weight_bits * act_bits,
+        bytes=weights * weight_bits / 8 + biases * 4,
+        weight_bits=weight_bits,
+        act_bits=act_bits,
+    )
+
+
+class SearchSpace:
+    """Compressible layers of a model, their coupled channel groups and legal choices."""
+
+    def __init__(self) -> None:  # use SearchSpace.from_model
+        self.layers: dict[str, LayerInfo] = {}
+        self.groups: dict[str, ChannelGroup] = {}
+        self.excluded: dict[str, str] = {}
+        self.inputs: tuple[InputSpec, ...] = ()
+        self.choices: dict[str, tuple[float, ...]] = {}
+        self.channel_multiple = 1
+        self.rank_multiple = 1
+        self.genes: list[Gene] = []
+        self._rows: list[_Row] = []
+        self._row_index: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        example_input: torch.Tensor | Sequence[torch.Tensor],
+        *,
+        exclude: Sequence[str] = (),
+        exclude_output: bool = True,
+        prune_choices: Sequence[float] = DEFAULT_PRUNE_CHOICES,
+        rank_choices: Sequence[float] = DEFAULT_RANK_CHOICES,
+        weight_bits_choices: Sequence[int] = DEFAULT_WEIGHT_BITS,
+        act_bits_choices: Sequence[int] = DEFAULT_ACT_BITS,
+        channel_multiple: int = 1,
+        rank_multiple: int = 1,
+    ) -> SearchSpace:
+        """Discover the compressible layers of ``model`` (left untouched).
+
+        ``exclude``: layer names or glob patterns left alone. ``exclude_output``: leave
+        the last Conv/Linear layer to run (the output layer) alone. ``channel_multiple``
+        and ``rank_multiple`` round kept channels and ranks to hardware-friendly multiples.
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        for name, value in (("channel_multiple", channel_multiple), ("rank_multiple", rank_multiple)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        inputs = as_inputs(example_input)
+        space = cls()
+        space.inputs = tuple(InputSpec.of(t) for t in inputs)
+        space.channel_multiple, space.rank_multiple = int(channel_multiple), int(rank_multiple)
+        space.choices = {
+            "prune": _checked_choices("prune", prune_choices, lambda v: 0 <= v <= MAX_PRUNE),
+            "rank": _checked_choices("rank", rank_choices, lambda v: 0 < v <= 1),
+            "weight_bits": tuple(LayerGenes(weight_bits=int(b)).weight_bits for b in weight_bits_choices),
+            "act_bits": tuple(LayerGenes(act_bits=int(b)).act_bits for b in act_bits_choices),
+        }
+        trace = trace_model(model, inputs, MAC_TYPES)
+        names = [n for n, _ in model.named_modules()]
+        for pattern in exclude:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise ValueError(f"exclude pattern {pattern!r} matches no module of the model")
+
+        excluded: dict[str, str] = {}
+        candidates: list[str] = []
+        modules = dict(model.named_modules())
+        executed = [n for n in trace.executed() if isinstance(modules[n], LAYER_TYPES)]
+        for name, module in model.named_modules():
+            if isinstance(module, LAYER_TYPES):
+                record = trace.layers[name]
+                if any(fnmatch.fnmatchcase(name, p) for p in exclude):
+                    excluded[name] = "excluded by the user"
+                elif record.calls == 0:
+                    excluded[name] = "never called through its forward() on the example input"
+                elif record.calls > 1:
+                    excluded[name] = f"called {record.calls} times in one forward (shared weights)"
+                elif exclude_output and executed and name == executed[-1]:
+                    excluded[name] = "output layer (exclude_output=True)"
+                else:
+                    candidates.append(name)
+            elif _is_weight_layer(module) and not any(name.startswith(c + ".") for c in candidates):
+                excluded[name] = f"{type(module).__name__} is not supported (only Conv1d, Conv2d and Linear are compressed)"
+
+        try:
+            groups = discover_groups(model, inputs, ignored=list(excluded))
+        except Exception as error:  # Torch-Pruning could not trace: keep quant/low-rank
+            groups = []
+            group_error = f"channel dependencies could not be traced ({type(error).__name__}: {error})"
+        else:
+            group_error = ""
+        groups = _verify_groups(model, inputs, groups, trace.output_shapes)
+        space.groups = {g.name: g for g in groups}
+        owner = {m.module: g.name for g in groups for m in g.members if m.role in ("out", "both")}
+
+        for name in candidates:
+            module = modules[name]
+            record = trace.layers[name]
+            reasons: dict[str, str] = {}
+            group = space.groups.get(owner.get(name, ""))
+            prunable = group is not None and group.prunable and group.name == name
+            if group is None:
+                reasons["prune"] = group_error or (
+                    "its output channels cannot be pruned safely (they reach an excluded layer, an unsupported operation or the output)"
+                )
+            elif not group.prunable:
+                reasons["prune"] = group.reason
+            elif group.name != name:
+                reasons["prune"] = f"its channels are coupled with '{group.name}', which carries the group's prune gene"
+            conv = not isinstance(module, nn.Linear)
+            decomposable = True
+            if conv and module.groups > 1:
+                decomposable = False
+                reasons["lowrank"] = "depthwise convolution" if is_depthwise(module) else f"grouped convolution (groups={module.groups})"
+            if conv and module.padding_mode != "zeros":
+                decomposable = False
+                reasons["lowrank"] = reasons["quant"] = f"padding_mode={module.padding_mode!r} (only 'zeros')"
+            space.layers[name] = LayerInfo(
+                name=name,
+                type=type(module).__name__,
+                in_channels=module.in_channels if conv else module.in_features,
+                out_channels=module.out_channels if conv else module.out_features,
+                kernel_size=tuple(module.kernel_size) if conv else (),
+                groups=module.groups if conv else 1,
+                bias=module.bias is not None,
+                in_positions=record.in_positions,
+                out_positions=record.out_positions,
+                group=group.name if group is not None else None,
+                prunable=prunable,
+                decomposable=decomposable,
+                quantizable="quant" not in reasons,
+                reasons=reasons,
+            )
+        space.excluded = excluded
+        space._rows = [r for n, m in model.named_modules() if (r := _row_of(n, m, trace.layers.get(n))) is not None]
+        space._row_index = {r.name: i for i, r in enumerate(space._rows)}
+        space.genes = space._make_genes()
+        return space
+
+    def _make_genes(self) -> list[Gene]:
+        genes = []
+        for name, info in self.layers.items():
+            allowed = {"prune": info.prunable, "rank": info.decomposable, "weight_bits": info.quantizable, "act_bits": info.quantizable}
+            genes += [Gene(name, f, self.choices[f]) for f in FIELDS if allowed[f]]
+        return genes
+
+    # ------------------------------------------------------------------ policies
+    def validate(self, policy: Policy | dict) -> Policy:
+        """Return ``policy`` as a Policy if it fits this space, else raise PolicyError."""
+        if not isinstance(policy, Policy):
+            policy = Policy.from_dict(policy)
+        for name, genes in policy.layers.items():
+            if name not in self.layers:
+                why = self.excluded.get(name)
+                if why:
+                    if genes.is_identity:
+                        continue
+                    raise PolicyError(f"layer '{name}' is left uncompressed ({why}); remove it from the policy")
+                known = ", ".join(self.layers) or "none"
+                raise PolicyError(f"unknown layer '{name}' in policy; compressible layers: {known}")
+            info = self.layers[name]
+            if genes.prune > 0 and not info.prunable:
+                raise PolicyError(f"layer '{name}', field 'prune': must be 0 here ({info.reasons.get('prune', '')})")
+            if genes.rank < 1 and not info.decomposable:
+                raise PolicyError(f"layer '{name}', field 'rank': must be 1.0 here ({info.reasons.get('lowrank', '')})")
+            if (genes.weight_bits, genes.act_bits) != (32, 32) and not info.quantizable:
+                raise PolicyError(f"layer '{name}', fields 'weight_bits'/'act_bits': must be 32 here ({info.reasons.get('quant', '')})")
+        if policy.inputs is None:
+            policy = policy.model_copy(update={"inputs": self.inputs})
+        return policy
+
+    def kept_channels(self, group: str, prune: float, warn: bool = True) -> int:
+        """Channels of ``group`` kept under prune ratio ``prune`` (at least one)."""
+        channels = self.groups[group].channels
+        keep = round((1.0 - prune) * channels)
+        multiple = self.channel_multiple
+        if multiple > 1:
+            keep = min(channels, max(multiple, multiple * round(keep / multiple)))
+        if keep < 1:
+            if warn:
+                warnings.warn(
+                    f"prune={prune} would remove every channel of '{group}' ({channels}); keeping 1",
+                    stacklevel=3,
+                )
+            keep = 1
+        return keep
+
+    def channel_plan(self, policy: Policy, warn: bool = True) -> dict[str, int]:
+        """Channels removed per group leader."""
+        plan = {}
+        for name, genes in policy.layers.items():
+            if genes.prune > 0 and name in self.groups:
+                plan[name] = self.groups[name].channels - self.kept_channels(name, genes.prune, warn)
+        return plan
+
+    def random_policy(self, rng: np.random.Generator | int | None = None) -> Policy:
+        """A policy with every gene drawn uniformly from its legal choices."""
+        rng = np.random.default_rng(rng)
+        vector = np.array([g.choices[rng.integers(len(g.choices))] for g in self.genes], dtype=float)
+        return self.decode(vector)
+
+    def encode(self, policy: Policy) -> np.ndarray:
+        """Policy -> vector of raw gene values, in the order of ``self.genes``."""
+        return np.array([getattr(policy.genes(g.layer), g.field) for g in self.genes], dtype=float)
+
+    def decode(self, vector: Sequence[float] | np.ndarray, snap: bool = True) -> Policy:
+        """Vector -> Policy; ``snap`` moves each value to its nearest legal choice.
+
+        ``decode(encode(p)) == p`` for every policy whose genes are legal choices.
+        """
+        vector = np.asarray(vector, dtype=float)
+        if vector.shape != (len(self.genes),):
+            raise ValueError(f"expected a vector of {len(self.genes)} genes, got shape {vector.shape}")
+        values: dict[str, dict[str, float]] = {}
+        for gene, value in zip(self.genes, vector, strict=True):
+            if snap:
+                value = min(gene.choices, key=lambda c: (abs(c - value), c))
+            values.setdefault(gene.layer, {})[gene.field] = int(round(value)) if gene.field.endswith("bits") else float(value)
+        return Policy(layers={name: LayerGenes(**genes) for name, genes in values.items()}, inputs=self.inputs)
+
+    # ------------------------------------------------------------------ cost
+    def cost(self, policy: Policy) -> CostReport:
+        """Exact per-sample cost of ``apply_policy(model, policy)``, without building it."""
+        rows = [replace(r) for r in self._rows]
+        index = self._row_index
+        for leader, removed in self.channel_plan(policy, warn=False).items():
+            for member in self.groups[leader].members:
+                row = rows[index[member.module]]
+                count = removed * member.per_channel
+                if member.role in ("out", "both"):
+                    row.out_channels -= count
+                if member.role == "in" or (member.role == "both" and row.kind == "conv"):
+                    row.in_channels -= count
+                if member.role == "both" and row.kind == "conv":
+                    row.groups -= count
+        costs: list[LayerCost] = []
+        for row in rows:
+            genes = policy.layers.get(row.name)
+            if row.kind in ("conv", "linear"):
+                costs += _layer_costs(row, genes, self.rank_multiple)
+            elif row.kind == "norm":
+                n = row.out_channels * row.params
+                costs.append(_linear_cost(row.name, row.type, 0, 0, n, FP32_BITS, FP32_BITS))
+            else:
+                costs.append(_linear_cost(row.name, row.type, 0, 0, row.params, FP32_BITS, FP32_BITS))
+        return CostReport(tuple(costs))
+
+    # ------------------------------------------------------------------ reporting
+    def describe(self) -> list[dict[str, object]]:
+        """One row per Conv/Linear/weight layer: what applies, and why not."""
+        base = {c.name: c for c in self.cost(Policy()).layers}
+        rows = []
+        for name, info in self.layers.items():
+            c = base.get(name)
+            rows.append(
+                {
+                    "layer": name,
+                    "type": info.type,
+                    "shape": _shape_text(info),
+                    "params": c.params if c else 0,
+                    "flops": c.flops if c else 0,
+                    "bitops": c.bitops if c else 0,
+                    "methods": info.methods,
+                    "group": info.group,
+                    "why_not": "; ".join(f"{m}: {r}" for m, r in info.reasons.items()),
+                }
+            )
+        for name, why in self.excluded.items():
+            c = base.get(name)
+            rows.append(
+                {
+                    "layer": name,
+                    "type": "",
+                    "shape": "",
+                    "params": c.params if c else 0,
+                    "flops": c.flops if c else 0,
+                    "bitops": c.bitops if c else 0,
+                    "methods": [],
+                    "group": None,
+                    "why_not": why,
+                }
+            )
+        return rows
+
+
+def _shape_text(info: LayerInfo) -> str:
+    if info.type == "Linear":
+        return f"{info.in_channels}→{info.out_channels}"
+    kernel = "×".join(map(str, info.kernel_size))
+    groups = f" g{info.groups}" if info.groups > 1 else ""
+    return f"{info.in_channels}→{info.out_channels} k{kernel}{groups}"
+
+
+def _layer_costs(row: _Row, genes: LayerGenes | None, rank_multiple: int) -> list[LayerCost]:
+    wb, ab = (genes.weight_bits, genes.act_bits) if genes else (FP32_BITS, FP32_BITS)
+    rank = genes.rank if genes else 1.0
+    if rank < 1.0:
+        factors = lowrank.factor_shapes(
+            row.type, row.in_channels, row.out_channels, rank, rank_multiple, kernel=row.kernel_size, has_bias=row.bias
+        )
+        costs = []
+        for i, f in enumerate(factors):
+            # a Tucker-2 factorization's first 1x1 conv runs at the input's resolution
+            positions = row.in_positions if (i == 0 and len(factors) == 3) else row.out_positions
+            weights = f.num_params - (f.out_features if f.has_bias else 0)
+            biases = f.out_features if f.has_bias else 0
+            costs.append(_linear_cost(f"{row.name}.{i}", f.type, positions * weights, weights, biases, wb, ab))
+        return costs
+    weights = row.out_channels * (row.in_channels // row.groups) * row.kernel
+    biases = row.out_channels if row.bias else 0
+    macs = row.out_positions * weights
+    return [_linear_cost(row.name, row.type, macs, weights, biases, wb, ab)]
+
+
+def _checked_choices(name: str, values: Sequence[float], ok: object) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    bad = [v for v in values if not ok(v)]
+    if not values or bad:
+        raise ValueError(f"{name}_choices must be a non-empty list of legal values; not allowed: {bad}")
+    return values
+
+
+def _is_weight_layer(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.nn.Parameter) and weight.dim() >= 2 and not isinstance(module, LAYER_TYPES)
+
+
+def _verify_groups(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], groups: list[ChannelGroup], output_shapes: list[tuple[int, ...]]
+) -> list[ChannelGroup]:
+    """Prune one channel of every group on a copy; groups that break the model are marked."""
+
+    def works(candidates: list[ChannelGroup]) -> str:
+        work = copy.deepcopy(model)
+        try:
+            prune_groups(work, inputs, {g.name: 1 for g in candidates})
+            work.eval()
+            with torch.no_grad():
+                shapes = [tuple(t.shape) for t in flatten_tensors(work(*inputs))]
+        except Exception as error:  # noqa: BLE001 - any failure means: leave the group alone
+            return f"pruning it breaks the model ({type(error).__name__}: {error})"
+        if shapes != output_shapes:
+            return f"pruning it changes the model's output shape {output_shapes} -> {shapes}"
+        return ""
+
+    candidates = [g for g in groups if g.prunable and g.channels > 1]
+    if not candidates or not works(candidates):
+        return [g if g.channels > 1 else replace(g, prunable=False, reason="a single channel") for g in groups]
+    checked = []
+    for group in groups:
+        problem = works([group]) if group in candidates else ("" if group.channels > 1 else "a single channel")
+        checked.append(replace(group, prunable=not problem and group.prunable, reason=problem or group.reason))
+    return checked
+
+
+__all__ = ["SearchSpace", "LayerInfo", "Gene", "PolicyError", "ModelTraceError"]

@@ -1,0 +1,88 @@
+"""apply_policy: build the compressed model a policy describes. Pure: the input is never changed.
+
+The order of operations is fixed:
+
+1. **prune** — each channel group loses its least important channels (Torch-Pruning
+   removes them from every coupled layer, so the model is genuinely smaller);
+2. **low-rank** — layers with ``rank < 1`` are factorized (SVD / Tucker-2) at ranks
+   relative to their *pruned* shapes;
+3. **quantize** — layers with bits < 32 get fake-quantized weights (per channel) and
+   input activations (per tensor), trainable with a straight-through estimator;
+   a factorized layer has each of its factors quantized.
+
+The result is a new ``nn.Module``; the user's model, its parameters and buffers are
+left byte-identical.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from autocompress.policy import Policy
+from autocompress.space import SearchSpace
+from autocompress.trace import as_inputs
+from autocompress.transforms.lowrank import factorize
+from autocompress.transforms.prune import Importance, prune_groups
+from autocompress.transforms.quantize import quantize_layer
+
+#: attribute of a compressed model holding the policy that made it (read by ``save``)
+POLICY_ATTRIBUTE = "autocompress_policy"
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def resolve_example(policy: Policy, example_input: torch.Tensor | Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+    if example_input is not None:
+        return as_inputs(example_input)
+    example = policy.example_input()
+    if example is None:
+        raise ValueError(
+            "apply_policy needs an example input to trace the model: pass example_input=..., "
+            "or use a policy made from a SearchSpace (it records the input's shape)"
+        )
+    return example
+
+
+def apply_policy(
+    model: nn.Module,
+    policy: Policy | dict,
+    example_input: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    *,
+    space: SearchSpace | None = None,
+    importance: Importance | None = None,
+) -> nn.Module:
+    """Return a new, compressed copy of ``model`` following ``policy``.
+
+    ``space``: the model's SearchSpace, if already built (saves a trace). ``importance``:
+    channel-importance criterion for pruning (default: L2 magnitude of the group).
+    """
+    if not isinstance(policy, Policy):
+        policy = Policy.from_dict(policy)
+    inputs = resolve_example(policy, example_input)
+    if space is None:
+        space = SearchSpace.from_model(model, inputs)
+    policy = space.validate(policy)
+    small = copy.deepcopy(model)
+    device = next((p.device for p in small.parameters()), torch.device("cpu"))
+    inputs = tuple(t.to(device) for t in inputs)
+    prune_groups(small, inputs, space.channel_plan(policy), importance)
+    for name, genes in policy.layers.items():
+        if name not in space.layers or genes.is_identity:
+            continue
+        layer = small.get_submodule(name)
+        layer = factorize(layer, genes.rank, space.rank_multiple, name=name)
+        layer = quantize_layer(layer, genes.weight_bits, genes.act_bits)
+        set_submodule(small, name, layer)
+    modes = {name: m.training for name, m in model.named_modules()}
+    for name, module in small.named_modules():
+        module.training = modes.get(name, model.training)
+    object.__setattr__(small, POLICY_ATTRIBUTE, policy)
+    return small

@@ -1,0 +1,285 @@
+"""Quantization-aware fake quantization of Linear and Conv layers.
+
+* Weights: symmetric, per output channel, ``bits`` in 2..8 (32 = float).
+* Activations (the wrapped layer's *input*): asymmetric per tensor, range tracked as an
+  exponential moving average while training and fixed in eval (see ``ActivationQuantizer``).
+* Gradients use the straight-through estimator (STE).
+
+Only elementary ops (div, round, clamp, mul, add) are used, so a model with these
+wrappers exports with the legacy ONNX exporter to an fp32 graph that ONNX Runtime runs
+with the same outputs. Both round half to even; they can still differ by one
+quantization step where a conv sum, accumulated in another order, falls within an ulp of
+a rounding boundary before the next quantizer (seen in 2 of 40 random 3-layer models).
+Real int8 export is done elsewhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from autocompress.transforms.lowrank import LowRank, UnsupportedLayerError
+
+__all__ = [
+    "ALLOWED_BITS",
+    "ActivationQuantizer",
+    "QuantWrapper",
+    "calibrate_activations",
+    "check_bits",
+    "check_quantizable",
+    "fake_quantize_weight",
+    "quantize_layer",
+]
+
+ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+FLOAT_BITS = 32
+MOMENTUM = 0.1
+
+
+def check_bits(bits: object, what: str = "bits") -> int:
+    """Return ``bits`` if it is an allowed bit width, else raise a ValueError naming them."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in ALLOWED_BITS:
+        raise ValueError(f"{what} must be one of {list(ALLOWED_BITS)} (32 = float), got {bits!r}")
+    return bits
+
+
+def _needs_grad(x: Tensor) -> bool:
+    """Whether ``x`` needs an STE graph (never while exporting to ONNX)."""
+    return x.requires_grad and torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()
+
+
+def _straight_through(x: Tensor, q: Tensor) -> Tensor:
+    """Forward value exactly ``q``, gradient of identity w.r.t. ``x``."""
+    if not _needs_grad(x):
+        return q
+    return (x - x.detach()) + q.detach()
+
+
+def fake_quantize_weight(w: Tensor, bits: int) -> Tensor:
+    """Symmetric per-output-channel (dim 0) fake quantization with an STE gradient.
+
+    ``scale_c = max|w_c| / (2^(bits-1) - 1)``; ``q = clamp(round(w / scale), -qmax, qmax)
+    * scale``. All-zero channels stay zero. ``bits == 32`` returns ``w`` itself.
+    """
+    if check_bits(bits) == FLOAT_BITS:
+        return w
+    qmax = 2 ** (bits - 1) - 1
+    reduce_dims = tuple(range(1, w.dim()))
+    absmax = w.detach().abs().amax(dim=reduce_dims, keepdim=True) if reduce_dims else w.abs()
+    scale = absmax.detach() / qmax
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(w.detach() / scale), -qmax, qmax) * scale
+    return _straight_through(w, q)
+
+
+class ActivationQuantizer(nn.Module):
+    """Per-tensor asymmetric min/max fake quantization at ``bits`` (32 = identity).
+
+    The range lives in buffers ``min_val``, ``max_val`` and ``initialized`` (change them
+    through ``reset()`` or ``load_state_dict``, not in place). The first
+    batch seen (in train or eval mode) sets it; later batches in train mode update it as
+    an exponential moving average (momentum 0.1); eval mode leaves it fixed. The range
+    used always includes 0. The gradient is the STE, zero outside the range (clipped).
+    """
+
+    def __init__(self, bits: int = 8) -> None:
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.calibrating = False  # set by calibrate_activations: exact min/max, no quantization
+        self.register_buffer("min_val", torch.zeros(()))
+        self.register_buffer("max_val", torch.zeros(()))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._known_initialized = False  # caches a True `initialized` (no device sync)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+    def reset(self) -> None:
+        """Forget the tracked range."""
+        self.min_val.zero_()
+        self.max_val.zero_()
+        self.initialized.fill_(False)
+        self._known_initialized = False
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._known_initialized = False
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _is_initialized(self) -> bool:
+        if not self._known_initialized:
+            with warnings.catch_warnings():  # a traced model bakes this branch in: fine
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                self._known_initialized = bool(self.initialized)
+        return self._known_initialized
+
+    @torch.no_grad()
+    def _observe(self, x: Tensor) -> None:
+        low, high = torch.aminmax(x.detach())
+        low = low.to(device=self.min_val.device, dtype=self.min_val.dtype)
+        high = high.to(device=self.max_val.device, dtype=self.max_val.dtype)
+        if not self._is_initialized():
+            self.min_val.copy_(low)
+            self.max_val.copy_(high)
+            self.initialized.fill_(True)
+            self._known_initialized = True
+        elif self.calibrating:
+            torch.minimum(self.min_val, low, out=self.min_val)
+            torch.maximum(self.max_val, high, out=self.max_val)
+        elif self.training:
+            self.min_val.lerp_(low, MOMENTUM)
+            self.max_val.lerp_(high, MOMENTUM)
+
+    def scale_zero_point(self) -> tuple[Tensor, Tensor]:
+        """Current ``(scale, zero_point)``; ``zero_point`` is an integer-valued float."""
+        levels = 2**self.bits - 1
+        low = torch.clamp(self.min_val, max=0.0)
+        high = torch.clamp(self.max_val, min=0.0)
+        scale = (high - low) / levels
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        zero_point = torch.clamp(torch.round(-low / scale), 0.0, float(levels))
+        return scale, zero_point
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bits == FLOAT_BITS:
+            return x
+        if torch.jit.is_tracing():  # exporting: the range must already be known
+            if not self._is_initialized():
+                raise RuntimeError(
+                    "ActivationQuantizer has no range yet: run calibrate_activations (or one "
+                    "forward pass) before exporting"
+                )
+        elif self.training or self.calibrating or not self._is_initialized():
+            self._observe(x)
+        if self.calibrating:
+            return x
+        levels = float(2**self.bits - 1)
+        scale, zero_point = self.scale_zero_point()
+        scale = scale.to(device=x.device, dtype=x.dtype)
+        zero_point = zero_point.to(device=x.device, dtype=x.dtype)
+        q = torch.clamp(torch.round(x / scale) + zero_point, 0.0, levels)
+        out = (q - zero_point) * scale
+        if not _needs_grad(x):
+            return out
+        low, high = (0.0 - zero_point) * scale, (levels - zero_point) * scale
+        inside = ((x >= low) & (x <= high)).to(x.dtype)
+        return (x - x.detach()) * inside + out.detach()
+
+
+_QUANTIZABLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def check_quantizable(layer: nn.Module, name: str | None = None) -> None:
+    """Raise UnsupportedLayerError unless ``layer`` is a plain Linear/Conv1d/Conv2d."""
+    label = name or type(layer).__name__
+    base = next((t for t in _QUANTIZABLE if isinstance(layer, t)), None)
+    if base is None:
+        raise UnsupportedLayerError(label, "only Linear, Conv1d and Conv2d can be quantized")
+    if type(layer).forward is not base.forward:
+        raise UnsupportedLayerError(label, f"{type(layer).__name__} overrides forward")
+    if getattr(layer, "padding_mode", "zeros") != "zeros":
+        raise UnsupportedLayerError(label, f"padding_mode={layer.padding_mode!r}, only 'zeros'")
+
+
+class QuantWrapper(nn.Module):
+    """A Linear/Conv1d/Conv2d (``self.layer``) with fake-quantized weights and input."""
+
+    def __init__(self, layer: nn.Module, weight_bits: int, act_bits: int) -> None:
+        super().__init__()
+        check_quantizable(layer)
+        self.weight_bits = check_bits(weight_bits, "weight_bits")
+        self.act_bits = check_bits(act_bits, "act_bits")
+        self.layer = layer
+        self.act_quant = ActivationQuantizer(self.act_bits).to(device=layer.weight.device)
+
+    def extra_repr(self) -> str:
+        return f"weight_bits={self.weight_bits}, act_bits={self.act_bits}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        layer = self.layer
+        x = self.act_quant(x)
+        weight = fake_quantize_weight(layer.weight, self.weight_bits)
+        if isinstance(layer, nn.Linear):
+            return F.linear(x, weight, layer.bias)
+        conv = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
+        return conv(
+            x, weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups
+        )
+
+
+def quantize_layer(layer: nn.Module, weight_bits: int, act_bits: int) -> nn.Module:
+    """Fake-quantize ``layer`` (a copy; the input is not modified).
+
+    Returns ``layer`` itself at 32/32. A :class:`LowRank` gets each factor wrapped (a new
+    LowRank with the same attributes); a :class:`QuantWrapper` is re-wrapped at the new
+    bits; a Linear/Conv1d/Conv2d becomes a :class:`QuantWrapper`.
+    """
+    check_bits(weight_bits, "weight_bits")
+    check_bits(act_bits, "act_bits")
+    if weight_bits == FLOAT_BITS and act_bits == FLOAT_BITS:
+        return layer
+    if isinstance(layer, LowRank):
+        factors = [quantize_layer(child, weight_bits, act_bits) for child in layer]
+        wrapped = LowRank(
+            *factors, kind=layer.kind, ranks=layer.ranks, original_type=layer.original_type
+        )
+        return wrapped.train(layer.training)
+    inner = layer.layer if isinstance(layer, QuantWrapper) else layer
+    check_quantizable(inner)
+    wrapper = QuantWrapper(copy.deepcopy(inner), weight_bits, act_bits)
+    return wrapper.train(layer.training)
+
+
+def _first_tensor(batch: object) -> Tensor:
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], Tensor):
+        return batch[0]  # (inputs, targets) pairs from a DataLoader
+    raise TypeError(
+        f"calibration batches must be tensors or (inputs, ...) tuples, got {type(batch)}"
+    )
+
+
+def calibrate_activations(
+    model: nn.Module, batches: Iterable[Tensor], device: torch.device | str | None = None
+) -> int:
+    """Set every ActivationQuantizer's range to the exact min/max over ``batches``.
+
+    Ranges are reset, then ``model`` runs under ``no_grad`` in eval mode while the
+    quantizers record min/max and pass activations through unquantized (the float
+    activations are observed). Modes are restored afterwards. ``device`` defaults to the
+    model's parameters' device. Returns the number of quantizers calibrated (32-bit ones,
+    being identities, are not counted). Raises ValueError if there are quantizers but no
+    batches.
+    """
+    quantizers = [
+        m for m in model.modules() if isinstance(m, ActivationQuantizer) and m.bits < FLOAT_BITS
+    ]
+    if not quantizers:
+        return 0
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    modes = {module: module.training for module in model.modules()}
+    seen = 0
+    try:
+        model.eval()
+        for quantizer in quantizers:
+            quantizer.reset()
+            quantizer.calibrating = True
+        with torch.no_grad():
+            for batch in batches:
+                model(_first_tensor(batch).to(device))
+                seen += 1
+    finally:
+        for quantizer in quantizers:
+            quantizer.calibrating = False
+        for module, training in modes.items():
+            module.training = training
+    if seen == 0:
+        raise ValueError("calibrate_activations got no batches; give at least one input batch")
+    return len(quantizers)
