@@ -21,14 +21,21 @@ def blobs_task(n: int = 256, batch_size: int = 32, seed: int = 0) -> Task:
     centers = torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0]])
     inputs = centers[labels] + 0.5 * torch.randn(n, 4, generator=gen)
     half = n // 2
-    return Task("blobs", (inputs[:half], labels[:half]), (inputs[half:], labels[half:]), batch_size=batch_size)
+    return Task(
+        "blobs",
+        (inputs[:half], labels[:half]),
+        (inputs[half:], labels[half:]),
+        batch_size=batch_size,
+    )
 
 
 def regression_task(n: int = 128) -> Task:
     gen = torch.Generator().manual_seed(1)
     inputs = torch.randn(n, 4, generator=gen)
     targets = inputs @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]])
-    return Task("lin", (inputs, targets), (inputs[:32], targets[:32]), metric="neg_rmse", loss="mse")
+    return Task(
+        "lin", (inputs, targets), (inputs[:32], targets[:32]), metric="neg_rmse", loss="mse"
+    )
 
 
 def mean_loss(model: nn.Module, task: Task) -> float:
@@ -43,15 +50,31 @@ def mean_loss(model: nn.Module, task: Task) -> float:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"train": (torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))}, ValueError, "4 inputs but 3 targets"),
-        ({"val": (torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))}, ValueError, "val split is empty"),
-        ({"train": (torch.zeros(4, 2).numpy(), torch.zeros(4))}, TypeError, "train inputs must be a torch.Tensor"),
+        (
+            {"train": (torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))},
+            ValueError,
+            "4 inputs but 3 targets",
+        ),
+        (
+            {"val": (torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))},
+            ValueError,
+            "val split is empty",
+        ),
+        (
+            {"train": (torch.zeros(4, 2).numpy(), torch.zeros(4))},
+            TypeError,
+            "train inputs must be a torch.Tensor",
+        ),
         ({"train": torch.zeros(4, 2)}, TypeError, "pair (inputs, targets)"),
         ({"val": None}, ValueError, "val split is required"),
         ({"metric": "f1"}, ValueError, "unknown metric 'f1'; allowed: accuracy, neg_rmse"),
         ({"loss": "hinge"}, ValueError, "unknown loss 'hinge'; allowed: cross_entropy, mse"),
         ({"metric": 3}, TypeError, "metric must be one of"),
-        ({"val": (torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))}, ValueError, "per-sample shape (3,)"),
+        (
+            {"val": (torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))},
+            ValueError,
+            "per-sample shape (3,)",
+        ),
         ({"train": (torch.zeros(4, 2), torch.zeros(4))}, ValueError, "needs integer class labels"),
         ({"loss": "mse", "metric": "neg_rmse"}, ValueError, "'mse' needs floating-point targets"),
         ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
@@ -163,7 +186,10 @@ def test_distillation_from_an_identical_teacher_has_zero_kd(make_task) -> None:
     info = train(student, task, steps=4, lr=0.0, teacher=teacher, distill_weight=1.0)
     assert info["final_loss"] == pytest.approx(0.0, abs=1e-6)
     other = TabularMLP(4, out, hidden=(16,), batchnorm=False)
-    assert train(student, task, steps=4, lr=0.0, teacher=other, distill_weight=1.0)["final_loss"] > 1e-3
+    assert (
+        train(student, task, steps=4, lr=0.0, teacher=other, distill_weight=1.0)["final_loss"]
+        > 1e-3
+    )
 
 
 def test_distillation_leaves_teacher_unchanged() -> None:
@@ -211,7 +237,9 @@ def test_resolve_device() -> None:
 
 def bn_model() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5), nn.BatchNorm1d(3, momentum=0.3), nn.ReLU())
+    return nn.Sequential(
+        nn.Linear(4, 3), nn.Dropout(0.5), nn.BatchNorm1d(3, momentum=0.3), nn.ReLU()
+    )
 
 
 @pytest.mark.parametrize("batches", [1, 3])

@@ -53,7 +53,9 @@ def test_names_and_unknown_names() -> None:
         "diabetes-mlp",
     ]
     assert list_tasks() == ["mnist1d", "digits", "breast_cancer", "wine", "diabetes"]
-    with pytest.raises(ValueError, match="unknown zoo model 'resnet50'; allowed: mnist1d-cnn, mnist1d-resnet"):
+    with pytest.raises(
+        ValueError, match="unknown zoo model 'resnet50'; allowed: mnist1d-cnn, mnist1d-resnet"
+    ):
         load_zoo("resnet50")
     with pytest.raises(ValueError, match="unknown task 'cifar10'; allowed: mnist1d, digits"):
         load_task("cifar10")
@@ -74,11 +76,24 @@ def test_parameter_counts_by_hand() -> None:
     assert mlp == 71_171
     assert n_params(TabularMLP(13, 3)) == mlp
     assert n_params(TabularMLP(10, 1, hidden=(8,), batchnorm=False)) == linear(10, 8) + linear(8, 1)
-    digits = conv(1, 16, 9) + bn(16) + conv(16, 32, 9) + bn(32) + conv(32, 64, 9) + bn(64) + linear(256, 10)
+    digits = (
+        conv(1, 16, 9)
+        + bn(16)
+        + conv(16, 32, 9)
+        + bn(32)
+        + conv(32, 64, 9)
+        + bn(64)
+        + linear(256, 10)
+    )
     assert n_params(DigitsCNN()) == digits == 26_090
 
     def block(c_in: int, c_out: int, projection: bool) -> int:
-        main = conv(c_in, c_in, 3, False, groups=c_in) + bn(c_in) + conv(c_in, c_out, 1, False) + bn(c_out)
+        main = (
+            conv(c_in, c_in, 3, False, groups=c_in)
+            + bn(c_in)
+            + conv(c_in, c_out, 1, False)
+            + bn(c_out)
+        )
         return main + (conv(c_in, c_out, 1, False) + bn(c_out) if projection else 0)
 
     resnet = (
@@ -100,7 +115,9 @@ def test_parameter_counts_by_hand() -> None:
         (TabularMLP(30, 2, dropout=0.1), (5, 30), (5, 2)),
     ],
 )
-def test_forward_shape_and_fx_trace(model: nn.Module, input_shape: tuple, output_shape: tuple) -> None:
+def test_forward_shape_and_fx_trace(
+    model: nn.Module, input_shape: tuple, output_shape: tuple
+) -> None:
     model.eval()
     x = torch.randn(input_shape)
     out = model(x)
@@ -113,7 +130,9 @@ def test_resnet_has_coupled_channels() -> None:
     model = Mnist1dResNetDW()
     blocks = [m for m in model.modules() if isinstance(m, DepthwiseSeparableBlock)]
     assert len(blocks) == 6
-    assert all(b.depthwise.groups == b.depthwise.in_channels == b.depthwise.out_channels for b in blocks)
+    assert all(
+        b.depthwise.groups == b.depthwise.in_channels == b.depthwise.out_channels for b in blocks
+    )
     identity = [b for b in blocks if isinstance(b.shortcut, nn.Identity)]
     projected = [b for b in blocks if not isinstance(b.shortcut, nn.Identity)]
     assert len(identity) == 4 and len(projected) == 2
@@ -155,10 +174,18 @@ def test_sklearn_tasks(name: str, total: int, sample_shape: tuple, classes: int 
     x_train, y_train = task.train
     assert x_train.shape[1:] == sample_shape and x_train.dtype == torch.float32
     if classes is None:
-        assert task.loss == "mse" and task.metric == "neg_rmse" and y_train.shape == (sizes["train"], 1)
+        assert (
+            task.loss == "mse"
+            and task.metric == "neg_rmse"
+            and y_train.shape == (sizes["train"], 1)
+        )
         torch.testing.assert_close(y_train.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
     else:
-        assert task.loss == "cross_entropy" and task.metric == "accuracy" and y_train.dtype == torch.long
+        assert (
+            task.loss == "cross_entropy"
+            and task.metric == "accuracy"
+            and y_train.dtype == torch.long
+        )
         train_share = torch.bincount(y_train, minlength=classes) / len(y_train)
         val_share = torch.bincount(task.val[1], minlength=classes) / len(task.val[1])
         assert (train_share - val_share).abs().max() <= 1.0 / len(task.val[1])  # stratified
@@ -166,13 +193,17 @@ def test_sklearn_tasks(name: str, total: int, sample_shape: tuple, classes: int 
         assert x_train.min() == 0.0 and x_train.max() == 1.0
     else:  # standardized with training statistics
         torch.testing.assert_close(x_train.mean(0), torch.zeros(sample_shape), atol=1e-5, rtol=0)
-        torch.testing.assert_close(x_train.std(0, unbiased=False), torch.ones(sample_shape), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            x_train.std(0, unbiased=False), torch.ones(sample_shape), atol=1e-4, rtol=0
+        )
     again = load_task(name, seed=0)
     assert torch.equal(again.train[0], x_train) and torch.equal(again.test[1], task.test[1])
     assert not torch.equal(load_task(name, seed=1).train[0], x_train)
 
 
-def test_mnist1d_task_is_generated_once_and_cached(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mnist1d_task_is_generated_once_and_cached(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(datasets, "MNIST1D_NUM_SAMPLES", 300)  # 240 train / 60 test
     monkeypatch.setattr(datasets, "MNIST1D_VAL_SAMPLES", 40)
     np.random.seed(123)
@@ -181,7 +212,10 @@ def test_mnist1d_task_is_generated_once_and_cached(cache: Path, monkeypatch: pyt
     np.random.seed(123)
     random.seed(123)
     task = load_task("mnist1d", seed=0)
-    assert (np.random.rand(), random.random()) == (expected_np, expected_py)  # global RNGs untouched
+    assert (np.random.rand(), random.random()) == (
+        expected_np,
+        expected_py,
+    )  # global RNGs untouched
     assert task.num_samples == {"train": 200, "val": 40, "test": 60}
     assert task.train[0].shape == (200, 1, 40) and task.train[0].dtype == torch.float32
     assert set(torch.unique(task.val[1]).tolist()) <= set(range(10))
@@ -203,7 +237,9 @@ def test_mnist1d_task_is_generated_once_and_cached(cache: Path, monkeypatch: pyt
 # --- registry and cache -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "outputs"), [("digits-cnn", 10), ("breast-cancer-mlp", 2), ("diabetes-mlp", 1)])
+@pytest.mark.parametrize(
+    ("name", "outputs"), [("digits-cnn", 10), ("breast-cancer-mlp", 2), ("diabetes-mlp", 1)]
+)
 def test_random_init_is_seeded(cache: Path, name: str, outputs: int) -> None:
     first = load_zoo(name, pretrained=False, seed=3)
     second = load_zoo(name, pretrained=False, seed=3)

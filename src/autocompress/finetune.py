@@ -27,9 +27,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+        raise ValueError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+        raise ValueError(
+            f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'"
+        )
     return resolved
 
 
@@ -70,7 +74,12 @@ def train(
     task_loss_fn = task.loss_fn()
     losses: list[float] = []
     start = time.perf_counter()
-    with _seeded(seed, dev), _kept_modes(model), _kept_modes(teacher_model), _progress(progress, total_steps) as bar:
+    with (
+        _seeded(seed, dev),
+        _kept_modes(model),
+        _kept_modes(teacher_model),
+        _progress(progress, total_steps) as bar,
+    ):
         opt = _make_optimizer(optimizer, params, lr, weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
@@ -88,7 +97,9 @@ def train(
                 kd = _distill_loss(outputs, teacher_out, temperature, task.is_classification)
                 loss = (1.0 - distill_weight) * loss + distill_weight * kd
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"train: loss became {loss.item()} at step {step} (lr={lr})")
+                raise FloatingPointError(
+                    f"train: loss became {loss.item()} at step {step} (lr={lr})"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -205,7 +216,9 @@ def _prepare_teacher(teacher: nn.Module | None, dev: torch.device) -> nn.Module 
     return copy.deepcopy(teacher).to(dev)
 
 
-def _distill_loss(student: Tensor, teacher: Tensor, temperature: float, classification: bool) -> Tensor:
+def _distill_loss(
+    student: Tensor, teacher: Tensor, temperature: float, classification: bool
+) -> Tensor:
     if not classification:
         return F.mse_loss(student, teacher)
     log_p_student = F.log_softmax(student / temperature, dim=1)
@@ -214,7 +227,9 @@ def _distill_loss(student: Tensor, teacher: Tensor, temperature: float, classifi
     return kl * temperature**2
 
 
-def _make_optimizer(name: str, params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def _make_optimizer(
+    name: str, params: list, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":

@@ -71,7 +71,11 @@ class Task:
                 )
         _check_choice("metric", self.metric, METRICS)
         _check_choice("loss", self.loss, LOSSES)
-        if self.loss == "cross_entropy" and self.train[1].is_floating_point() and self.train[1].dim() < 2:
+        if (
+            self.loss == "cross_entropy"
+            and self.train[1].is_floating_point()
+            and self.train[1].dim() < 2
+        ):
             raise ValueError(
                 f"Task {self.name!r}: loss 'cross_entropy' needs integer class labels "
                 f"(torch.long) or 2-D class probabilities, got 1-D {self.train[1].dtype} targets"
@@ -81,8 +85,14 @@ class Task:
                 f"Task {self.name!r}: loss 'mse' needs floating-point targets, "
                 f"got {self.train[1].dtype}"
             )
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"Task {self.name!r}: batch_size must be a positive int, got {self.batch_size!r}")
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):
+            raise ValueError(
+                f"Task {self.name!r}: batch_size must be a positive int, got {self.batch_size!r}"
+            )
 
     def _check_split(self, split: str) -> None:
         data = getattr(self, split)
@@ -91,12 +101,18 @@ class Task:
                 return
             raise ValueError(f"Task {self.name!r}: the {split} split is required (got None)")
         if not isinstance(data, tuple | list) or len(data) != 2:
-            raise TypeError(f"Task {self.name!r}: {split} must be a pair (inputs, targets), got {type(data).__name__}")
+            raise TypeError(
+                f"Task {self.name!r}: {split} must be a pair (inputs, targets), got {type(data).__name__}"
+            )
         for role, value in zip(("inputs", "targets"), data, strict=True):
             if not isinstance(value, Tensor):
-                raise TypeError(f"Task {self.name!r}: {split} {role} must be a torch.Tensor, got {type(value).__name__}")
+                raise TypeError(
+                    f"Task {self.name!r}: {split} {role} must be a torch.Tensor, got {type(value).__name__}"
+                )
             if value.dim() == 0:
-                raise ValueError(f"Task {self.name!r}: {split} {role} must have a batch dimension, got a 0-d tensor")
+                raise ValueError(
+                    f"Task {self.name!r}: {split} {role} must have a batch dimension, got a 0-d tensor"
+                )
         inputs, targets = data
         if len(inputs) != len(targets):
             raise ValueError(
@@ -113,7 +129,9 @@ class Task:
     def split(self, split: str = "train") -> tuple[Tensor, Tensor]:
         """The (inputs, targets) of ``split`` ("train", "val" or "test")."""
         if split not in SPLITS:
-            raise ValueError(f"Task {self.name!r}: unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+            raise ValueError(
+                f"Task {self.name!r}: unknown split {split!r}; allowed: {', '.join(SPLITS)}"
+            )
         data = getattr(self, split)
         if data is None:
             raise ValueError(f"Task {self.name!r} has no {split} split")
@@ -147,7 +165,11 @@ class Task:
     @property
     def metric_name(self) -> str:
         """The metric's name ("accuracy", "neg_rmse" or the callable's name)."""
-        return self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "metric")
+        return (
+            self.metric
+            if isinstance(self.metric, str)
+            else getattr(self.metric, "__name__", "metric")
+        )
 
     @property
     def is_classification(self) -> bool:
@@ -173,6 +195,10 @@ class Task:
 def _check_choice(what: str, value: object, allowed: dict) -> None:
     if isinstance(value, str):
         if value not in allowed:
-            raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)} or a callable")
+            raise ValueError(
+                f"unknown {what} {value!r}; allowed: {', '.join(allowed)} or a callable"
+            )
     elif not callable(value):
-        raise TypeError(f"{what} must be one of {', '.join(allowed)} or a callable, got {type(value).__name__}")
+        raise TypeError(
+            f"{what} must be one of {', '.join(allowed)} or a callable, got {type(value).__name__}"
+        )

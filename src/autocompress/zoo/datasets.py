@@ -35,6 +35,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cache files are plain readable files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -58,7 +59,9 @@ def list_tasks() -> list[str]:
 
 def _mnist1d_arrays() -> dict[str, np.ndarray]:
     """Generate (or read from the cache) MNIST-1D with MNIST1D_NUM_SAMPLES samples."""
-    path = cache_dir() / "datasets" / f"mnist1d-n{MNIST1D_NUM_SAMPLES}-s{MNIST1D_GENERATION_SEED}.npz"
+    path = (
+        cache_dir() / "datasets" / f"mnist1d-n{MNIST1D_NUM_SAMPLES}-s{MNIST1D_GENERATION_SEED}.npz"
+    )
     if path.exists():
         with np.load(path) as data:
             return {key: data[key] for key in data.files}
@@ -148,7 +151,9 @@ def _diabetes(seed: int) -> Task:
     )
 
 
-def _classification(name: str, x: np.ndarray, y: np.ndarray, seed: int, *, standardize: bool) -> Task:
+def _classification(
+    name: str, x: np.ndarray, y: np.ndarray, seed: int, *, standardize: bool
+) -> Task:
     train_idx, val_idx, test_idx = _split_three(y, len(y), seed)
     x = _standardize(x, train_idx) if standardize else x
     y = y.astype(np.int64)
@@ -176,7 +181,9 @@ def _split_three(labels: np.ndarray | None, n: int, seed: int) -> tuple[np.ndarr
     index = np.arange(n)
     train_idx, rest = train_test_split(index, test_size=0.3, random_state=seed, stratify=labels)
     rest_labels = None if labels is None else labels[rest]
-    val_idx, test_idx = train_test_split(rest, test_size=0.5, random_state=seed, stratify=rest_labels)
+    val_idx, test_idx = train_test_split(
+        rest, test_size=0.5, random_state=seed, stratify=rest_labels
+    )
     return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
 
 

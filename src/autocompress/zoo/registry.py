@@ -16,7 +16,16 @@ from autocompress.task import Task
 from autocompress.zoo.datasets import atomic_write, cache_dir, load_task
 from autocompress.zoo.models import DigitsCNN, Mnist1dCNN, Mnist1dResNetDW, TabularMLP
 
-__all__ = ["RECIPE_VERSION", "ZOO", "Recipe", "ZooEntry", "ZooModel", "list_zoo", "load_zoo", "weights_path"]
+__all__ = [
+    "RECIPE_VERSION",
+    "ZOO",
+    "Recipe",
+    "ZooEntry",
+    "ZooModel",
+    "list_zoo",
+    "load_zoo",
+    "weights_path",
+]
 
 RECIPE_VERSION = "v1"  # bump when the training procedure changes in a way the Recipe does not show
 
@@ -56,7 +65,9 @@ class ZooModel:
 
 
 def _tabular(task: Task) -> nn.Module:
-    out_features = int(task.train[1].max()) + 1 if task.is_classification else task.train[1].shape[1]
+    out_features = (
+        int(task.train[1].max()) + 1 if task.is_classification else task.train[1].shape[1]
+    )
     return TabularMLP(task.train[0].shape[1], out_features)
 
 
@@ -76,7 +87,7 @@ ZOO: dict[str, ZooEntry] = {
     "digits-cnn": ZooEntry(
         "digits",
         lambda task: DigitsCNN(),
-        Recipe(epochs=30, lr=3e-3, batch_size=64),
+        Recipe(epochs=15, lr=3e-3, batch_size=64),
         "sklearn 8x8 digits, 3-conv CNN (Conv2d+BN+ReLU) + Linear",
     ),
     "breast-cancer-mlp": ZooEntry(
@@ -94,7 +105,7 @@ ZOO: dict[str, ZooEntry] = {
     "diabetes-mlp": ZooEntry(
         "diabetes",
         _tabular,
-        Recipe(epochs=30, lr=1e-3, batch_size=32),
+        Recipe(epochs=10, lr=1e-3, batch_size=32),
         "sklearn diabetes regression, MLP 10-256-256-1 (Linear+BN+ReLU), MSE",
     ),
 }
@@ -105,21 +116,27 @@ def list_zoo() -> list[str]:
     return list(ZOO)
 
 
-def weights_path(name: str, seed: int = 0, model: nn.Module | None = None) -> Path:
-    """Cache file of the pretrained weights.
-
-    Keyed by name, seed, RECIPE_VERSION and a hash of the recipe and of the parameter shapes,
-    so changing either never loads stale weights.
-    """
+def weights_path(name: str, seed: int = 0) -> Path:
+    """Cache file of the pretrained weights of ``name`` for ``seed``."""
     entry = _entry(name)
-    if model is None:
-        model = _build(entry, load_task(entry.task, seed=seed), seed)
-    shapes = sorted((key, tuple(value.shape)) for key, value in model.state_dict().items())
-    digest = hashlib.sha256(repr((entry.recipe, shapes)).encode()).hexdigest()[:10]
-    return cache_dir() / "zoo" / f"{name}-seed{seed}-{RECIPE_VERSION}-{digest}.pt"
+    task = load_task(entry.task, seed=seed)
+    return _weights_path(name, seed, _build(entry, task, seed), task)
 
 
-def load_zoo(name: str, *, pretrained: bool = True, seed: int = 0, progress: bool = False) -> ZooModel:
+def _weights_path(name: str, seed: int, model: nn.Module, task: Task) -> Path:
+    """Keyed by name, seed, RECIPE_VERSION and a hash of the recipe, the parameter shapes and the
+    training data, so changing any of them never loads stale weights."""
+    digest = hashlib.sha256(repr(_entry(name).recipe).encode())
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(f"{key}:{tuple(value.shape)}".encode())
+    for tensor in task.train:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return cache_dir() / "zoo" / f"{name}-seed{seed}-{RECIPE_VERSION}-{digest.hexdigest()[:10]}.pt"
+
+
+def load_zoo(
+    name: str, *, pretrained: bool = True, seed: int = 0, progress: bool = False
+) -> ZooModel:
     """Build zoo entry ``name`` (seeded init and data split); with ``pretrained``, its trained weights.
 
     Weights are trained with the entry's recipe on first use and cached under
@@ -131,7 +148,7 @@ def load_zoo(name: str, *, pretrained: bool = True, seed: int = 0, progress: boo
     model = _build(entry, task, seed)
     source, info = "random", {}
     if pretrained:
-        path = weights_path(name, seed, model)
+        path = _weights_path(name, seed, model, task)
         if _load_cached(model, path):
             source = "cache"
         else:
@@ -175,6 +192,8 @@ def _load_cached(model: nn.Module, path: Path) -> bool:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as err:  # any unreadable or mismatched cache file is just retrained
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        warnings.warn(f"ignoring unusable zoo cache file {path} ({reason}); retraining", stacklevel=3)
+        warnings.warn(
+            f"ignoring unusable zoo cache file {path} ({reason}); retraining", stacklevel=3
+        )
         return False
     return True
