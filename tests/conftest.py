@@ -1,15 +1,8 @@
 import os
 import tempfile
 
-import pytest
 import torch
 
 # keep the zoo's cache inside the test session unless the caller chose one
 os.environ.setdefault("AUTOCOMPRESS_CACHE", tempfile.mkdtemp(prefix="autocompress-test-cache-"))
 torch.set_num_threads(2)
-
-
-@pytest.fixture
-def rng_seed() -> int:
-    torch.manual_seed(0)
-    return 0

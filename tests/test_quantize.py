@@ -55,7 +55,7 @@ def test_weight_fake_quant_error_and_levels(bits: int) -> None:
 def test_weight_fake_quant_32_bits_is_identity_and_bits_are_checked() -> None:
     w = torch.randn(4, 3)
     assert fake_quantize_weight(w, 32) is w
-    for bad in (1, 9, 16, 0, 8.0, True):
+    for bad in (1, 9, 16, 0, 8.5, True, "8"):
         with pytest.raises(ValueError, match="must be one of"):
             fake_quantize_weight(w, bad)  # type: ignore[arg-type]
 
@@ -345,3 +345,24 @@ def test_onnx_export_matches_pytorch_after_calibration() -> None:
 def test_onnx_export_of_uncalibrated_quantizer_fails_clearly() -> None:
     with pytest.raises(RuntimeError, match="calibrate_activations"):
         run_onnx(quantize_layer(nn.Linear(4, 2), 8, 8).eval(), torch.randn(1, 4))
+
+
+def test_freeze_weights_keeps_outputs_and_drops_runtime_weight_quantization(tmp_path) -> None:
+    import onnx
+
+    from autocompress.export import export_onnx
+    from autocompress.transforms.quantize import freeze_weights
+
+    torch.manual_seed(0)
+    model = nn.Sequential(QuantWrapper(nn.Linear(8, 4), 4, 8)).eval()
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        expected = model(x)  # also initialises the activation range
+        frozen = freeze_weights(model)
+        assert torch.equal(frozen(x), expected)
+    assert frozen[0].weight_frozen and not model[0].weight_frozen  # the input is not changed
+    assert len(torch.unique(frozen[0].layer.weight[0])) <= 2**4 - 1
+    export_onnx(model, tmp_path / "m.onnx", x)
+    ops = [node.op_type for node in onnx.load(tmp_path / "m.onnx").graph.node]
+    assert "ReduceMax" not in ops and "Abs" not in ops  # no weight scale computed at run time
+    assert "Round" in ops  # the activation quantizer remains

@@ -75,7 +75,8 @@ def run_demo(
     space = SearchSpace.from_model(model, entry.example_input)
     evaluator = Evaluator(task, finetune_epochs=finetune_epochs, split="test", seed=seed, progress=False)
 
-    labelled: list[tuple[str, EvalResult]] = [("original", evaluator.evaluate(model, Policy.uniform(space), space=space))]
+    measure_only = Evaluator(task, split="test", seed=seed)
+    labelled: list[tuple[str, EvalResult]] = [("original", measure_only.evaluate(model, Policy.uniform(space), space=space))]
     jobs = [(name, target) for name in FAMILIES for target in TARGETS]
     with console.status("") as status:
         for i, (name, target) in enumerate(jobs, 1):

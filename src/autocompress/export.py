@@ -20,9 +20,11 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
+from autocompress.trace import as_inputs, flatten_tensors
+from autocompress.transforms.quantize import QuantWrapper, freeze_weights
+
 __all__ = [
     "ExportMismatchError",
-    "as_input_tuple",
     "export_onnx",
     "onnx_session",
     "run_session",
@@ -40,16 +42,6 @@ class ExportMismatchError(RuntimeError):
 # ---------------------------------------------------------------- helpers
 
 
-def as_input_tuple(example_input: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
-    """The example input as a tuple of tensors (a lone tensor becomes a 1-tuple)."""
-    inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
-    if not inputs or not all(isinstance(x, Tensor) for x in inputs):
-        raise TypeError(
-            f"example_input must be a tensor or a tuple of tensors, got {type(example_input).__name__}"
-        )
-    return inputs
-
-
 def input_names(count: int) -> list[str]:
     """ONNX input names: ``input`` for one input, ``input_0 .. input_n`` for several."""
     return ["input"] if count == 1 else [f"input_{i}" for i in range(count)]
@@ -57,16 +49,6 @@ def input_names(count: int) -> list[str]:
 
 def _output_names(count: int) -> list[str]:
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
-
-
-def _flatten_outputs(outputs: object) -> list[Tensor]:
-    if isinstance(outputs, Tensor):
-        return [outputs]
-    if isinstance(outputs, (tuple, list)):
-        return [t for item in outputs for t in _flatten_outputs(item)]
-    raise TypeError(
-        f"model outputs must be tensors or (nested) tuples/lists of tensors, got {type(outputs).__name__}"
-    )
 
 
 def onnx_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
@@ -154,7 +136,7 @@ def _check_file(
     ]
     for case_inputs, what in cases:
         with torch.no_grad():
-            expected = _flatten_outputs(model(*case_inputs))
+            expected = flatten_tensors(model(*case_inputs), strict=True)
         _compare(run_session(session, case_inputs), expected, rtol, atol, what)
 
 
@@ -187,15 +169,17 @@ def export_onnx(
     user's model is never modified (a CUDA model is copied to the CPU).
     """
     path = Path(path)
-    inputs = tuple(x.detach().cpu() for x in as_input_tuple(example_input))
+    inputs = tuple(x.detach().cpu() for x in as_inputs(example_input))
     cpu_model = model if _on_cpu(model) else copy.deepcopy(model).cpu()
+    if any(isinstance(m, QuantWrapper) for m in cpu_model.modules()):
+        cpu_model = freeze_weights(cpu_model)  # quantized weights become constants in the graph
     modes = [(m, m.training) for m in cpu_model.modules()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         cpu_model.eval()
         with torch.no_grad():
-            n_outputs = len(_flatten_outputs(cpu_model(*inputs)))
+            n_outputs = len(flatten_tensors(cpu_model(*inputs), strict=True))
         names_in, names_out = input_names(len(inputs)), _output_names(n_outputs)
         dynamic_axes = (
             {name: {0: "batch"} for name in names_in + names_out} if dynamic_batch else None

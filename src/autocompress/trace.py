@@ -49,13 +49,16 @@ def as_inputs(example_input: torch.Tensor | Sequence[torch.Tensor]) -> tuple[tor
     )
 
 
-def flatten_tensors(value: object) -> list[torch.Tensor]:
+def flatten_tensors(value: object, strict: bool = False) -> list[torch.Tensor]:
+    """The tensors in a (nested) tuple/list/dict output; ``strict``: anything else is an error."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, (list, tuple)):
-        return [t for item in value for t in flatten_tensors(item)]
+        return [t for item in value for t in flatten_tensors(item, strict)]
+    if strict:
+        raise TypeError(f"model outputs must be tensors or (nested) tuples/lists/dicts of tensors, got {type(value).__name__}")
     return []
 
 

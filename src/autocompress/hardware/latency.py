@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from autocompress.export import as_input_tuple, onnx_session, session_feeds
+from autocompress.export import onnx_session, session_feeds
+from autocompress.trace import as_inputs
 
 __all__ = ["LatencyResult", "compare_latency", "measure_ort_latency", "measure_torch_latency"]
 
@@ -114,7 +115,7 @@ def measure_ort_latency(
 ) -> LatencyResult:
     """Latency of an ONNX model in ONNX Runtime on the CPU with ``threads`` intra-op threads."""
     _check_counts(warmup, repeats, threads)
-    inputs = as_input_tuple(example_input)
+    inputs = as_inputs(example_input)
     run = _ort_runner(onnx_path, inputs, threads)
     for _ in range(warmup):
         run()
@@ -147,7 +148,7 @@ def measure_torch_latency(
     target_device = torch.device(device)
     if target_device.type == "cuda" and target_device.index is None:
         target_device = torch.device("cuda", torch.cuda.current_device())
-    inputs = tuple(x.to(target_device) for x in as_input_tuple(example_input))
+    inputs = tuple(x.to(target_device) for x in as_inputs(example_input))
     tensors = [*model.parameters(), *model.buffers()]
     same_device = all(t.device == target_device for t in tensors)
     runner = model if same_device else copy.deepcopy(model).to(target_device)
@@ -200,7 +201,7 @@ def compare_latency(
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     if not onnx_paths:
         raise ValueError("onnx_paths is empty; give at least one model")
-    inputs = as_input_tuple(example_input)
+    inputs = as_inputs(example_input)
     names = list(onnx_paths)
     runners = {name: _ort_runner(onnx_paths[name], inputs, threads) for name in names}
     for name in names:

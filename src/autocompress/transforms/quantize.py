@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autocompress.policy import ALLOWED_BITS, check_bits
 from autocompress.transforms.lowrank import LowRank, UnsupportedLayerError
 
 __all__ = [
@@ -34,19 +35,12 @@ __all__ = [
     "check_bits",
     "check_quantizable",
     "fake_quantize_weight",
+    "freeze_weights",
     "quantize_layer",
 ]
 
-ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 FLOAT_BITS = 32
 MOMENTUM = 0.1
-
-
-def check_bits(bits: object, what: str = "bits") -> int:
-    """Return ``bits`` if it is an allowed bit width, else raise a ValueError naming them."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in ALLOWED_BITS:
-        raise ValueError(f"{what} must be one of {list(ALLOWED_BITS)} (32 = float), got {bits!r}")
-    return bits
 
 
 def _needs_grad(x: Tensor) -> bool:
@@ -196,6 +190,7 @@ class QuantWrapper(nn.Module):
         self.act_bits = check_bits(act_bits, "act_bits")
         self.layer = layer
         self.act_quant = ActivationQuantizer(self.act_bits).to(device=layer.weight.device)
+        self.weight_frozen = False  # True: layer.weight already holds its quantized values
 
     def extra_repr(self) -> str:
         return f"weight_bits={self.weight_bits}, act_bits={self.act_bits}"
@@ -203,13 +198,28 @@ class QuantWrapper(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         layer = self.layer
         x = self.act_quant(x)
-        weight = fake_quantize_weight(layer.weight, self.weight_bits)
+        weight = layer.weight if self.weight_frozen else fake_quantize_weight(layer.weight, self.weight_bits)
         if isinstance(layer, nn.Linear):
             return F.linear(x, weight, layer.bias)
         conv = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
         return conv(
             x, weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups
         )
+
+
+def freeze_weights(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose quantized layers store their weights already quantized.
+
+    Same outputs, no weight quantization at run time: for inference and export only (a
+    frozen wrapper no longer trains its weights through the straight-through estimator).
+    """
+    frozen = copy.deepcopy(model)
+    for module in frozen.modules():
+        if isinstance(module, QuantWrapper) and not module.weight_frozen:
+            with torch.no_grad():
+                module.layer.weight.copy_(fake_quantize_weight(module.layer.weight, module.weight_bits))
+            module.weight_frozen = True
+    return frozen
 
 
 def quantize_layer(layer: nn.Module, weight_bits: int, act_bits: int) -> nn.Module:
