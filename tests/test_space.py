@@ -97,3 +97,17 @@ def test_cost_of_identity_policy_equals_counted_cost():
     x = torch.randn(1, 1, 40)
     space = SearchSpace.from_model(model, x)
     assert space.cost(Policy()) == count_cost(model, x)
+
+
+def test_untraceable_channel_dependencies_leave_quant_and_lowrank(monkeypatch):
+    import autocompress.space as space_module
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("custom op the tracer does not know")
+
+    monkeypatch.setattr(space_module, "discover_groups", fail)
+    space = SearchSpace.from_model(ResidualDW(), torch.randn(1, 1, 40))
+    stem = space.layers["stem"]
+    assert not stem.prunable and stem.decomposable and stem.quantizable
+    assert "could not be traced (RuntimeError: custom op the tracer does not know)" in stem.reasons["prune"]
+    assert space.groups == {}
