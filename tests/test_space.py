@@ -111,3 +111,12 @@ def test_untraceable_channel_dependencies_leave_quant_and_lowrank(monkeypatch):
     assert not stem.prunable and stem.decomposable and stem.quantizable
     assert "could not be traced (RuntimeError: custom op the tracer does not know)" in stem.reasons["prune"]
     assert space.groups == {}
+
+
+def test_methods_restrict_the_genes():
+    space = SearchSpace.from_model(ResidualDW(), torch.randn(1, 1, 40), methods=["prune"])
+    assert {g.field for g in space.genes} == {"prune"}
+    assert space.layers["stem"].reasons["quant"] == "method not selected"
+    assert not space.layers["stem"].quantizable and not space.layers["stem"].decomposable
+    with pytest.raises(ValueError, match="methods must be a non-empty subset"):
+        SearchSpace.from_model(ResidualDW(), torch.randn(1, 1, 40), methods=["distill"])

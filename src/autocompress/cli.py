@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -141,6 +142,169 @@ def demo(
     from autocompress.demo import run_demo
 
     run_demo(out, finetune_epochs=finetune_epochs, seed=seed, threads=threads, console=console)
+
+
+# ---------------------------------------------------------------- search
+StorageArg = Annotated[str, typer.Argument(help="the study's storage: a SQLite file or an RDB URL")]
+StudyOption = Annotated[str | None, typer.Option("--study", help="study name (default: the only one in the storage)")]
+
+
+def _open_study(storage: str, name: str | None):
+    import optuna
+
+    from autocompress.search.study import Study, open_storage
+
+    if "://" not in storage and not Path(storage).exists():
+        _fail(f"{storage} does not exist")
+    names = optuna.get_all_study_names(open_storage(storage))
+    if name is None:
+        if len(names) != 1:
+            _fail(f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}): choose one with --study")
+        name = names[0]
+    try:
+        return Study.open(storage, name, create=False)
+    except ValueError as error:
+        _fail(str(error))
+
+
+def _front_table(study, records, title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("#", "strategy", "metric", "drop", "FLOPs %", "params %", "BitOps %", "bytes %", "latency ms", "eval s"):
+        table.add_column(column, justify="right")
+    for r in records:
+        v = r.values
+        latency = f"{v['latency_ms']:.3f}" if "latency_ms" in v else "-"
+        table.add_row(
+            str(r.number), str(r.tags.get("strategy", "")), f"{v['metric']:.2f}", f"{v['accuracy_drop']:.2f}",
+            f"{100 * v['flops_ratio']:.1f}", f"{100 * v['params_ratio']:.1f}", f"{100 * v['bitops_ratio']:.2f}",
+            f"{100 * v['bytes_ratio']:.1f}", latency, f"{r.seconds:.1f}",
+        )
+    return table
+
+
+@app.command("search")
+def search_cmd(
+    config: Annotated[Path, typer.Argument(help="search configuration (YAML)")],
+    workers: Annotated[int | None, typer.Option(help="evaluate this many candidates at once on this machine")] = None,
+) -> None:
+    """Search compression policies (resumes a killed search without re-evaluating finished candidates)."""
+    from autocompress.search.config import ConfigError, load_config
+    from autocompress.search.runner import search_from_config
+
+    try:
+        parsed = load_config(config)
+        study = search_from_config(parsed, workers=workers, console=console)
+    except ConfigError as error:
+        _fail(str(error))
+    records = study.records()
+    failed = sum(r.state == "failed" for r in records)
+    front = study.pareto_front()
+    console.print(_front_table(study, front, f"Pareto front ({', '.join(o.name for o in study.objectives)})"))
+    console.print(f"{len(records)} candidates ({failed} failed); hypervolume {study.hypervolume():.6g} "
+                  f"(reference {study.default_reference()}); storage {parsed.storage}, study {parsed.study}")
+    if parsed.constraints:
+        try:
+            best = study.best(parsed.constraints)
+            console.print(f"best meeting {', '.join(parsed.constraints)}: #{best.number}")
+        except LookupError as error:
+            console.print(f"[yellow]{error}[/yellow] (the study and its front are saved)")
+
+
+@app.command()
+def worker(
+    storage: Annotated[str, typer.Option(help="the shared study's storage URL")],
+    study: Annotated[str, typer.Option(help="study name")],
+    idle_timeout: Annotated[float, typer.Option(help="stop after this many seconds with nothing to do")] = 60.0,
+) -> None:
+    """Evaluate candidates queued in a shared study (run it on other machines)."""
+    from autocompress.search.config import ConfigError
+    from autocompress.search.worker import run_worker
+
+    try:
+        done = run_worker(storage, study, idle_timeout=idle_timeout, console=console)
+    except (ConfigError, ValueError) as error:
+        _fail(str(error))
+    console.print(f"evaluated {done} candidates")
+
+
+@app.command()
+def front(
+    storage: StorageArg,
+    study: StudyOption = None,
+    objectives: Annotated[str | None, typer.Option(help="comma-separated, e.g. accuracy,bitops (default: the study's)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write the Pareto plot (PNG) here")] = None,
+    best: Annotated[str | None, typer.Option(help='constraints, e.g. "accuracy_drop<=1.0": print the best candidate meeting them')] = None,
+) -> None:
+    """The Pareto front as a table; optionally its plot and the best candidate meeting a constraint."""
+    opened = _open_study(storage, study)
+    names = objectives.split(",") if objectives else [o.name for o in opened.objectives]
+    try:
+        front_records = opened.pareto_front(names)
+    except ValueError as error:
+        _fail(str(error))
+    console.print(_front_table(opened, front_records, f"Pareto front ({', '.join(names)}), {len(opened.completed())} candidates"))
+    if plot is not None:
+        from autocompress.search.objectives import Objective
+        from autocompress.search.pareto import non_dominated
+        from autocompress.search.plot import plot_front
+
+        if len(names) != 2:
+            _fail("--plot needs exactly two objectives")
+        chosen = [Objective.parse(n) for n in names]
+        metric = next((o for o in chosen if o.direction == "maximize"), chosen[0])
+        cost = next(o for o in chosen if o is not metric)
+        cost_key = f"{cost.key}_ratio" if f"{cost.key}_ratio" in opened.completed()[0].values else cost.key
+        records = opened.completed()
+        points = np.array([[r.values[cost_key], r.values[metric.key]] for r in records])
+        mask = non_dominated(points, ["minimize", metric.direction])
+        original = opened.meta.get("original", {})
+        path = plot_front(points, mask, x_label=cost_key, y_label=metric.key, path=plot,
+                          original=(original.get(cost_key, 1.0), original.get(metric.key)) if original else None,
+                          title=f"{len(records)} candidates, front highlighted",
+                          log_x=bool(points[:, 0].min() > 0 and points[:, 0].max() / points[:, 0].min() > 100))
+        console.print(f"wrote {path}")
+    if best:
+        try:
+            chosen_record = opened.best([c.strip() for c in best.split(",")])
+        except (LookupError, ValueError) as error:
+            _fail(str(error))
+        console.print(_front_table(opened, [chosen_record], f"best meeting {best}"))
+
+
+@app.command("export")
+def export_cmd(
+    storage: StorageArg,
+    trial: Annotated[int, typer.Option(help="the candidate's number (#)")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    study: StudyOption = None,
+    finetune_epochs: Annotated[float | None, typer.Option(help="fine-tune budget (default: the search's)")] = None,
+) -> None:
+    """Rebuild a candidate, fine-tune it, save it (policy + state_dict) and export it to ONNX."""
+    from autocompress.evaluate import Evaluator
+    from autocompress.export import export_onnx
+    from autocompress.saving import save
+    from autocompress.search.config import load_config
+
+    opened = _open_study(storage, study)
+    try:
+        record = opened.record(trial)
+    except KeyError as error:
+        _fail(str(error))
+    stored = opened.meta.get("config")
+    if not stored:
+        _fail("this study stores no configuration (it was made from Python): rebuild with autocompress.apply_policy")
+    config = load_config(stored)
+    model, task, space = config.build()
+    settings = config.evaluator_kwargs()
+    if finetune_epochs is not None:
+        settings["finetune_epochs"] = finetune_epochs
+    result = Evaluator(task, progress=True, **settings).evaluate(model, record.policy, space=space)
+    save(result, out)
+    export_onnx(result.model, out / "model.onnx", task.example_input(8))
+    console.print(f"#{trial}: {result.metric_name} {result.metric:.2f} (original {result.metric_original:.2f}); "
+                  f"FLOPs {100 * result.ratios['flops']:.1f} %; wrote {out}/ (policy.json, state_dict.pt, meta.json, model.onnx)")
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ DEFAULT_RANK_CHOICES = (1.0, 0.75, 0.5, 0.375, 0.25, 0.125)
 DEFAULT_WEIGHT_BITS = (32, 8, 6, 4, 3, 2)
 DEFAULT_ACT_BITS = (32, 8, 6, 4)
 FIELDS = ("prune", "rank", "weight_bits", "act_bits")
+METHODS = ("prune", "lowrank", "quant")
 
 
 class PolicyError(ValueError):
@@ -159,11 +160,13 @@ class SearchSpace:
         act_bits_choices: Sequence[int] = DEFAULT_ACT_BITS,
         channel_multiple: int = 1,
         rank_multiple: int = 1,
+        methods: Sequence[str] = METHODS,
     ) -> SearchSpace:
         """Discover the compressible layers of ``model`` (left untouched).
 
         ``exclude``: layer names or glob patterns left alone. ``exclude_output``: leave
-        the last Conv/Linear layer to run (the output layer) alone. ``channel_multiple``
+        the last Conv/Linear layer to run (the output layer) alone. ``methods``: the
+        compression methods searched, a subset of ("prune", "lowrank", "quant"). ``channel_multiple``
         and ``rank_multiple`` round kept channels and ranks to hardware-friendly multiples.
         """
         if not isinstance(model, nn.Module):
@@ -171,6 +174,9 @@ class SearchSpace:
         for name, value in (("channel_multiple", channel_multiple), ("rank_multiple", rank_multiple)):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        unknown = set(methods) - set(METHODS)
+        if unknown or not methods:
+            raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}")
         inputs = as_inputs(example_input)
         space = cls()
         space.inputs = tuple(InputSpec.of(t) for t in inputs)
@@ -240,6 +246,10 @@ class SearchSpace:
             if conv and module.padding_mode != "zeros":
                 decomposable = False
                 reasons["lowrank"] = reasons["quant"] = f"padding_mode={module.padding_mode!r} (only 'zeros')"
+            for method in set(METHODS) - set(methods):
+                reasons.setdefault(method, "method not selected")
+            prunable = prunable and "prune" in methods
+            decomposable = decomposable and "lowrank" in methods
             space.layers[name] = LayerInfo(
                 name=name,
                 type=type(module).__name__,

@@ -1,0 +1,211 @@
+"""The search configuration (YAML), validated with pydantic.
+
+```yaml
+zoo: mnist1d-cnn                 # a bundled model and its task; or both of:
+# model: mypackage.models:trained_model   # a function returning the trained nn.Module
+# task: mypackage.data:make_task          # a function returning an autocompress.Task
+objectives: [accuracy, flops]    # 1-3 of: accuracy, flops, macs, params, bitops, bytes, latency
+constraints: ["accuracy_drop<=2.0"]
+strategy: genecai                # random, uniform, greedy, nsga2, genecai
+strategy_params: {population: 16}
+budget: 200                      # real evaluations, over every resume
+storage: runs/study.db           # a file (SQLite) or an RDB URL (postgresql://...)
+study: mnist1d-genecai
+seed: 0
+workers: 1
+finetune_epochs: 1.0
+evaluator: {lr: 0.001, distill: 0.0}
+space: {methods: [prune, lowrank, quant], exclude: []}
+latency: {batch: 32, threads: 1}
+```
+
+Unknown keys are errors; every error names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from torch import nn
+
+from autocompress.search.objectives import OBJECTIVES, Constraint
+from autocompress.search.strategies import STRATEGIES
+from autocompress.space import SearchSpace
+from autocompress.task import Task
+
+Method = Literal["prune", "lowrank", "quant"]
+
+
+class ConfigError(ValueError):
+    """The search configuration is invalid."""
+
+
+class SpaceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[Method] = ["prune", "lowrank", "quant"]
+    exclude: list[str] = []
+    exclude_output: bool = True
+    prune_choices: list[float] | None = None
+    rank_choices: list[float] | None = None
+    weight_bits_choices: list[int] | None = None
+    act_bits_choices: list[int] | None = None
+    channel_multiple: int = Field(1, ge=1)
+    rank_multiple: int = Field(1, ge=1)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class EvaluatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-3, gt=0)
+    distill: float = Field(0.0, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0)
+    bn_batches: int = Field(20, ge=1)
+    calibration_batches: int = Field(8, ge=1)
+    finetune_steps: int | None = Field(None, ge=0)
+    split: Literal["train", "val", "test"] = "val"
+    device: str = "auto"
+
+
+class LatencyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch: int = Field(32, ge=1)
+    threads: int = Field(1, ge=1)
+    repeats: int = Field(30, ge=1)
+
+
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    zoo: str | None = None
+    model: str | None = Field(None, description="module:function returning the trained nn.Module")
+    task: str | None = Field(None, description="module:function returning an autocompress.Task")
+    objectives: list[str] = ["accuracy", "flops"]
+    constraints: list[str] = []
+    strategy: str = "genecai"
+    strategy_params: dict[str, Any] = {}
+    budget: int = Field(100, ge=1)
+    storage: str = "runs/study.db"
+    study: str = "autocompress"
+    seed: int = 0
+    workers: int = Field(1, ge=1)
+    finetune_epochs: float = Field(1.0, ge=0)
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    space: SpaceConfig = SpaceConfig()
+    latency: LatencyConfig | None = None
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in OBJECTIVES]
+        if unknown:
+            raise ValueError(f"unknown objective(s) {unknown}; allowed: {', '.join(OBJECTIVES)}")
+        if not 1 <= len(value) <= 3:
+            raise ValueError(f"give 1 to 3 objectives, got {len(value)}")
+        return value
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, value: list[str]) -> list[str]:
+        for text in value:
+            Constraint.parse(text)
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; allowed: {', '.join(STRATEGIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _source(self) -> SearchConfig:
+        if self.zoo is None and (self.model is None or self.task is None):
+            raise ValueError("give either `zoo: <name>` or both `model: module:function` and `task: module:function`")
+        if self.zoo is not None and (self.model or self.task):
+            raise ValueError("give either `zoo` or `model` + `task`, not both")
+        return self
+
+    # ---------------------------------------------------------------- loading
+    def evaluator_kwargs(self) -> dict[str, Any]:
+        return {"finetune_epochs": self.finetune_epochs, "seed": self.seed, **self.evaluator.model_dump(exclude_none=True)}
+
+    def build(self) -> tuple[nn.Module, Task, SearchSpace]:
+        """The model, task and search space this configuration describes."""
+        model, task = self.load_model_and_task()
+        try:
+            space = SearchSpace.from_model(model, task.example_input(), **self.space.kwargs())
+        except ValueError as error:
+            raise ConfigError(f"space: {error}") from error
+        return model, task, space
+
+    def load_model_and_task(self) -> tuple[nn.Module, Task]:
+        if self.zoo is not None:
+            from autocompress.zoo import list_zoo, load_zoo
+
+            if self.zoo not in list_zoo():
+                raise ConfigError(f"zoo: unknown model {self.zoo!r}; allowed: {', '.join(list_zoo())}")
+            entry = load_zoo(self.zoo, pretrained=True, seed=self.seed, progress=True)
+            return entry.model, entry.task
+        model = resolve(self.model, "model")()
+        task = resolve(self.task, "task")()
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model: {self.model} returned {type(model).__name__}, not an nn.Module")
+        if not isinstance(task, Task):
+            raise ConfigError(f"task: {self.task} returned {type(task).__name__}, not an autocompress.Task")
+        return model, task
+
+
+SECTIONS: dict[str, type[BaseModel]] = {"evaluator": EvaluatorConfig, "space": SpaceConfig, "latency": LatencyConfig}
+
+
+def resolve(reference: str, field: str) -> Any:
+    """Import ``module:attribute``."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"{field}: {reference!r} is not of the form 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"{field}: cannot import module {module_name!r} ({error})") from error
+    if not hasattr(module, attribute):
+        raise ConfigError(f"{field}: module {module_name!r} has no attribute {attribute!r}")
+    return getattr(module, attribute)
+
+
+def load_config(source: str | Path | dict[str, Any]) -> SearchConfig:
+    """Read and validate a YAML file (or a dict); errors name the field and what is allowed."""
+    if isinstance(source, dict):
+        data, where = source, "config"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from error
+        where = str(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of settings")
+    try:
+        return SearchConfig.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for item in error.errors():
+            field = ".".join(str(p) for p in item["loc"]) or "config"
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                section = SECTIONS.get(str(item["loc"][0]), SearchConfig) if len(item["loc"]) > 1 else SearchConfig
+                allowed = ", ".join(section.model_fields)
+                message = f"unknown key; allowed: {allowed}"
+            lines.append(f"{field}: {message}")
+        raise ConfigError(f"{where}: " + "; ".join(lines)) from None

@@ -1,0 +1,468 @@
+"""Run a strategy on a persistent study: the search context, local worker processes, progress.
+
+``search(model, task, ...)`` opens (or resumes) the study, measures the original model,
+and runs the strategy. The strategy sees a :class:`SearchRun` (the ``SearchContext`` of
+:mod:`autocompress.search.strategies.base`): ``evaluate_many`` returns stored results for
+policies already evaluated (so a resumed search replays the strategy for free), queues
+the others in the study and evaluates them here — inline, or on ``workers`` local
+processes — while workers on other machines may take queued candidates too.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import nn
+
+from autocompress.cost import CostReport
+from autocompress.evaluate import Evaluator
+from autocompress.policy import Policy
+from autocompress.search.config import SearchConfig
+from autocompress.search.objectives import COST_KEYS, Constraint, Objective, Record
+from autocompress.search.strategies import make_strategy
+from autocompress.search.strategies.base import Strategy
+from autocompress.search.study import HEARTBEAT_SECONDS, Study, policy_key
+from autocompress.space import SearchSpace
+from autocompress.task import Task
+
+
+@dataclass
+class EvaluationSpec:
+    """Everything a process needs to evaluate a policy (pickled to worker processes)."""
+
+    model: nn.Module
+    task: Task
+    space: SearchSpace
+    evaluator: dict[str, Any] = field(default_factory=dict)  # Evaluator keyword arguments
+    latency: dict[str, Any] | None = None  # {"batch": 32, "threads": 1, "repeats": 30} to measure ORT latency
+    threads: int | None = None  # torch threads in a worker process
+
+
+_EVALUATORS: dict[int, Evaluator] = {}
+
+
+def _evaluator(spec: EvaluationSpec) -> Evaluator:
+    key = id(spec)
+    if key not in _EVALUATORS:
+        _EVALUATORS[key] = Evaluator(spec.task, **spec.evaluator)
+    return _EVALUATORS[key]
+
+
+def original_values(spec: EvaluationSpec) -> dict[str, float]:
+    metric, cost = _evaluator(spec).baseline(spec.model)
+    values = {"metric": metric, "metric_before_finetune": metric, "metric_original": metric, "accuracy_drop": 0.0}
+    values.update({k: float(v) for k, v in cost.as_dict().items()})
+    values.update({f"{k}_ratio": 1.0 for k in COST_KEYS})
+    if spec.latency:
+        values["latency_ms"] = _latency(spec, spec.model)
+    return values
+
+
+def evaluate_values(spec: EvaluationSpec, policy: Policy) -> dict[str, float]:
+    """Evaluate one policy; the values stored in the study (raises on failure or NaN)."""
+    result = _evaluator(spec).evaluate(spec.model, policy, space=spec.space)
+    if not math.isfinite(result.metric):
+        raise FloatingPointError(f"the metric is {result.metric}")
+    values = {
+        "metric": result.metric,
+        "metric_before_finetune": result.metric_before_finetune,
+        "metric_original": result.metric_original,
+        "accuracy_drop": result.metric_original - result.metric,
+    }
+    values.update({k: float(v) for k, v in result.cost.as_dict().items()})
+    values.update({f"{k}_ratio": float(v) for k, v in result.ratios.items()})
+    if spec.latency:
+        values["latency_ms"] = _latency(spec, result.model)
+    return values
+
+
+def _latency(spec: EvaluationSpec, model: nn.Module) -> float:
+    from autocompress.export import export_onnx
+    from autocompress.hardware.latency import measure_ort_latency
+
+    batch = int(spec.latency.get("batch", 32))
+    example = spec.task.example_input(batch)
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_onnx(model, Path(folder) / "m.onnx", example, check=False)
+        result = measure_ort_latency(
+            path, example, threads=int(spec.latency.get("threads", 1)), repeats=int(spec.latency.get("repeats", 30))
+        )
+    return result.median_ms
+
+
+# ------------------------------------------------------------------ worker processes
+_WORKER_SPEC: EvaluationSpec | None = None
+
+
+def _init_worker(spec: EvaluationSpec) -> None:
+    global _WORKER_SPEC
+    _WORKER_SPEC = spec
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+
+
+def _work(policy_json: dict) -> tuple[dict[str, float] | None, str | None, float]:
+    start = time.perf_counter()
+    try:
+        values = evaluate_values(_WORKER_SPEC, Policy.from_dict(policy_json))
+        return values, None, time.perf_counter() - start
+    except Exception as error:  # noqa: BLE001 - a failing candidate must not stop the search
+        return None, f"{type(error).__name__}: {error}", time.perf_counter() - start
+
+
+def run_candidate(spec: EvaluationSpec, policy: Policy) -> tuple[dict[str, float] | None, str | None, float]:
+    """Evaluate in this process; errors come back as text (with the last frame) instead of raising."""
+    start = time.perf_counter()
+    try:
+        return evaluate_values(spec, policy), None, time.perf_counter() - start
+    except Exception as error:  # noqa: BLE001
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        return None, f"{type(error).__name__}: {error} (at {Path(where.filename).name}:{where.lineno})", time.perf_counter() - start
+
+
+class _Heartbeat:
+    """A thread that keeps the study's RUNNING candidates of this process alive."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            with self.lock:
+                ids = list(self.trial_ids)
+            try:
+                self.study.heartbeat(ids)
+            except Exception:  # noqa: BLE001 - a missed beat is retried
+                pass
+
+    def add(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.add(trial_id)
+
+    def remove(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial_id)
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+class SearchRun:
+    """The search context a strategy runs in (see strategies/base.py)."""
+
+    def __init__(
+        self,
+        study: Study,
+        spec: EvaluationSpec,
+        *,
+        strategy_name: str,
+        constraints: Sequence[Constraint] = (),
+        budget: int,
+        seed: int = 0,
+        workers: int = 1,
+        console: Console | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.study = study
+        self.spec = spec
+        self.space = spec.space
+        self.objectives: tuple[Objective, ...] = study.objectives
+        self.constraints = tuple(constraints)
+        self.budget = int(budget)
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(seed)
+        self.strategy_name = strategy_name
+        self.workers = int(workers)
+        self.console = console or Console()
+        self._cache: dict[str, Record] = {}
+        self._pool: ProcessPoolExecutor | None = None
+        self._heartbeat = _Heartbeat(study)
+        self._progress = self._make_progress() if progress else None
+        self._task_id = None
+        self._original: Record | None = None
+
+    # ---------------------------------------------------------------- context API
+    @property
+    def original(self) -> Record:
+        if self._original is None:
+            values = self.study.meta.get("original")
+            if values is None:
+                values = original_values(self.spec)
+                self.study.set_meta(original=values)
+            self._original = Record(number=-1, policy=Policy(), state="complete", values=values, tags={"original": True})
+        return self._original
+
+    def cost(self, policy: Policy) -> CostReport:
+        return self.space.cost(policy)
+
+    def history(self) -> list[Record]:
+        return self.study.records()
+
+    def log(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(f"[dim]{message}[/dim]")
+        else:
+            self.console.print(message)
+
+    def spent(self) -> int:
+        """Real evaluations done or under way (stale and discarded candidates do not count)."""
+        return sum(1 for r in self.study.records() if r.state in ("complete", "failed", "running", "waiting"))
+
+    def remaining(self) -> int:
+        return max(0, self.budget - self.spent())
+
+    def evaluate(self, policy: Policy, **tags: Any) -> Record:
+        return self.evaluate_many([policy], **tags)[0]
+
+    def evaluate_many(self, policies: Sequence[Policy], **tags: Any) -> list[Record]:
+        tags = {"strategy": self.strategy_name, **tags}
+        keys = [policy_key(p) for p in policies]
+        active = self._active_keys()  # before the cache: a candidate finishing in between is then in the cache
+        self._refresh_cache()
+        room = self.remaining()
+        wanted: dict[str, Policy] = {}
+        for key, policy in zip(keys, policies, strict=True):
+            if key in self._cache or key in wanted:
+                continue
+            if key not in active:
+                if room <= 0:
+                    continue
+                self.study.enqueue(self.space.validate(policy), tags)
+                room -= 1
+            wanted[key] = policy
+        self._drive(wanted, tags)
+        out = []
+        for key, policy in zip(keys, policies, strict=True):
+            record = self._cache.get(key)
+            out.append(record if record is not None else Record(number=-1, policy=policy, state="skipped", tags=tags))
+        return out
+
+    # ---------------------------------------------------------------- evaluation loop
+    def _refresh_cache(self) -> None:
+        for record in self.study.records({"complete", "failed"}):
+            self._cache.setdefault(policy_key(record.policy), record)
+
+    def _active_keys(self) -> set[str]:
+        return {policy_key(r.policy) for r in self.study.records({"waiting", "running"})}
+
+    def _drive(self, wanted: dict[str, Policy], tags: dict[str, Any]) -> None:
+        """Evaluate queued candidates until every policy in ``wanted`` has a result.
+
+        Candidates taken by other processes are waited for; one whose taker died (stale)
+        is queued again.
+        """
+        in_flight: dict[Future, tuple[int, int]] = {}
+        while True:
+            self._refresh_cache()
+            missing = {k: p for k, p in wanted.items() if k not in self._cache}
+            if not missing and not in_flight:
+                return
+            took = False
+            while len(in_flight) < max(1, self.workers):
+                trial = self.study.take_waiting()
+                if trial is None:
+                    break
+                took = True
+                policy = Policy.from_dict(trial.user_attrs["policy"])
+                self._heartbeat.add(trial._trial_id)
+                if self.workers <= 1:
+                    values, error, seconds = run_candidate(self.spec, policy)
+                    self._finish(trial.number, trial._trial_id, values, error, seconds)
+                    break
+                future = self._submit(policy)
+                in_flight[future] = (trial.number, trial._trial_id)
+            if in_flight:
+                done, _ = wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    number, trial_id = in_flight.pop(future)
+                    try:
+                        values, error, seconds = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker process died
+                        values, error, seconds = None, f"worker process failed: {exc}", 0.0
+                    self._finish(number, trial_id, values, error, seconds)
+            elif not took:  # the rest is being evaluated elsewhere
+                self.study.fail_stale()
+                active = self._active_keys()
+                self._refresh_cache()  # after `active`: nothing finishing in between is queued again
+                for key, policy in missing.items():
+                    if key not in active and key not in self._cache:
+                        self.study.enqueue(policy, tags)
+                time.sleep(0.5)
+
+    def _finish(self, number: int, trial_id: int, values: dict | None, error: str | None, seconds: float) -> None:
+        self.study.finish(number, values, error, seconds)
+        self._heartbeat.remove(trial_id)
+        record = self.study.record(number)
+        self._cache.setdefault(policy_key(record.policy), record)
+        if error:
+            self.log(f"candidate #{number} failed: {error}")
+        self._update_progress()
+
+    def _submit(self, policy: Policy) -> Future:
+        try:
+            return self._executor().submit(_work, policy.to_dict())
+        except BrokenProcessPool:
+            self._pool = None  # a worker died: start a fresh pool once
+        try:
+            return self._executor().submit(_work, policy.to_dict())
+        except BrokenProcessPool as error:
+            raise RuntimeError(
+                "the worker processes die as they start; when search() runs from a script with workers > 1, "
+                "protect the script's entry point with `if __name__ == '__main__':`"
+            ) from error
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self.spec.threads = self.spec.threads or max(1, (os.cpu_count() or 1) // self.workers)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.spec,),
+            )
+        return self._pool
+
+    # ---------------------------------------------------------------- progress
+    def _make_progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[front]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+
+    def _update_progress(self) -> None:
+        if self._progress is None or self._task_id is None:
+            return
+        done = sum(1 for r in self.study.records() if r.state in ("complete", "failed"))
+        front = self.study.pareto_front()
+        best = []
+        for o in self.objectives:
+            values = [r.values[o.key] for r in front if o.key in r.values]
+            if values:
+                value = max(values) if o.direction == "maximize" else min(values)
+                best.append(f"{o.name} {'max' if o.direction == 'maximize' else 'min'} {value:.4g}")
+        self._progress.update(self._task_id, completed=min(done, self.budget), front=f"front {len(front)} | " + ", ".join(best))
+
+    def run(self, strategy: Strategy) -> None:
+        """Resume-safe: fail stale candidates, then run (replay) the strategy."""
+        self.study.fail_stale()
+        _ = self.original
+        self.study.set_meta(finished=False)
+        try:
+            if self._progress is not None:
+                self._progress.start()
+                self._task_id = self._progress.add_task(f"search ({strategy.name})", total=self.budget, front="")
+                self._update_progress()
+            strategy.run(self)
+            self.study.set_meta(finished=True)
+        finally:
+            if self._progress is not None:
+                self._progress.stop()
+            self._heartbeat.close()
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+
+
+def search(
+    model: nn.Module,
+    task: Task,
+    space: SearchSpace | None = None,
+    *,
+    objectives: Sequence[str] = ("accuracy", "flops"),
+    constraints: Sequence[str] = (),
+    strategy: str | Strategy = "genecai",
+    strategy_params: dict[str, Any] | None = None,
+    budget: int = 100,
+    storage: str | Path = "runs/study.db",
+    study_name: str = "autocompress",
+    seed: int = 0,
+    workers: int = 1,
+    finetune_epochs: float = 1.0,
+    evaluator: dict[str, Any] | None = None,
+    latency: dict[str, Any] | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+    config: dict[str, Any] | None = None,
+) -> Study:
+    """Search compression policies of ``model`` on ``task``; returns the (persistent) study.
+
+    Run it again with the same storage and study name to resume: finished candidates are
+    not evaluated again. ``budget`` is the total number of real evaluations. ``config``:
+    the search configuration (stored in the study, so that ``autocompress worker`` and
+    ``autocompress export`` can rebuild the model and task).
+    """
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if "latency" in objectives and latency is None:
+        latency = {"batch": 32, "threads": 1}
+    space = space or SearchSpace.from_model(model, task.example_input())
+    chosen = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, **(strategy_params or {}))
+    parsed = [Constraint.parse(c) for c in constraints]
+    study = Study.open(storage, study_name, objectives=list(objectives))
+    study.set_meta(strategy=chosen.name, seed=seed, budget=budget, config=config)
+    settings = {"finetune_epochs": finetune_epochs, "seed": seed, "device": "auto", **(evaluator or {})}
+    spec = EvaluationSpec(model=model, task=task, space=space, evaluator=settings, latency=latency)
+    SearchRun(
+        study, spec, strategy_name=chosen.name, constraints=parsed, budget=budget, seed=seed, workers=workers,
+        console=console, progress=progress,
+    ).run(chosen)
+    return study
+
+
+def search_from_config(config: SearchConfig, *, workers: int | None = None, progress: bool = True, console: Console | None = None) -> Study:
+    """Run (or resume) the search a validated configuration describes."""
+    model, task, space = config.build()
+    return search(
+        model,
+        task,
+        space,
+        objectives=config.objectives,
+        constraints=config.constraints,
+        strategy=config.strategy,
+        strategy_params=config.strategy_params,
+        budget=config.budget,
+        storage=config.storage,
+        study_name=config.study,
+        seed=config.seed,
+        workers=workers or config.workers,
+        finetune_epochs=config.finetune_epochs,
+        evaluator={k: v for k, v in config.evaluator_kwargs().items() if k not in ("finetune_epochs", "seed")},
+        latency=config.latency.model_dump() if config.latency else None,
+        progress=progress,
+        console=console,
+        config=config.model_dump(mode="json"),
+    )

@@ -1,0 +1,77 @@
+"""The one interface every search strategy implements.
+
+A strategy is a plain, *deterministic* loop: given the context's seed it proposes
+policies and is told their results through ``ctx.evaluate_many`` (or ``ctx.evaluate``),
+until ``ctx.remaining()`` reaches 0. It keeps no state outside that loop.
+
+That is what makes a search resumable: the study caches every finished candidate by
+its policy, so re-running a strategy from the start replays the same proposals, gets
+the stored results back instantly (without spending budget), and carries on where the
+killed run stopped. A strategy must therefore draw all randomness from ``ctx.rng`` (or
+generators seeded from ``ctx.seed``) and never from global state or the clock.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from autocompress.cost import CostReport
+from autocompress.policy import Policy
+from autocompress.search.objectives import Constraint, Objective, Record
+from autocompress.space import SearchSpace
+
+
+class SearchContext(Protocol):
+    """What a strategy sees of the search (implemented by :class:`autocompress.search.study.Study`'s runner)."""
+
+    space: SearchSpace
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...]
+    budget: int  # real evaluations allowed, in total, over every resume
+    seed: int
+    rng: np.random.Generator  # seeded from `seed`; the strategy's only source of randomness
+
+    def remaining(self) -> int:
+        """Real evaluations left (cached results do not count)."""
+
+    def evaluate(self, policy: Policy, **tags: Any) -> Record:
+        """Evaluate one policy (or return its stored record); tags are stored with it."""
+
+    def evaluate_many(self, policies: Sequence[Policy], **tags: Any) -> list[Record]:
+        """Evaluate several policies, in parallel when the search has workers.
+
+        Returns one record per policy, in order. Policies beyond the remaining budget are
+        not evaluated: their records have state "skipped". A failed evaluation comes back
+        with state "failed" and its error; the search goes on.
+        """
+
+    def cost(self, policy: Policy) -> CostReport:
+        """Analytic cost of a policy (no evaluation, ~0.1 ms)."""
+
+    @property
+    def original(self) -> Record:
+        """The uncompressed model's record (metric_original, original costs); free."""
+
+    def history(self) -> list[Record]:
+        """Every record of the study so far (all strategies, all runs)."""
+
+    def log(self, message: str) -> None:
+        """A line for the progress display."""
+
+
+class Strategy(ABC):
+    """Proposes policies and is told their results; constructor arguments are its hyperparameters."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, ctx: SearchContext) -> None:
+        """Search until ``ctx.remaining() == 0`` (or the strategy is done)."""
+
+
+def feasible(record: Record, constraints: Sequence[Constraint]) -> bool:
+    return record.ok and all(c.satisfied(record.values) for c in constraints)
