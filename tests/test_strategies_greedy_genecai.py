@@ -303,6 +303,18 @@ def test_genecai_beats_random_sampling_on_hypervolume(deep: SearchSpace) -> None
     assert hv_genecai > 2 * hv_random, (hv_genecai, hv_random)
 
 
+def test_genecai_initial_population_rejection_sampling(deep: SearchSpace) -> None:
+    ctx = FakeContext(deep, budget=200)
+    GeneCAIStrategy(population=10, generations=2, cost_window=(0.2, 0.5)).run(ctx)
+    first = records_of(ctx, phase="evolution", generation=0)
+    assert len(first) == 10 and all(0.2 <= r.values["flops_ratio"] <= 0.5 for r in first)
+    assert len({key_of(r.policy) for r in first}) == 10
+    strict = FakeContext(deep, budget=200)  # the code's rule: re-draw those below the floor
+    GeneCAIStrategy(population=10, generations=1, metric_floor=94.0, init_metric_filter=True, init_rounds=2).run(strict)
+    drawn = records_of(strict, phase="evolution", generation=0)
+    assert 10 < len(drawn) <= 30 and sum(r.values["metric"] >= 94.0 for r in drawn) >= 4
+
+
 def test_genecai_sequential_phases_decompose_then_prune(deep: SearchSpace) -> None:
     ctx = FakeContext(deep, budget=300)
     GeneCAIStrategy(population=12, phases="sequential").run(ctx)
