@@ -190,3 +190,11 @@ def test_reopening_with_other_objectives_is_refused(wine, tmp_path):
     with pytest.raises(ValueError, match=r"created with objectives \['accuracy', 'flops'\], not \['accuracy', 'params'\]"):
         search(wine.model, wine.task, objectives=("accuracy", "params"), strategy="random", budget=2,
                storage=tmp_path / "o.db", progress=False)
+
+
+def test_package_level_search_call(wine, tmp_path):
+    import autocompress as ac
+
+    study = ac.search(wine.model, wine.task, strategy="random", budget=2, storage=f"sqlite:///{tmp_path}/p.db", progress=False)
+    assert isinstance(study, ac.Study) and len(study.completed()) == 2
+    assert ac.search.Study is ac.Study  # still the package

@@ -4,11 +4,13 @@ The data that flows: ``SearchSpace.from_model`` -> ``Policy`` -> ``apply_policy`
 ``Evaluator`` (metric and cost) -> ``save`` / ``export_onnx``.
 """
 
+from autocompress import search
 from autocompress.cost import CostReport, LayerCost, count_cost
 from autocompress.evaluate import EvalResult, Evaluator
 from autocompress.export import ExportMismatchError, export_onnx
 from autocompress.policy import InputSpec, LayerGenes, Policy
 from autocompress.saving import load, save
+from autocompress.search import Study
 from autocompress.space import LayerInfo, ModelTraceError, PolicyError, SearchSpace
 from autocompress.task import Task
 from autocompress.transforms.apply import apply_policy
@@ -28,10 +30,12 @@ __all__ = [
     "Policy",
     "PolicyError",
     "SearchSpace",
+    "Study",
     "Task",
     "apply_policy",
     "count_cost",
     "export_onnx",
     "load",
     "save",
+    "search",
 ]

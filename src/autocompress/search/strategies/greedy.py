@@ -145,12 +145,13 @@ class GreedyStrategy(Strategy):
         index = gene_index(ctx.space)
         columns = []
         for key, points in curve_metrics(curves).items():
-            if self.metric_threshold is not None:
-                points = [(v, m) for v, m in points if m >= self.metric_threshold]
-            if not points:
-                continue
             values, metrics = [v for v, _ in points], [m for _, m in points]
-            columns.append((index[key], values, monotone(metrics) if self.monotonic else metrics))
+            metrics = monotone(metrics) if self.monotonic else metrics
+            if self.metric_threshold is not None:  # after the fit: a monotone column keeps a prefix
+                kept = [i for i, m in enumerate(metrics) if m >= self.metric_threshold]
+                values, metrics = [values[i] for i in kept], [metrics[i] for i in kept]
+            if values:
+                columns.append((index[key], values, metrics))
         return columns
 
     def select(self, ctx: SearchContext, columns: list[Column], budget_cost: float) -> tuple[np.ndarray, float]:
