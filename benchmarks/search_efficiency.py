@@ -12,8 +12,9 @@ default (``--objectives accuracy bitops`` for BitOps).
 Resumable: each (strategy, seed) is its own study, named ``<strategy>-seed<seed>``, in one
 SQLite file under ``runs/search-efficiency/``. Running the script again re-evaluates nothing
 (``autocompress.search.search`` replays a strategy from its stored results), finishes runs
-that were cut off, and adds strategies or seeds that were not there; a larger ``--budget``
-extends the runs. The results are rewritten after every run.
+that were cut off (once the candidate a killed run was evaluating is stale: 2 minutes), and
+adds strategies or seeds that were not there; a larger ``--budget`` extends the runs. The
+results are rewritten after every run, with the list of invocations that produced them.
 
 Hypervolume: the completed and failed candidates of a run are ordered by trial number (a
 failed candidate spends an evaluation and adds nothing) and ``hypervolume_curve`` gives the
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="val", choices=["train", "val", "test"], help="split the metric is read on")
     parser.add_argument("--drop", type=float, default=20.0, help="hypervolume reference: metric_original - DROP points")
     parser.add_argument("--workers", type=int, default=1, help="evaluation processes per search")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: torch's; 1 is much faster on a busy machine)")
     parser.add_argument("--params", action="append", default=[], metavar="STRATEGY=JSON",
                         help='strategy parameters, e.g. --params \'nsga2={"population": 8}\' (merged over the defaults)')
     parser.add_argument("--storage", default=None,
@@ -230,11 +231,20 @@ def used(study) -> int:
     return sum(1 for r in study.records() if r.state in ("complete", "failed"))
 
 
+def queued(study) -> int:
+    """Candidates still queued or running (left by a killed run; the study is not done with them)."""
+    return sum(1 for r in study.records() if r.state in ("waiting", "running"))
+
+
+def is_done(study, budget: int) -> bool:
+    return bool(study.meta.get("finished")) and int(study.meta.get("budget", 0)) >= budget and not queued(study)
+
+
 def remaining(args: argparse.Namespace, strategy: str, seed: int) -> int:
     study = open_existing(args.storage, study_name(strategy, seed))
     if study is None:
         return args.budget
-    if study.meta.get("finished") and int(study.meta.get("budget", 0)) >= args.budget:
+    if is_done(study, args.budget):
         return 0
     return max(0, args.budget - used(study))
 
@@ -261,11 +271,15 @@ def run_one(args: argparse.Namespace, strategy: str, seed: int, model, task, spa
     name = study_name(strategy, seed)
     check_settings(args, strategy, seed)
     existing = open_existing(args.storage, name)
-    if existing is not None and existing.meta.get("finished") and int(existing.meta.get("budget", 0)) >= args.budget:
+    if existing is not None and is_done(existing, args.budget):
         print(f"{name}: finished earlier ({used(existing)} evaluations), nothing to do", flush=True)
         return False
     start = time.perf_counter()
     print(f"{name}: running (budget {args.budget}, {used(existing) if existing else 0} done before)", flush=True)
+    # the settings go in first, so that a run killed midway is only ever resumed with the same ones
+    Study.open(args.storage, name, objectives=args.objectives).set_meta(
+        benchmark=settings_of(args, strategy), benchmark_source=source_hash(strategy)
+    )
     try:
         study = search(
             model,
@@ -286,18 +300,16 @@ def run_one(args: argparse.Namespace, strategy: str, seed: int, model, task, spa
         text = f"{type(error).__name__}: {error}"
         print(f"{name}: FAILED after {time.perf_counter() - start:.0f} s: {text}", flush=True)
         traceback.print_exc()
-        try:
-            Study.open(args.storage, name, objectives=args.objectives).set_meta(
-                benchmark=settings_of(args, strategy), benchmark_error=text
-            )
-        except Exception:  # noqa: BLE001 - the error is printed above
-            pass
+        Study.open(args.storage, name, objectives=args.objectives).set_meta(benchmark_error=text)
         return True
-    study.set_meta(benchmark=settings_of(args, strategy), benchmark_error=None, benchmark_source=source_hash(strategy))
+    study.set_meta(benchmark_error=None)
     records = study.records()
     failed = sum(1 for r in records if r.state == "failed")
+    left = queued(study)
     print(
-        f"{name}: done in {time.perf_counter() - start:.0f} s, {used(study)} evaluations ({failed} failed)",
+        f"{name}: done in {time.perf_counter() - start:.0f} s, {used(study)} evaluations ({failed} failed)"
+        + (f"; {left} candidate(s) left queued or running by a killed earlier run were not evaluated, so the run "
+           "is left out of the results (if the kill was less than 2 minutes ago, run the script again later)" if left else ""),
         flush=True,
     )
     return True
@@ -343,6 +355,7 @@ def run_curve(study, cost: str, drop: float, budget: int) -> dict[str, Any]:
         "metric_original": original,
         "evaluations": len(records),
         "in_box": inside,
+        "queued": queued(study),
         "failed": sum(1 for r in records if r.state == "failed"),
         "errors": sorted({r.error for r in records if r.error}),
         "seconds_per_evaluation": float(np.mean([r.seconds for r in records])) if records else None,
@@ -351,9 +364,9 @@ def run_curve(study, cost: str, drop: float, budget: int) -> dict[str, Any]:
             {
                 "number": r.number,
                 "state": r.state,
-                "metric": r.values.get("metric"),
-                "metric_before_finetune": r.values.get("metric_before_finetune"),
-                **{f"{k}_ratio": r.values.get(f"{k}_ratio") for k in ("flops", "bitops", "params")},
+                "metric": rounded(r.values.get("metric"), 4),
+                "metric_before_finetune": rounded(r.values.get("metric_before_finetune"), 4),
+                **{f"{k}_ratio": rounded(r.values.get(f"{k}_ratio"), 6) for k in ("flops", "bitops", "params")},
                 "seconds": round(r.seconds, 2),
                 "tags": r.tags,
                 "error": r.error,
@@ -362,6 +375,10 @@ def run_curve(study, cost: str, drop: float, budget: int) -> dict[str, Any]:
             for r in records
         ],
     }
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
 
 
 def checkpoints(budget: int) -> list[int]:
@@ -377,7 +394,7 @@ def aggregate(args: argparse.Namespace, strategies: list[str]) -> tuple[list[dic
             study = open_existing(args.storage, study_name(strategy, seed))
             if study is None or "original" not in study.meta:
                 continue
-            finished = bool(study.meta.get("finished")) and int(study.meta.get("budget", 0)) >= args.budget
+            finished = is_done(study, args.budget)
             run = {"strategy": strategy, "seed": seed, "study": study_name(strategy, seed), "finished": finished,
                    "error": study.meta.get("benchmark_error"), "source": study.meta.get("benchmark_source"),
                    "source_now": source_hash(strategy),
@@ -427,6 +444,11 @@ def markdown(meta: dict, summary: dict[str, dict], runs: list[dict]) -> str:
         "and ideal (metric_original, ratio 0); mean ± sample std over the seeds. \"in the box\": share of the "
         "evaluated candidates inside the reference box (within the drop of the original metric and below ratio 1).",
         "",
+        "Strategy parameters (the strategies' defaults otherwise): "
+        + "; ".join(f"{name} `{json.dumps(p)}`" for name, p in meta["settings"]["strategy_params"].items() if p)
+        + f". Methods searched: {', '.join(meta['settings']['methods'])}; evaluator seed = run seed; "
+        f"model `{meta['settings']['zoo']}` of seed {meta['settings']['model_seed']} for every run.",
+        "",
         "| strategy | runs | " + " | ".join(f"HV @ {k}" for k in ks) + " | evaluations used | in the box | failed | s / evaluation |",
         "|---|---:|" + "---:|" * len(ks) + "---:|---:|---:|---:|",
     ]
@@ -449,7 +471,8 @@ def markdown(meta: dict, summary: dict[str, dict], runs: list[dict]) -> str:
         elif r["source"] and r["source"] != r["source_now"]:
             notes.append(f"- {r['study']}: ran with another version of the strategy's code ({r['source']}, now {r['source_now']})")
         if not r["error"] and not r["finished"]:
-            notes.append(f"- {r['study']}: not finished ({r['evaluations']} of {meta['settings']['budget']} evaluations), left out")
+            notes.append(f"- {r['study']}: not finished ({r['evaluations']} of {meta['settings']['budget']} evaluations, "
+                         f"{r['queued']} queued), left out")
         if r["failed"]:
             notes.append(f"- {r['study']}: {r['failed']} failed candidate(s): {'; '.join(r['errors'])[:300]}")
     if notes:
@@ -473,7 +496,7 @@ def write_results(args: argparse.Namespace, meta: dict, strategies: list[str], s
     out = {**meta, "wall_seconds": this["wall_seconds"], "invocations": [*previous_invocations(json_path, args, meta), this],
            "evaluation_seconds_all_runs": round(sum(rec["seconds"] for r in runs for rec in r["records"]), 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"meta": out, "summary": summary, "runs": runs}, indent=1))
+    json_path.write_text(compact_json({"meta": out, "summary": summary, "runs": runs}))
     args.out.with_suffix(".md").write_text(markdown(out, summary, runs))
     if summary:
         cost = args.objectives[1]
@@ -490,6 +513,13 @@ def write_results(args: argparse.Namespace, meta: dict, strategies: list[str], s
         )
         png.chmod(0o644)  # written through a private temporary file
     print(f"wrote {json_path.with_suffix('.md')} ({len(summary)} strategies, {len(runs)} runs)", flush=True)
+
+
+def compact_json(data: Any) -> str:
+    """Indented JSON with every list of numbers on one line (curves, genes)."""
+    text = json.dumps(data, indent=1)
+    numbers = r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]"
+    return re.sub(numbers, lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
 def previous_invocations(path: Path, args: argparse.Namespace, meta: dict) -> list[dict]:

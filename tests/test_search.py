@@ -198,3 +198,35 @@ def test_package_level_search_call(wine, tmp_path):
     study = ac.search(wine.model, wine.task, strategy="random", budget=2, storage=f"sqlite:///{tmp_path}/p.db", progress=False)
     assert isinstance(study, ac.Study) and len(study.completed()) == 2
     assert ac.search.Study is ac.Study  # still the package
+
+
+def test_candidates_left_queued_by_a_killed_run_are_evaluated(wine, tmp_path):
+    storage = tmp_path / "q.db"
+    search(wine.model, wine.task, strategy="random", budget=4, storage=storage, progress=False)
+    study = Study.open(storage, "autocompress", create=False)
+    space = runner_module.SearchSpace.from_model(wine.model, wine.task.example_input())
+    for seed in (101, 102, 103):  # what a killed proposer had queued
+        study.enqueue(space.random_policy(seed), {"strategy": "random"})
+    resumed = search(wine.model, wine.task, strategy="random", budget=7, storage=storage, progress=False)
+    assert len(resumed.completed()) == 7
+    assert not resumed.records({"waiting", "running"})
+
+
+def test_uniform_picks_the_same_grid_when_resumed(wine, tmp_path, monkeypatch):
+    full = search(wine.model, wine.task, strategy="uniform", budget=6, storage=tmp_path / "full.db", progress=False)
+    real, calls = runner_module.evaluate_values, {"n": 0}
+
+    def interrupted(spec, policy):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # the user stops the search mid-way
+        return real(spec, policy)
+
+    monkeypatch.setattr(runner_module, "evaluate_values", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search(wine.model, wine.task, strategy="uniform", budget=6, storage=tmp_path / "u.db", progress=False)
+    monkeypatch.setattr(runner_module, "evaluate_values", real)
+    monkeypatch.setattr(study_module, "STALE_SECONDS", 0.0)  # the interrupted candidate's process is gone
+    resumed = search(wine.model, wine.task, strategy="uniform", budget=6, storage=tmp_path / "u.db", progress=False)
+    assert {policy_key(r.policy) for r in resumed.completed()} == {policy_key(r.policy) for r in full.completed()}
+    assert len(resumed.completed()) == 6

@@ -14,8 +14,6 @@ to the original ``model`` (which is not changed) and loads the saved tensors int
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +22,11 @@ from torch import nn
 
 from autocompress.cost import count_cost
 from autocompress.evaluate import EvalResult
+from autocompress.files import atomic_write
 from autocompress.policy import Policy
 from autocompress.transforms.apply import POLICY_ATTRIBUTE, apply_policy
 
 FORMAT = "autocompress/1"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save(obj: nn.Module | EvalResult, directory: str | Path, *, policy: Policy | None = None) -> Path:
@@ -62,13 +50,13 @@ def save(obj: nn.Module | EvalResult, directory: str | Path, *, policy: Policy |
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "meta.json").unlink(missing_ok=True)  # an interrupted save leaves no meta
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _atomic_write(directory / "policy.json", lambda tmp: Path(tmp).write_text(policy.to_json()))
-    _atomic_write(directory / "state_dict.pt", lambda tmp: torch.save(state, tmp))
+    atomic_write(directory / "policy.json", lambda tmp: Path(tmp).write_text(policy.to_json()))
+    atomic_write(directory / "state_dict.pt", lambda tmp: torch.save(state, tmp))
     example = policy.example_input()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     cost = count_cost(model, tuple(t.to(device) for t in example)).as_dict()
     meta = {"format": FORMAT, "torch": torch.__version__, "cost": cost, **metrics}
-    _atomic_write(directory / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(directory / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return directory
 
 

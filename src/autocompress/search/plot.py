@@ -11,14 +11,14 @@ and written atomically: a temporary file in the target folder, then ``os.replace
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from autocompress.files import atomic_write
 
 FIGSIZE = (6.4, 4.8)  # inches
 DPI = 150  # -> 960 x 720 pixels
@@ -69,17 +69,7 @@ def _original(original: tuple[float, float] | None) -> tuple[float, float] | Non
 
 def _save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
 def _draw_front(ax: Axes, pts: np.ndarray, labels: list[str] | None, x_direction: str) -> None:

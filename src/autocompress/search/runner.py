@@ -375,8 +375,19 @@ class SearchRun:
                 best.append(f"{o.name} {'max' if o.direction == 'maximize' else 'min'} {value:.4g}")
         self._progress.update(self._task_id, completed=min(done, self.budget), front=f"front {len(front)} | " + ", ".join(best))
 
+    def finish_queue(self) -> None:
+        """Evaluate what a killed run left queued, and wait for candidates still running.
+
+        A candidate whose process died is noticed by its heartbeat (after ``STALE_SECONDS``)
+        and queued again. Afterwards ``remaining()`` counts only real results.
+        """
+        leftovers = {policy_key(r.policy): r.policy for r in self.study.records({"waiting", "running"})}
+        if leftovers:
+            self.log(f"{len(leftovers)} candidates were queued or running before this run: finishing them first")
+            self._drive(leftovers, {"strategy": self.strategy_name})
+
     def run(self, strategy: Strategy) -> None:
-        """Resume-safe: fail stale candidates, then run (replay) the strategy."""
+        """Resume-safe: finish the queue a killed run left, then run (replay) the strategy."""
         self.study.fail_stale()
         _ = self.original
         self.study.set_meta(finished=False)
@@ -385,6 +396,7 @@ class SearchRun:
                 self._progress.start()
                 self._task_id = self._progress.add_task(f"search ({strategy.name})", total=self.budget, front="")
                 self._update_progress()
+            self.finish_queue()
             strategy.run(self)
             self.study.set_meta(finished=True)
         finally:

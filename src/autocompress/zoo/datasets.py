@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from autocompress.files import atomic_write
 from autocompress.task import Task
 
 __all__ = ["MNIST1D_NUM_SAMPLES", "TASKS", "cache_dir", "list_tasks", "load_task"]
@@ -26,20 +26,6 @@ def cache_dir() -> Path:
     path = Path(root).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the file onto ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cache files are plain readable files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_task(name: str, seed: int = 0) -> Task:

@@ -41,7 +41,7 @@ class UniformStrategy(Strategy):
 
     def run(self, ctx: SearchContext) -> None:
         grid = self.grid(ctx)
-        budget = ctx.remaining()
+        budget = ctx.budget  # not remaining(): a resumed run must pick the same grid
         if len(grid) > budget > 0:
             keep = np.unique(np.linspace(0, len(grid) - 1, budget).round().astype(int))
             grid = [grid[i] for i in keep]
