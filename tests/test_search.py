@@ -69,6 +69,7 @@ def test_resume_after_kill_9(wine, tmp_path, monkeypatch):
                    evaluator={{"finetune_steps": 40}})
         """
     )
+    Study.open(storage, "autocompress", objectives=["accuracy", "flops"])  # schema made before two processes race
     process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -230,3 +231,13 @@ def test_uniform_picks_the_same_grid_when_resumed(wine, tmp_path, monkeypatch):
     resumed = search(wine.model, wine.task, strategy="uniform", budget=6, storage=tmp_path / "u.db", progress=False)
     assert {policy_key(r.policy) for r in resumed.completed()} == {policy_key(r.policy) for r in full.completed()}
     assert len(resumed.completed()) == 6
+
+
+def test_a_result_for_a_candidate_marked_stale_meanwhile_is_dropped(tmp_path, monkeypatch):
+    study = Study.open(tmp_path / "s.db", "x", objectives=["accuracy", "flops"])
+    study.enqueue(runner_module.Policy(), {})
+    trial = study.take_waiting()
+    monkeypatch.setattr(study_module, "STALE_SECONDS", -1.0)  # another process thinks it died
+    assert study.fail_stale() == 1
+    assert study.finish(trial.number, {"metric": 90.0, "flops": 1.0}, None, 1.0) is False
+    assert study.records()[0].state == "stale"

@@ -318,8 +318,11 @@ class SearchRun:
                 time.sleep(0.5)
 
     def _finish(self, number: int, trial_id: int, values: dict | None, error: str | None, seconds: float) -> None:
-        self.study.finish(number, values, error, seconds)
+        stored = self.study.finish(number, values, error, seconds)
         self._heartbeat.remove(trial_id)
+        if not stored:
+            self.log(f"candidate #{number} was marked stale by another process while it ran: it will run again")
+            return
         record = self.study.record(number)
         self._cache.setdefault(policy_key(record.policy), record)
         if error:

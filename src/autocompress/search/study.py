@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from autocompress.policy import Policy
@@ -179,8 +180,20 @@ class Study:
         for trial_id in trial_ids:
             self.optuna._storage.set_trial_user_attr(trial_id, "heartbeat", now)
 
-    def finish(self, trial: optuna.trial.Trial | int, values: dict[str, float] | None, error: str | None, seconds: float) -> None:
-        """Store a candidate's result: its values, or the error that failed it."""
+    def finish(self, trial: optuna.trial.Trial | int, values: dict[str, float] | None, error: str | None, seconds: float) -> bool:
+        """Store a candidate's result: its values, or the error that failed it.
+
+        Returns False (the result is dropped) when the candidate was meanwhile marked stale
+        by another process — its clock ran ahead, or this one could not beat — so that the
+        candidate is queued and evaluated again instead of crashing this process.
+        """
+        try:
+            self._finish(trial, values, error, seconds)
+        except UpdateFinishedTrialError:
+            return False
+        return True
+
+    def _finish(self, trial: optuna.trial.Trial | int, values: dict[str, float] | None, error: str | None, seconds: float) -> None:
         number = trial if isinstance(trial, int) else trial.number
         storage, trial_id = self.optuna._storage, self.optuna.trials[number]._trial_id
         storage.set_trial_user_attr(trial_id, "seconds", seconds)

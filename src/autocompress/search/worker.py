@@ -53,10 +53,13 @@ def run_worker(
                 continue
             heartbeat.add(trial._trial_id)
             values, error, seconds = run_candidate(spec, Policy.from_dict(trial.user_attrs["policy"]))
-            study.finish(trial.number, values, error, seconds)
+            stored = study.finish(trial.number, values, error, seconds)
             heartbeat.remove(trial._trial_id)
-            done += 1
             idle_since = time.monotonic()
+            if not stored:
+                console.print(f"candidate #{trial.number} was marked stale meanwhile (clocks out of step?): result dropped")
+                continue
+            done += 1
             state = "failed: " + error if error else f"{values['metric']:.2f}"
             console.print(f"candidate #{trial.number}: {state} ({seconds:.1f} s)")
     finally:
