@@ -72,6 +72,17 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
+def _finish(fig: Figure, ax: Axes, x_label: str, y_label: str, title: str | None, path: str | Path) -> Path:
+    """Labels, title, grid and legend, then save."""
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
 def _draw_front(ax: Axes, pts: np.ndarray, labels: list[str] | None, x_direction: str) -> None:
     """Front points joined by the staircase bounding what they attain."""
     order = np.lexsort((pts[:, 1], pts[:, 0]))
@@ -157,13 +168,7 @@ def plot_front(
         )
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, x_label, y_label, title, path)
 
 
 def _subset(labels: list[str] | None, mask: np.ndarray) -> list[str] | None:
@@ -209,10 +214,4 @@ def plot_curves(
             ax.fill_between(
                 x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0
             )
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, x_label, y_label, title, path)
