@@ -38,6 +38,8 @@ import torch
 from rich.table import Table
 from torch import Tensor, nn
 
+from autocompress.trace import as_inputs
+
 FP32_BITS = 32
 _MAC_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _TOTAL_KEYS = ("flops", "macs", "params", "bitops", "bytes")
@@ -147,8 +149,8 @@ class CostReport:
 
 
 def _input_tuple(example_input: Tensor | tuple) -> tuple:
-    inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
-    if not inputs or not isinstance(inputs[0], Tensor) or inputs[0].dim() == 0:
+    inputs = as_inputs(example_input)
+    if not inputs or inputs[0].dim() == 0:
         raise ValueError(
             "example_input must be a tensor or a tuple whose first item is a tensor "
             "with the batch on dim 0"

@@ -122,8 +122,12 @@ class Study:
     # ---------------------------------------------------------------- records
     def records(self, states: Iterable[str] | None = None) -> list[Record]:
         wanted = set(states) if states is not None else None
+        optuna_states = None  # filter in the storage too: the search reads these on every step
+        if wanted is not None:
+            storage_names = wanted | ({"failed"} if "stale" in wanted else set())  # stale trials are FAIL
+            optuna_states = tuple(s for s, name in _STATES.items() if name in storage_names)
         out = []
-        for trial in self.optuna.get_trials(deepcopy=False):
+        for trial in self.optuna.get_trials(deepcopy=False, states=optuna_states):
             record = to_record(trial)
             if record is None or (wanted is not None and record.state not in wanted):
                 continue
