@@ -55,3 +55,28 @@ def test_apply_rejects_a_bad_policy(tmp_path):
     unknown.write_text(json.dumps({"layers": {"nope": {"prune": 0.5}}}))
     result = runner.invoke(app, ["apply", "--zoo", "wine-mlp", "--policy", str(unknown), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "unknown layer 'nope'" in result.output
+
+
+def test_search_front_confirm_and_export_from_the_command_line(tmp_path):
+    storage = tmp_path / "wine.db"
+    config = tmp_path / "search.yaml"
+    config.write_text(
+        "zoo: wine-mlp\nobjectives: [accuracy, flops]\nstrategy: allocate\nstrategy_params: {targets: [0.5], population: 3}\n"
+        f"budget: 5\nstorage: {storage}\nstudy: wine-allocate\nfinetune_epochs: 0.0\n"
+    )
+    result = runner.invoke(app, ["search", str(config)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["confirm", str(storage), "--best", "flops_ratio<=0.5", "--top", "2", "--finetune-epochs", "1"],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "confirmed with 1 epochs" in result.output and "best meeting flops_ratio<=0.5" in result.output
+    companion = result.output.split("--study '")[1].split("'")[0]
+    assert companion.startswith("wine-allocate/confirm-")
+    trial = int(result.output.split("--trial ")[1].split()[0])
+    result = runner.invoke(app, ["front", str(storage)], terminal_width=200)  # the search, not its companion
+    assert result.exit_code == 0 and "5 candidates" in result.output, result.output
+    result = runner.invoke(app, ["export", str(storage), "--study", companion, "--trial", str(trial), "--out", str(tmp_path / "best")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "best" / "model.onnx").exists()
+    result = runner.invoke(app, ["confirm", str(storage), "--best", "flops_ratio<=0.001"], terminal_width=200)
+    assert result.exit_code != 0 and "closest" in result.output

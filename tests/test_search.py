@@ -241,3 +241,14 @@ def test_a_result_for_a_candidate_marked_stale_meanwhile_is_dropped(tmp_path, mo
     assert study.fail_stale() == 1
     assert study.finish(trial.number, {"metric": 90.0, "flops": 1.0}, None, 1.0) is False
     assert study.records()[0].state == "stale"
+
+
+def test_prune_step_is_a_shorthand_for_prune_choices():
+    config = load_config({"zoo": "wine-mlp", "space": {"prune_step": 0.05}})
+    choices = config.space.kwargs()["prune_choices"]
+    assert choices[:3] == [0.0, 0.05, 0.1] and choices[-1] == 0.95 and len(choices) == 20
+    both = load_config({"zoo": "wine-mlp", "space": {"prune_step": 0.05, "prune_choices": [0.0, 0.5]}})
+    with pytest.raises(ConfigError, match="prune_choices or prune_step"):
+        both.space.kwargs()
+    with pytest.raises(ConfigError, match="prune_step"):
+        load_config({"zoo": "wine-mlp", "space": {"prune_step": 0.9}})

@@ -1,11 +1,4 @@
-"""greedy and genecai strategies (and the shared sensitivity sweep) on a fast fake search context.
-
-The fake context scores a policy with a synthetic, deterministic accuracy (98 minus
-layer-dependent penalties that grow with pruning and shrink with rank / bits, plus an
-interaction term, so single-layer sweeps underestimate the joint drop) and takes its costs
-from ``space.cost``. It caches records by policy, counts real evaluations against a budget
-that spans every resume (like the study's runner) and returns "skipped" records beyond it.
-"""
+"""greedy and genecai strategies (and the shared sensitivity sweep) on a fast fake search context (fake_search.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from fake_search import SENSITIVITY, FakeContext, Net, key_of, records_of, synthetic_accuracy
 from torch import nn
 
 from autocompress.policy import Policy
-from autocompress.search.objectives import COST_KEYS, Objective, Record, parse_objectives
+from autocompress.search.objectives import Objective, Record
 from autocompress.search.strategies.genecai import (
     GeneCAIStrategy,
     archive,
@@ -27,22 +21,6 @@ from autocompress.search.strategies.genecai import (
 from autocompress.search.strategies.greedy import GreedyStrategy, parse_target
 from autocompress.search.strategies.sensitivity import ladder, sensitivity_sweep, sweep_plan
 from autocompress.space import SearchSpace
-
-SENSITIVITY = {"conv1": 4.0, "conv2": 0.8, "conv3": 0.3, "fc1": 1.0, "conv4": 0.5, "conv5": 0.2, "conv6": 1.5}
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv1d(1, 16, 5, padding=2)
-        self.conv2 = nn.Conv1d(16, 32, 3, padding=1)
-        self.conv3 = nn.Conv1d(32, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * 20, 64)
-        self.fc2 = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x))))))
-        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 
 class Deep(nn.Module):
@@ -75,78 +53,6 @@ def space() -> SearchSpace:
     return SearchSpace.from_model(
         Net(), torch.randn(2, 1, 20), prune_choices=(0.0, 0.25, 0.5, 0.75), rank_choices=(1.0, 0.75, 0.5, 0.25)
     )
-
-
-def synthetic_accuracy(policy: Policy) -> float:
-    drop = 0.0
-    for name, s in SENSITIVITY.items():
-        genes = policy.genes(name)
-        drop += s * (4 * genes.prune**2 + 3 * (1 - genes.rank) ** 2 + 24 * 2.0 ** (-genes.weight_bits / 1.5))
-    return max(10.0, 98.0 - drop - 0.05 * drop**2)
-
-
-class FakeContext:
-    """A SearchContext: synthetic metric, analytic costs, a policy cache shared across resumes."""
-
-    def __init__(self, space: SearchSpace, budget: int, seed: int = 0, cache: dict | None = None) -> None:
-        self.space = space
-        self.objectives = parse_objectives(["accuracy", "flops"])
-        self.constraints = ()
-        self.budget, self.seed = budget, seed
-        self.rng = np.random.default_rng(seed)
-        self.cache: dict[str, Record] = {} if cache is None else cache  # the study: every real evaluation
-        self.requested: list[str] = []  # every policy asked for, cached or not, in order
-        self.real: list[str] = []  # policies evaluated for real by this context
-        self.logs: list[str] = []
-        self.base = space.cost(Policy())
-
-    def remaining(self) -> int:
-        return max(0, self.budget - len(self.cache))
-
-    def cost(self, policy: Policy):  # noqa: ANN201
-        return self.space.cost(policy)
-
-    @property
-    def original(self) -> Record:
-        return Record(-1, Policy(), "complete", self.values(Policy(), 98.0))
-
-    def values(self, policy: Policy, metric: float) -> dict[str, float]:
-        cost = self.space.cost(policy)
-        values = {"metric": metric, "metric_before_finetune": metric, "metric_original": 98.0, "accuracy_drop": 98.0 - metric}
-        values.update({k: float(getattr(cost, k)) for k in COST_KEYS})
-        values.update({f"{k}_ratio": getattr(cost, k) / getattr(self.base, k) for k in COST_KEYS})
-        return values
-
-    def evaluate(self, policy: Policy, **tags: object) -> Record:
-        return self.evaluate_many([policy], **tags)[0]
-
-    def evaluate_many(self, policies: list[Policy], **tags: object) -> list[Record]:
-        out = []
-        for policy in policies:
-            key = key_of(policy)
-            self.requested.append(key)
-            if key not in self.cache:
-                if self.remaining() <= 0:
-                    out.append(Record(-1, policy, "skipped", tags=dict(tags)))
-                    continue
-                self.cache[key] = Record(len(self.cache), policy, "complete", self.values(policy, synthetic_accuracy(policy)), dict(tags))
-                self.real.append(key)
-            out.append(self.cache[key])
-        return out
-
-    def history(self) -> list[Record]:
-        return list(self.cache.values())
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-
-def key_of(policy: Policy) -> str:
-    return str(sorted((n, g.model_dump()) for n, g in policy.layers.items() if not g.is_identity))
-
-
-def records_of(ctx: FakeContext, **tags: object) -> list[Record]:
-    return [r for r in ctx.cache.values() if all(r.tags.get(k) == v for k, v in tags.items())]
 
 
 def hypervolume(records: list[Record], ref_metric: float, ref_ratio: float = 1.0) -> float:

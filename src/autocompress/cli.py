@@ -158,6 +158,8 @@ def _open_study(storage: str, name: str | None):
         _fail(f"{storage} does not exist")
     names = optuna.get_all_study_names(open_storage(storage))
     if name is None:
+        searches = [n for n in names if "/confirm-" not in n]  # confirm's companions are chosen by name only
+        names = searches or names
         if len(names) != 1:
             _fail(f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}): choose one with --study")
         name = names[0]
@@ -285,18 +287,13 @@ def export_cmd(
     from autocompress.evaluate import Evaluator
     from autocompress.export import export_onnx
     from autocompress.saving import save
-    from autocompress.search.config import load_config
 
     opened = _open_study(storage, study)
     try:
         record = opened.record(trial)
     except KeyError as error:
         _fail(str(error))
-    stored = opened.meta.get("config")
-    if not stored:
-        _fail("this study stores no configuration (it was made from Python): rebuild with autocompress.apply_policy")
-    config = load_config(stored)
-    model, task, space = config.build()
+    config, (model, task, space) = _stored_config(opened)
     settings = config.evaluator_kwargs()
     if finetune_epochs is not None:
         settings["finetune_epochs"] = finetune_epochs
@@ -305,6 +302,140 @@ def export_cmd(
     export_onnx(result.model, out / "model.onnx", task.example_input(8))
     console.print(f"#{trial}: {result.metric_name} {result.metric:.2f} (original {result.metric_original:.2f}); "
                   f"FLOPs {100 * result.ratios['flops']:.1f} %; wrote {out}/ (policy.json, state_dict.pt, meta.json, model.onnx)")
+
+
+def _stored_config(opened):  # noqa: ANN202
+    """The search configuration a study stores, and the (model, task, space) it builds."""
+    from autocompress.search.config import load_config
+
+    stored = opened.meta.get("config")
+    if not stored:
+        _fail("this study stores no configuration (it was made from Python): use autocompress.search.confirm / apply_policy")
+    config = load_config(stored)
+    return config, config.build()
+
+
+@app.command("confirm")
+def confirm_cmd(
+    storage: StorageArg,
+    best: Annotated[str, typer.Option(help='constraints the candidates must meet, e.g. "macs_ratio<=0.05"')],
+    top: Annotated[int, typer.Option(help="how many of the best candidates (by the search's metric) to confirm")] = 3,
+    finetune_epochs: Annotated[float, typer.Option(help="the confirmation's fine-tune (the final model's)")] = 5.0,
+    study: StudyOption = None,
+    workers: Annotated[int, typer.Option(help="evaluation processes")] = 1,
+) -> None:
+    """Fine-tune the TOP best candidates meeting --best for longer and print the winner (successive halving's last rung)."""
+    from autocompress.search.confirm import confirm
+
+    opened = _open_study(storage, study)
+    config, (model, task, space) = _stored_config(opened)
+    settings = {k: v for k, v in config.evaluator_kwargs().items() if k not in ("finetune_epochs", "finetune_steps", "seed")}
+    constraints = [c.strip() for c in best.split(",")]
+    try:
+        confirmed = confirm(opened, model, task, space, constraints=constraints, top=top, finetune_epochs=finetune_epochs,
+                            evaluator=settings, seed=config.seed, workers=workers, console=console)
+        winner = confirmed.best(constraints, objective="accuracy")
+    except (LookupError, ValueError) as error:
+        _fail(str(error))
+    console.print(_front_table(confirmed, confirmed.completed(), f"confirmed with {finetune_epochs:g} epochs ({confirmed.optuna.study_name})"))
+    console.print(f"best meeting {best}: #{winner.number} ({task.metric_name} {winner.values['metric']:.2f}); "
+                  f"export it with: autocompress export {storage} --study {confirmed.optuna.study_name!r} --trial {winner.number} --out best/")
+
+
+# ---------------------------------------------------------------- refine (ODF2NNA)
+def _parse_epsilon(text: str) -> float | str:
+    """``--epsilon``: 'auto' or a finite number >= 0."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and value != float("inf")):
+        _fail(f"--epsilon must be a number >= 0 or 'auto', got {text!r}")
+    return value
+
+
+def _units_table(report, title: str):  # noqa: ANN001, ANN202 - a RefineReport -> rich Table
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("layer", "units", "kept", "removed", "score min", "score median", "score max", "best removed"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for row in report.layers:
+        best = "-" if row.removed_score_max is None else f"{row.removed_score_max:.4f}"
+        table.add_row(row.layer, str(row.units), str(row.kept), str(row.removed), f"{row.score_min:.4f}",
+                      f"{row.score_median:.4f}", f"{row.score_max:.4f}", best)
+    return table
+
+
+@app.command()
+def refine(
+    zoo: ZooOption,
+    epsilon: Annotated[str, typer.Option(help="remove hidden units scoring below this (a number >= 0), or 'auto': the largest epsilon whose retrained model stays within --tolerance on the validation split")] = "auto",
+    tolerance: Annotated[float | None, typer.Option(help="with --epsilon auto: allowed validation-metric drop (default: 0.5 accuracy points; other metrics 1 % of the original's)")] = None,
+    retrain_epochs: Annotated[float, typer.Option(help="retraining epochs of the refined model (0 = none)")] = 5.0,
+    statistic: Annotated[str, typer.Option(help="unit usefulness statistic: std, std_mean, std_max, contribution, contribution_max")] = "contribution_max",
+    out: Annotated[Path | None, typer.Option(help="write the refined model's state_dict.pt and report.json here")] = None,
+    seed: SeedOption = 0,
+) -> None:
+    """ODF2NNA on a zoo MLP: keep the useful hidden units, rebuild a smaller MLP from their weights, retrain."""
+    import torch
+    from rich.table import Table
+
+    from autocompress.finetune import evaluate_metric
+    from autocompress.transforms.units import (
+        STATISTICS,
+        DenseStructureError,
+        dense_chain,
+        refine_dense,
+    )
+    from autocompress.zoo import list_zoo
+
+    chosen_epsilon = _parse_epsilon(epsilon)
+    if tolerance is not None and not tolerance >= 0:
+        _fail(f"--tolerance must be >= 0 (in the metric's units), got {tolerance}")
+    if not retrain_epochs >= 0:
+        _fail(f"--retrain-epochs must be >= 0, got {retrain_epochs}")
+    if statistic not in STATISTICS:
+        _fail(f"unknown --statistic {statistic!r}; allowed: {', '.join(STATISTICS)}")
+    mlps = [name for name in list_zoo() if name.endswith("-mlp")]
+    structure = _zoo(zoo, seed, pretrained=False)
+    try:
+        dense_chain(structure.model, structure.example_input)
+    except DenseStructureError as error:
+        _fail(f"refine needs a dense network (an MLP), and {zoo!r} is not one: {error}. Zoo MLPs: {', '.join(mlps)}")
+    entry = _zoo(zoo, seed, pretrained=True)
+    refined, report = refine_dense(entry.model, entry.task, chosen_epsilon, tolerance=tolerance,
+                                   retrain_epochs=retrain_epochs, statistic=statistic, seed=seed)
+    test = {"original": evaluate_metric(entry.model, entry.task, "test"), "refined": evaluate_metric(refined, entry.task, "test")}
+    console.print(_units_table(report, f"{zoo}: hidden units ({statistic}, epsilon {report.epsilon:g}, {report.samples} training samples)"))
+    if report.sweep:
+        sweep = Table(title=f"epsilon sweep (from the top; tolerance {report.tolerance:g})")
+        for column in ("epsilon", "params", "hidden", "val before retrain", "val after retrain"):
+            sweep.add_column(column, justify="right")
+        for point in report.sweep:
+            sweep.add_row(f"{point.epsilon:g}", f"{point.params:,}", "-".join(map(str, point.hidden)),
+                          f"{point.metric_before_retrain:.3f}", f"{point.metric:.3f}")
+        console.print(sweep)
+    summary = Table(title="before / after")
+    for column in ("", "original", "refined"):
+        summary.add_column(column, justify="right")
+    summary.add_row("params", f"{report.params_before:,}", f"{report.params_after:,} ({100 * report.params_removed:.1f} % removed)")
+    retrained = "-" if report.metric_retrained is None else f"{report.metric_retrained:.3f}"
+    summary.add_row(f"val {report.metric_name}", f"{report.metric_original:.3f}",
+                    f"{report.metric_before_retrain:.3f} before retrain, {retrained} after")
+    summary.add_row(f"test {report.metric_name}", f"{test['original']:.3f}", f"{test['refined']:.3f}")
+    console.print(summary)
+    if report.met_tolerance is False:
+        console.print(f"[yellow]no epsilon kept the validation metric within {report.tolerance:g}: nothing was removed[/yellow]")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in refined.state_dict().items()}, out / "state_dict.pt")
+        saved = {"zoo": zoo, "seed": seed, "model": type(refined).__name__, "hidden": report.hidden,
+                 "test": test, "report": report.model_dump()}
+        (out / "report.json").write_text(json.dumps(saved, indent=2))
+        console.print(f"wrote {out}/ (state_dict.pt, report.json); rebuild: {type(refined).__name__} with hidden={report.hidden}")
 
 
 def main() -> None:

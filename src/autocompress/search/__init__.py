@@ -8,6 +8,7 @@ import sys
 import types
 
 from autocompress.search.config import ConfigError, SearchConfig, load_config
+from autocompress.search.confirm import confirm
 from autocompress.search.objectives import Constraint, Objective, Record
 from autocompress.search.runner import search, search_from_config
 from autocompress.search.study import Study
@@ -20,4 +21,4 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["ConfigError", "Constraint", "Objective", "Record", "SearchConfig", "Study", "load_config", "search", "search_from_config"]
+__all__ = ["ConfigError", "confirm", "Constraint", "Objective", "Record", "SearchConfig", "Study", "load_config", "search", "search_from_config"]

@@ -6,7 +6,7 @@ zoo: mnist1d-cnn                 # a bundled model and its task; or both of:
 # task: mypackage.data:make_task          # a function returning an autocompress.Task
 objectives: [accuracy, flops]    # 1-3 of: accuracy, flops, macs, params, bitops, bytes, latency
 constraints: ["accuracy_drop<=2.0"]
-strategy: genecai                # random, uniform, greedy, nsga2, genecai
+strategy: genecai                # random, uniform, greedy, nsga2, genecai, allocate
 strategy_params: {population: 16}
 budget: 200                      # real evaluations, over every resume
 storage: runs/study.db           # a file (SQLite) or an RDB URL (postgresql://...)
@@ -51,6 +51,7 @@ class SpaceConfig(BaseModel):
     exclude: list[str] = []
     exclude_output: bool = True
     prune_choices: list[float] | None = None
+    prune_step: float | None = Field(None, gt=0, le=0.5, description="shorthand: prune choices 0, step, 2·step, ... <= 0.95")
     rank_choices: list[float] | None = None
     weight_bits_choices: list[int] | None = None
     act_bits_choices: list[int] | None = None
@@ -58,7 +59,13 @@ class SpaceConfig(BaseModel):
     rank_multiple: int = Field(1, ge=1)
 
     def kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
+        values = {k: v for k, v in self.model_dump().items() if v is not None}
+        step = values.pop("prune_step", None)
+        if step is not None:
+            if "prune_choices" in values:
+                raise ConfigError("space: give prune_choices or prune_step, not both")
+            values["prune_choices"] = [round(i * step, 6) for i in range(int(0.95 / step + 1e-9) + 1)]
+        return values
 
 
 class EvaluatorConfig(BaseModel):

@@ -74,9 +74,10 @@ def open_storage(storage: str | Path) -> optuna.storages.RDBStorage:
 class Study:
     """Records of one search, with its Pareto front, hypervolume and best candidate."""
 
-    def __init__(self, study: optuna.Study, objectives: tuple[Objective, ...]) -> None:
+    def __init__(self, study: optuna.Study, objectives: tuple[Objective, ...], storage: str | Path | None = None) -> None:
         self.optuna = study
         self.objectives = objectives
+        self.storage = storage  # as given to Study.open (a path or URL)
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -98,7 +99,7 @@ class Study:
                     f"study {name!r} in {storage} was created with objectives {list(stored)}, not {list(objectives)}; "
                     "use another study name"
                 )
-            return cls(study, parse_objectives(stored))
+            return cls(study, parse_objectives(stored), storage)
         if not create:
             known = ", ".join(names) or "none"
             raise ValueError(f"no study {name!r} in {storage}; studies there: {known}")
@@ -109,7 +110,7 @@ class Study:
             storage=backend, study_name=name, directions=[o.direction for o in parsed], load_if_exists=True
         )
         study.set_user_attr("objectives", list(objectives))
-        return cls(study, parsed)
+        return cls(study, parsed, storage)
 
     def set_meta(self, **meta: Any) -> None:
         for key, value in meta.items():
@@ -270,6 +271,10 @@ class Study:
         when the study has no cost objective. If no candidate meets the constraints, the
         error says how close the nearest came.
         """
+        return self.ranked(constraint, objective)[0]
+
+    def ranked(self, constraint: str | Sequence[str] = (), objective: str | None = None) -> list[Record]:
+        """Every candidate meeting the constraints, best on ``objective`` first (see :meth:`best`)."""
         texts = [constraint] if isinstance(constraint, str) else list(constraint)
         parsed = [Constraint.parse(t) for t in texts if t]
         chosen = Objective.parse(objective) if objective else next(
@@ -285,7 +290,7 @@ class Study:
             raise LookupError(
                 f"no candidate meets {', '.join(map(str, parsed))}; the closest is #{closest.number}: {gaps}"
             )
-        return min(meeting, key=lambda r: chosen.sign() * r.values[chosen.key])
+        return sorted(meeting, key=lambda r: (chosen.sign() * r.values[chosen.key], r.number))
 
 
 def to_record(trial: optuna.trial.FrozenTrial) -> Record | None:

@@ -164,3 +164,69 @@ def prune_groups(
             )
         drop = torch.argsort(scores, stable=True)[:count].tolist()
         graph.get_pruning_group(leader, pruner.prune_out_channels, sorted(drop)).prune()
+
+
+def activation_std_importance(
+    model: nn.Module, inputs: torch.Tensor | tuple[torch.Tensor, ...], batch_size: int = 1024
+) -> Importance:
+    """Channel importance = standard deviation of the channel's output over ``inputs``.
+
+    Measured once, when called, on ``model`` (eval mode, no grad, modes restored) with forward
+    hooks on every Linear / Conv1d / Conv2d: a Linear's output ``(N, ..., C)`` gives per-channel
+    std over every other position, a conv's ``(N, C, ...)`` over the batch and spatial positions
+    (population std, float64 sums). A channel whose output hardly varies adds nearly a constant
+    downstream (the ODF2NNA usefulness statistic, see ``transforms/units.py``). The returned
+    callable scores a Torch-Pruning group by its leader's (``group[0]``) module name, so it also
+    scores groups of a copy of ``model`` (as ``apply_policy`` prunes one).
+    """
+    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    stds = _output_stds(model, inputs, batch_size)
+
+    def importance(group: object) -> torch.Tensor:
+        leader = group[0].dep.target
+        name = getattr(leader, "_name", None)
+        if name not in stds:
+            raise ValueError(
+                f"activation_std_importance: no measured outputs for the group leader {name!r}; "
+                f"measured layers: {', '.join(stds) or 'none'} (build it on the model being pruned)"
+            )
+        return stds[name][list(group[0].idxs)]
+
+    return importance
+
+
+def _output_stds(model: nn.Module, inputs: tuple[torch.Tensor, ...], batch_size: int) -> dict[str, torch.Tensor]:
+    """Per-channel output standard deviation of every Linear / Conv1d / Conv2d over ``inputs``."""
+    sums: dict[str, list] = {}
+    handles = []
+
+    def hook_for(name: str, channel_dim: int) -> Callable:
+        def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+            values = output.detach().double().movedim(channel_dim, -1).reshape(-1, output.shape[channel_dim])
+            total = sums.setdefault(name, [0, 0.0, 0.0])
+            total[0] += values.shape[0]
+            total[1] = total[1] + values.sum(dim=0)
+            total[2] = total[2] + values.pow(2).sum(dim=0)
+
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            handles.append(module.register_forward_hook(hook_for(name, -1 if isinstance(module, nn.Linear) else 1)))
+    modes = [(m, m.training) for m in model.modules()]
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(inputs[0]), batch_size):
+                model(*(t[start : start + batch_size].to(device) for t in inputs))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes:
+            module.training = mode
+    stds = {}
+    for name, (count, total, squares) in sums.items():
+        mean = total / count
+        stds[name] = (squares / count - mean.pow(2)).clamp_min(0).sqrt().float().cpu()
+    return stds

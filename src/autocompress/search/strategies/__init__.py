@@ -14,6 +14,8 @@ STRATEGIES = {
     "nsga2": "autocompress.search.strategies.nsga2:NSGA2Strategy",
     "greedy": "autocompress.search.strategies.greedy:GreedyStrategy",
     "genecai": "autocompress.search.strategies.genecai:GeneCAIStrategy",
+    "allocate": "autocompress.search.strategies.allocate:AllocateStrategy",
+    "given": "autocompress.search.strategies.given:GivenStrategy",
 }
 
 

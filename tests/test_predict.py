@@ -1,0 +1,117 @@
+"""Accuracy predictors and informative selection on synthetic (policy, accuracy) arrays and a real space."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fake_search import Net
+
+from autocompress.policy import Policy
+from autocompress.predict import (
+    AccuracyPredictor,
+    evolve_informative,
+    policy_features,
+    ranking_metrics,
+    select_from_pool,
+)
+from autocompress.space import SearchSpace
+
+
+def smooth(X: np.ndarray) -> np.ndarray:
+    return 98 - 10 * X[:, 0] ** 2 - 5 * X[:, 1] * X[:, 2] - 3 * np.sin(3 * X[:, 3])
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 6))
+    return X, smooth(X) + rng.normal(0, 0.1, len(X))
+
+
+@pytest.mark.parametrize("kind", ["gp", "mlp", "ensemble", "linear"])
+def test_every_predictor_ranks_held_out_policies(data, kind):
+    X, y = data
+    predictor = AccuracyPredictor(kind, epochs=200, members=2).fit(X[:60], y[:60])
+    metrics = ranking_metrics(y[100:], predictor.predict(X[100:]))
+    floor = {"gp": 0.85, "mlp": 0.7, "ensemble": 0.7, "linear": 0.6}[kind]  # linear misses the curvature
+    assert metrics["kendall_tau"] > floor and metrics["spearman_rho"] > metrics["kendall_tau"]
+    mean, std = predictor.predict(X[100:110], return_std=True)
+    assert mean.shape == std.shape == (10,) and np.all(std >= 0)
+    assert (std == 0).all() if kind == "mlp" else (std > 0).all()
+    assert predictor.score(X[100:], y[100:]) == pytest.approx(metrics["kendall_tau"])
+
+
+def test_a_linear_truth_is_recovered_with_its_gradient():
+    rng = np.random.default_rng(1)
+    X = rng.random((40, 3)) * [1, 10, 100]  # columns on very different scales
+    y = 90 + 2 * X[:, 0] - 0.5 * X[:, 1] + 0.01 * X[:, 2]
+    for kind in ("linear", "gp"):
+        predictor = AccuracyPredictor(kind).fit(X, y)
+        assert ranking_metrics(y, predictor.predict(X))["rmse"] < 0.05
+        np.testing.assert_allclose(predictor.gradient(X[:5]), np.tile([2, -0.5, 0.01], (5, 1)), rtol=0.05, atol=1e-3)
+
+
+def test_mlp_gradient_matches_finite_differences(data):
+    X, y = data
+    predictor = AccuracyPredictor("ensemble", epochs=100, members=2).fit(X[:50], y[:50])
+    step = 1e-3
+    numeric = np.stack([(predictor.predict(X[:4] + step * e) - predictor.predict(X[:4] - step * e)) / (2 * step)
+                        for e in np.eye(X.shape[1])], axis=1)
+    np.testing.assert_allclose(predictor.gradient(X[:4]), numeric, rtol=1e-2, atol=1e-3)
+
+
+def test_fitting_is_deterministic_and_works_on_any_width():
+    rng = np.random.default_rng(2)
+    X, y = rng.random((30, 11)), rng.random(30)
+    first = AccuracyPredictor("mlp", epochs=100, seed=3).fit(X, y).predict(X)
+    again = AccuracyPredictor("mlp", epochs=100, seed=3).fit(X, y).predict(X)
+    np.testing.assert_array_equal(first, again)
+    constant = X.copy()
+    constant[:, 4] = 0.5  # a gene never varied in the labels: no division by zero
+    assert np.isfinite(AccuracyPredictor().fit(constant, y).predict(X)).all()
+
+
+def test_bad_input_names_the_problem(data):
+    X, y = data
+    with pytest.raises(ValueError, match="kind must be"):
+        AccuracyPredictor("forest").fit(X, y)
+    with pytest.raises(ValueError, match="2-D"):
+        AccuracyPredictor().fit(X[0], y[:1])
+    with pytest.raises(ValueError, match="rows but y has"):
+        AccuracyPredictor().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="NaN"):
+        AccuracyPredictor().fit(X, np.where(np.arange(len(y)) == 3, np.nan, y))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        AccuracyPredictor().predict(X)
+    fitted = AccuracyPredictor("linear").fit(X, y)
+    with pytest.raises(ValueError, match="fitted on 6"):
+        fitted.predict(X[:, :4])
+
+
+def test_select_from_pool_goes_where_the_predictor_is_unsure():
+    rng = np.random.default_rng(3)
+    labelled = rng.random((30, 2)) * 0.5  # labels only in the lower-left quarter
+    pool = np.concatenate([rng.random((20, 2)) * 0.5, 0.5 + rng.random((5, 2)) * 0.5])
+    predictor = AccuracyPredictor("gp").fit(labelled, smooth(np.pad(labelled, ((0, 0), (0, 2)))))
+    chosen = select_from_pool(predictor, pool, 5, labelled)
+    assert len(set(chosen)) == 5
+    assert sum(i >= 20 for i in chosen) >= 4  # the unexplored corner first
+    with pytest.raises(ValueError, match="k must be"):
+        select_from_pool(predictor, pool, 26, labelled)
+
+
+def test_evolve_informative_returns_new_legal_policies():
+    torch.manual_seed(0)
+    space = SearchSpace.from_model(Net(), torch.randn(2, 1, 20), methods=["prune", "quant"])
+    rng = np.random.default_rng(0)
+    labelled = [space.random_policy(rng) for _ in range(20)]
+    X = policy_features(space, labelled)
+    y = 90 - 5 * X.mean(1)
+    predictor = AccuracyPredictor("gp").fit(X, y)
+    picked = evolve_informative(predictor, space, 6, labelled, population=16, generations=3, rng=1)
+    keys = {tuple(space.encode(p)) for p in picked}
+    assert len(keys) == 6 and not keys & {tuple(space.encode(p)) for p in labelled}
+    assert all(space.validate(p) == p for p in picked)
+    bits = policy_features(space, [Policy.uniform(space, weight_bits=8, act_bits=32)])
+    assert set(bits[0][[i for i, g in enumerate(space.genes) if g.field.endswith("bits")]]) == {3.0, 5.0}
