@@ -80,3 +80,26 @@ def test_search_front_confirm_and_export_from_the_command_line(tmp_path):
     assert (tmp_path / "best" / "model.onnx").exists()
     result = runner.invoke(app, ["confirm", str(storage), "--best", "flops_ratio<=0.001"], terminal_width=200)
     assert result.exit_code != 0 and "closest" in result.output
+
+
+def test_optimize_returns_a_policy_for_a_new_budget_without_training(tmp_path):
+    storage = tmp_path / "wine.db"
+    config = tmp_path / "search.yaml"
+    config.write_text(
+        "zoo: wine-mlp\nobjectives: [accuracy, bitops]\nstrategy: random\n"
+        f"budget: 10\nstorage: {storage}\nstudy: wine-random\nfinetune_epochs: 0.0\n"
+    )
+    assert runner.invoke(app, ["search", str(config)]).exit_code == 0
+    out = tmp_path / "p.json"
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=0.2", "--out", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "fitted on 10 labelled policies" in result.output and "predicted accuracy" in result.output
+    from autocompress.policy import Policy
+    from autocompress.search.config import load_config
+
+    _, _, space = load_config(config).build()
+    assert space.cost(Policy.load(out)).bitops <= 0.2 * space.cost(Policy()).bitops
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "latency=2"])
+    assert result.exit_code != 0 and "must be one of" in result.output
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=1e-9"])
+    assert result.exit_code != 0 and "smallest reachable" in result.output

@@ -115,3 +115,27 @@ def test_evolve_informative_returns_new_legal_policies():
     assert all(space.validate(p) == p for p in picked)
     bits = policy_features(space, [Policy.uniform(space, weight_bits=8, act_bits=32)])
     assert set(bits[0][[i for i, g in enumerate(space.genes) if g.field.endswith("bits")]]) == {3.0, 5.0}
+
+
+def test_optimize_policy_meets_every_budget_by_exact_count():
+    from autocompress.predict.optimize import optimize_policy
+    from autocompress.search.strategies.allocate import uniform_policy
+
+    torch.manual_seed(0)
+    space = SearchSpace.from_model(Net(), torch.randn(2, 1, 20), methods=["prune", "quant"])
+    rng = np.random.default_rng(0)
+    X = policy_features(space, [space.random_policy(rng) for _ in range(60)])
+    prune = [i for i, g in enumerate(space.genes) if g.field == "prune"]
+    bits = [i for i, g in enumerate(space.genes) if g.field.endswith("bits")]
+    y = 98 - 8 * (X[:, prune] ** 2).sum(1) - 2 * np.clip(3 - X[:, bits], 0, None).sum(1)
+    predictor = AccuracyPredictor("gp").fit(X, y)
+    base = space.cost(Policy()).bitops
+    for ratio in np.geomspace(0.3, 0.003, 20):
+        result = optimize_policy(predictor, space, float(ratio), cost="bitops")
+        assert space.cost(result.policy).bitops == result.cost <= ratio * base
+        assert result.predicted == pytest.approx(predictor.predict(policy_features(space, [result.policy]))[0])
+    start = uniform_policy(space, 0.05, "bitops", ("prune", "weight_bits", "act_bits"))
+    chosen = optimize_policy(predictor, space, "bitops_ratio<=0.05")
+    assert chosen.predicted >= predictor.predict(policy_features(space, [start]))[0]
+    with pytest.raises(ValueError, match="smallest reachable"):
+        optimize_policy(predictor, space, "bitops_ratio<=1e-7")

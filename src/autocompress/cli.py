@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -436,6 +437,52 @@ def refine(
                  "test": test, "report": report.model_dump()}
         (out / "report.json").write_text(json.dumps(saved, indent=2))
         console.print(f"wrote {out}/ (state_dict.pt, report.json); rebuild: {type(refined).__name__} with hidden={report.hidden}")
+
+
+@app.command()
+def optimize(
+    storage: StorageArg,
+    budget: Annotated[str, typer.Option(help='a cost budget: "flops=0.1" (a ratio of the original) or "bitops<=2e6" (absolute)')],
+    study: StudyOption = None,
+    kind: Annotated[str, typer.Option(help="predictor: auto, gp, mlp, ensemble, linear")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="write the policy (JSON) here")] = None,
+) -> None:
+    """A policy for a new budget from a study's labelled policies: fit a predictor, optimize on it (no training)."""
+    from autocompress.policy import Policy
+    from autocompress.predict import AccuracyPredictor, policy_features
+    from autocompress.predict.optimize import optimize_policy
+    from autocompress.search.objectives import COST_KEYS
+
+    opened = _open_study(storage, study)
+    _config, (_model, task, space) = _stored_config(opened)
+    key, _, value = budget.partition("=")
+    if value and key.strip() in COST_KEYS:
+        target = f"{key.strip()}_ratio<={value.strip()}"
+    elif not value:
+        target = budget
+    else:
+        _fail(f"--budget {budget!r}: the cost must be one of {', '.join(COST_KEYS)} (latency budgets need the hardware "
+              "lookup tables, not done yet)")
+    records = [r for r in opened.completed() if "metric" in r.values]
+    if len(records) < 2:
+        _fail(f"the study has {len(records)} completed candidates; the predictor needs at least 2")
+    start = time.perf_counter()
+    try:
+        predictor = AccuracyPredictor(kind).fit(policy_features(space, [r.policy for r in records]),
+                                                [r.values["metric"] for r in records])
+        fitted = time.perf_counter() - start
+        result = optimize_policy(predictor, space, target)
+    except ValueError as error:
+        _fail(str(error))
+    base = float(getattr(space.cost(Policy()), result.key))
+    console.print(f"predictor {predictor.kind_} fitted on {len(records)} labelled policies in {fitted:.2f} s; "
+                  f"optimized for {target} in {result.seconds:.2f} s")
+    console.print(f"predicted {task.metric_name} {result.predicted:.2f}; {result.key} {result.cost:,.0f} "
+                  f"= {result.cost / base:.4g} of the original (budget {result.budget:,.0f})")
+    console.print(result.policy.to_json())
+    if out is not None:
+        result.policy.save(out)
+        console.print(f"wrote {out}; measure it with: autocompress apply --policy {out} ...")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ zoo: mnist1d-cnn                 # a bundled model and its task; or both of:
 # task: mypackage.data:make_task          # a function returning an autocompress.Task
 objectives: [accuracy, flops]    # 1-3 of: accuracy, flops, macs, params, bitops, bytes, latency
 constraints: ["accuracy_drop<=2.0"]
-strategy: genecai                # random, uniform, greedy, nsga2, genecai, allocate
+strategy: genecai                # random, uniform, greedy, nsga2, genecai, allocate, seernet, given
 strategy_params: {population: 16}
 budget: 200                      # real evaluations, over every resume
 storage: runs/study.db           # a file (SQLite) or an RDB URL (postgresql://...)

@@ -16,6 +16,7 @@ STRATEGIES = {
     "genecai": "autocompress.search.strategies.genecai:GeneCAIStrategy",
     "allocate": "autocompress.search.strategies.allocate:AllocateStrategy",
     "given": "autocompress.search.strategies.given:GivenStrategy",
+    "seernet": "autocompress.search.strategies.seernet:SeerNetStrategy",
 }
 
 
