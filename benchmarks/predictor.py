@@ -18,6 +18,9 @@
    ``autocompress.predict.select_from_pool`` (uncertainty of a GP fitted on the labels so
    far, damped near labelled policies) until ``n``. Pool-based, so both arms draw on the
    same labels; the same selected sets are given to every predictor.
+4. **Re-optimization**: the default predictor fitted on the largest label set, then
+   ``optimize_policy`` for 20 BitOps budgets (0.3 … 0.003 of the original): seconds per
+   budget (median) and an exact-count check of every returned policy.
 
 Features: ``policy_features`` (prune ratios; bit-widths as log2). Seeds change the random
 draws and the predictors' initialization, not the labels. Writes
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autocompress import SearchSpace
+from autocompress import Policy, SearchSpace
 from autocompress.predict import (
     KINDS,
     AccuracyPredictor,
@@ -47,6 +50,7 @@ from autocompress.predict import (
     ranking_metrics,
     select_from_pool,
 )
+from autocompress.predict.optimize import optimize_policy
 from autocompress.search import search
 from autocompress.zoo import load_zoo
 
@@ -131,17 +135,53 @@ def main(argv: list[str] | None = None) -> None:
                     f"{r['kind']} τ {r['kendall_tau']:.3f}" for r in rows[-len(args.kinds):]))
 
     summary = summarize(rows, args)
+    reopt = reoptimization(pool, y_pool, space, args)
+    log(f"re-optimization: median {reopt['median_seconds']:.3f} s over {len(reopt['budgets'])} budgets, "
+        f"all within budget: {reopt['all_within_budget']}")
     command = "python benchmarks/predictor.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     meta = {"command": command.strip(), "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
             "torch": torch.__version__, "wall_seconds": time.perf_counter() - wall, "labels": info,
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=2))
-    text = markdown(summary, meta, args)
+    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows,
+                                                         "reoptimization": reopt}, indent=2))
+    text = markdown(summary, meta, args) + reopt_markdown(reopt)
     args.out.with_suffix(".md").write_text(text)
     plot(summary, args)
     print(text)
+
+
+def reoptimization(pool: np.ndarray, y_pool: np.ndarray, space: SearchSpace, args: argparse.Namespace) -> dict:
+    """Time ``optimize_policy`` for 20 BitOps budgets on the default predictor fitted on the largest label set."""
+    n = max(args.sizes)
+    predictor = AccuracyPredictor(seed=0).fit(pool[:n], y_pool[:n])
+    base = space.cost(Policy()).bitops
+    budgets = []
+    for ratio in np.geomspace(0.3, 0.003, 20):
+        result = optimize_policy(predictor, space, float(ratio), cost="bitops")
+        exact = space.cost(result.policy).bitops
+        budgets.append({"bitops_ratio_budget": float(ratio), "bitops_ratio": exact / base, "within": bool(exact <= ratio * base),
+                        "predicted": result.predicted, "seconds": result.seconds, "steps": result.steps})
+    seconds = [b["seconds"] for b in budgets]
+    return {"predictor": predictor.kind_, "labels": n, "budgets": budgets, "median_seconds": statistics.median(seconds),
+            "max_seconds": max(seconds), "all_within_budget": bool(all(b["within"] for b in budgets))}
+
+
+def reopt_markdown(reopt: dict) -> str:
+    lines = [
+        "",
+        f"Re-optimization for a new budget (`autocompress.predict.optimize.optimize_policy`, predictor `{reopt['predictor']}` "
+        f"fitted on {reopt['labels']} labels, 20 BitOps budgets from 0.3 to 0.003 of the original): median "
+        f"**{reopt['median_seconds']:.3f} s**, max {reopt['max_seconds']:.3f} s; every returned policy within its budget "
+        f"by exact count: **{'yes' if reopt['all_within_budget'] else 'NO'}**.",
+        "",
+        "| BitOps budget | BitOps reached | predicted accuracy | seconds |",
+        "|---:|---:|---:|---:|",
+    ]
+    for b in reopt["budgets"]:
+        lines.append(f"| {b['bitops_ratio_budget']:.4f} | {b['bitops_ratio']:.4f} | {b['predicted']:.2f} | {b['seconds']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def summarize(rows: list[dict], args: argparse.Namespace) -> list[dict]:
