@@ -143,7 +143,7 @@ def strategy_params(name: str, cost: str, extra: dict[str, dict[str, Any]]) -> d
         base = {"fields": fields, "cost": cost}
     elif name == "greedy":
         base = {"target": 0.25, "cost": cost}
-    elif name in ("genecai", "seernet"):
+    elif name in ("genecai", "seernet", "predicted"):
         base = {"cost": cost}
     return {**base, **extra.get(name, {})}
 

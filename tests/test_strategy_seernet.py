@@ -39,3 +39,21 @@ def test_seernet_reports_an_unreachable_budget(space):
     SeerNetStrategy(["bitops_ratio<=1e-9"], cost="bitops", initial=6, rounds=0).run(ctx)
     assert records_of(ctx, phase="optimize") == []
     assert any("smallest reachable" in m for m in ctx.logs)
+
+
+def test_predictor_guided_evolution_beats_random_at_equal_budget(space):
+    from autocompress.search.strategies.predicted_evolution import PredictedEvolutionStrategy
+    from autocompress.search.strategies.random_search import RandomStrategy
+
+    def best_under(ctx, ratio):
+        return max((r.values["metric"] for r in ctx.cache.values() if r.values["bitops_ratio"] <= ratio), default=0.0)
+
+    guided, plain = FakeContext(space, budget=30), FakeContext(space, budget=30)
+    PredictedEvolutionStrategy(cost="bitops", initial=10, batch=5, population=32, generations=8).run(guided)
+    RandomStrategy().run(plain)
+    assert len(guided.real) == 30 and len({k for k in guided.real}) == 30
+    assert {r.tags["phase"] for r in guided.cache.values()} == {"label", "predicted"}
+    assert sum(best_under(guided, t) for t in (0.3, 0.1, 0.03)) > sum(best_under(plain, t) for t in (0.3, 0.1, 0.03))
+    again = FakeContext(space, budget=30, cache=guided.cache)
+    PredictedEvolutionStrategy(cost="bitops", initial=10, batch=5, population=32, generations=8).run(again)
+    assert again.real == []

@@ -17,6 +17,7 @@ STRATEGIES = {
     "allocate": "autocompress.search.strategies.allocate:AllocateStrategy",
     "given": "autocompress.search.strategies.given:GivenStrategy",
     "seernet": "autocompress.search.strategies.seernet:SeerNetStrategy",
+    "predicted": "autocompress.search.strategies.predicted_evolution:PredictedEvolutionStrategy",
 }
 
 

@@ -1,0 +1,133 @@
+"""``predicted``: evolution run on an accuracy predictor; real evaluations only for the most promising.
+
+Each round: fit the predictor (:class:`~autocompress.predict.AccuracyPredictor`) on every
+real result so far; evolve a population of encoded policies *in silico* for
+``generations`` — parents by non-dominated rank on (optimistic predicted metric, exact
+analytic cost), uniform crossover, per-gene mutation to another legal choice; then
+evaluate for real the ``batch`` new policies spread evenly in log-cost along the predicted
+front. The optimistic metric is ``mean + kappa · std`` (an upper confidence bound), so
+that unsure regions get tried. Records are tagged ``phase="predicted"`` and ``round``.
+
+:func:`predicted_front` is the in-silico part, usable by any strategy holding a predictor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autocompress.policy import Policy
+from autocompress.predict import AccuracyPredictor, policy_features
+from autocompress.predict.predictor import vector_features
+from autocompress.search.objectives import COST_KEYS
+from autocompress.search.pareto import non_dominated
+from autocompress.search.strategies.base import SearchContext, Strategy
+from autocompress.space import SearchSpace
+
+
+def predicted_front(
+    predictor: AccuracyPredictor,
+    space: SearchSpace,
+    cost: str,
+    *,
+    population: int = 64,
+    generations: int = 15,
+    mutation: float = 0.1,
+    kappa: float = 0.5,
+    start: list[Policy] = (),
+    rng: np.random.Generator | int | None = None,
+) -> list[tuple[Policy, float, float]]:
+    """(policy, optimistic predicted metric, exact cost) on the predicted non-dominated front, cheapest first."""
+    rng = np.random.default_rng(rng)
+    choices = [np.asarray(g.choices, dtype=float) for g in space.genes]
+    members = [space.encode(p) for p in start][:population]
+    while len(members) < population:
+        members.append(np.array([c[rng.integers(len(c))] for c in choices]))
+    members = np.array(members)
+    cost_cache: dict[tuple, float] = {}
+
+    def costs(vectors: np.ndarray) -> np.ndarray:
+        out = []
+        for v in vectors:
+            key = tuple(v)
+            if key not in cost_cache:
+                cost_cache[key] = float(getattr(space.cost(space.decode(v)), cost))
+            out.append(cost_cache[key])
+        return np.array(out)
+
+    def scores(vectors: np.ndarray) -> np.ndarray:
+        mean, std = predictor.predict(vector_features(space, vectors), return_std=True)
+        return mean + kappa * std
+
+    for _ in range(generations):
+        metric, cost_values = scores(members), costs(members)
+        points = np.stack([cost_values, metric], axis=1)
+        rank = np.zeros(len(members), dtype=int)
+        remaining = np.arange(len(members))
+        level = 0
+        while len(remaining):  # non-dominated sorting
+            mask = non_dominated(points[remaining], ["minimize", "maximize"])
+            rank[remaining[mask]] = level
+            remaining, level = remaining[~mask], level + 1
+        parents = members[np.argsort(rank, kind="stable")[: max(2, population // 2)]]
+        children = []
+        while len(children) < population - len(parents):
+            a, b = parents[rng.integers(len(parents))], parents[rng.integers(len(parents))]
+            child = np.where(rng.random(len(choices)) < 0.5, a, b)
+            for i in np.flatnonzero(rng.random(len(choices)) < mutation):
+                child[i] = choices[i][rng.integers(len(choices[i]))]
+            children.append(child)
+        members = np.unique(np.concatenate([parents, np.array(children).reshape(-1, len(choices))]), axis=0)
+    metric, cost_values = scores(members), costs(members)
+    mask = non_dominated(np.stack([cost_values, metric], axis=1), ["minimize", "maximize"])
+    front = sorted(zip(members[mask], metric[mask], cost_values[mask], strict=True), key=lambda t: t[2])
+    return [(space.decode(v), float(m), float(c)) for v, m, c in front]
+
+
+def spread_by_cost(candidates: list[tuple[Policy, float]], count: int) -> list[Policy]:
+    """Up to ``count`` policies spread evenly in log-cost: the nearest (unused) to each of ``count`` geometric targets."""
+    costs = np.log(np.maximum([c for _, c in candidates], 1e-12))
+    targets = np.linspace(costs.min(), costs.max(), min(count, len(candidates)))
+    chosen: list[int] = []
+    for target in targets:
+        order = np.argsort(np.abs(costs - target), kind="stable")
+        chosen.append(next(int(i) for i in order if int(i) not in chosen))
+    return [candidates[i][0] for i in sorted(chosen)]
+
+
+class PredictedEvolutionStrategy(Strategy):
+    """Rounds of: fit a predictor, evolve on it, evaluate the ``batch`` most promising new policies."""
+
+    name = "predicted"
+
+    def __init__(self, *, cost: str = "flops", initial: int = 12, batch: int = 6, kind: str = "auto", kappa: float = 0.5,
+                 population: int = 64, generations: int = 15) -> None:
+        if cost not in COST_KEYS:
+            raise ValueError(f"predicted: cost must be one of {list(COST_KEYS)}, got {cost!r}")
+        if initial < 2 or batch < 1:
+            raise ValueError(f"predicted: need initial >= 2 and batch >= 1, got {initial}, {batch}")
+        self.cost, self.initial, self.batch, self.kind, self.kappa = cost, initial, batch, kind, kappa
+        self.population, self.generations = population, generations
+
+    def run(self, ctx: SearchContext) -> None:
+        space = ctx.space
+        rng = np.random.default_rng([ctx.seed, 5])
+        records = ctx.evaluate_many([space.random_policy(rng) for _ in range(self.initial)], phase="label")
+        round_ = 0
+        while ctx.remaining() > 0 and not any(r.state == "skipped" for r in records):
+            ok = [r for r in records if r.ok]
+            if len(ok) < 2:
+                raise RuntimeError("predicted: fewer than 2 successful evaluations to fit a predictor on")
+            predictor = AccuracyPredictor(self.kind, seed=ctx.seed).fit(
+                policy_features(space, [r.policy for r in ok]), [r.values["metric"] for r in ok])
+            best = sorted(ok, key=lambda r: -r.values["metric"])[: self.population // 4]
+            front = predicted_front(predictor, space, self.cost, population=self.population, generations=self.generations,
+                                    kappa=self.kappa, start=[r.policy for r in best],
+                                    rng=np.random.default_rng([ctx.seed, 13, round_]))
+            seen = {tuple(space.encode(r.policy)) for r in records}
+            fresh = [(p, c) for p, _, c in front if tuple(space.encode(p)) not in seen]
+            if not fresh:
+                ctx.log("predicted: the predicted front holds no new policy; done")
+                return
+            picks = spread_by_cost(fresh, self.batch)
+            records += ctx.evaluate_many(picks, phase="predicted", round=round_)
+            round_ += 1
