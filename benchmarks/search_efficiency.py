@@ -418,7 +418,25 @@ def aggregate(args: argparse.Namespace, strategies: list[str]) -> tuple[list[dic
             "failed": sum(r["failed"] for r in done),
             "seconds_per_evaluation": float(np.mean(per_eval)) if per_eval else None,
         }
+    reach_nsga2(runs, summary)
     return runs, summary
+
+
+def reach_nsga2(runs: list[dict], summary: dict[str, dict]) -> None:
+    """Per strategy: real evaluations each finished run needs to reach NSGA-II's mean HV at the full budget."""
+    if "nsga2" not in summary:
+        return
+    target = summary["nsga2"]["mean"][-1]
+    for name, s in summary.items():
+        needed = []
+        for r in runs:
+            if r["strategy"] == name and r["finished"]:
+                k = next((i + 1 for i, v in enumerate(r["curve"]) if v >= target - 1e-12), None)
+                needed.append(k)
+        reached = sorted(k for k in needed if k is not None)
+        s["to_nsga2"] = {"target": target, "per_run": needed,
+                         "median": float(np.median(reached)) if len(reached) == len(needed) and reached else None,
+                         "reached": len(reached), "runs": len(needed)}
 
 
 # ------------------------------------------------------------------------- output
@@ -449,14 +467,23 @@ def markdown(meta: dict, summary: dict[str, dict], runs: list[dict]) -> str:
         + f". Methods searched: {', '.join(meta['settings']['methods'])}; evaluator seed = run seed; "
         f"model `{meta['settings']['zoo']}` of seed {meta['settings']['model_seed']} for every run.",
         "",
-        "| strategy | runs | " + " | ".join(f"HV @ {k}" for k in ks) + " | evaluations used | in the box | failed | s / evaluation |",
-        "|---|---:|" + "---:|" * len(ks) + "---:|---:|---:|---:|",
+        "| strategy | runs | " + " | ".join(f"HV @ {k}" for k in ks)
+        + " | evaluations used | in the box | failed | s / evaluation | evaluations to NSGA-II's HV @ budget (median; per run) |",
+        "|---|---:|" + "---:|" * len(ks) + "---:|---:|---:|---:|---:|",
     ]
     for name, s in summary.items():
         cells = [f"{s['at'][str(k)]['mean']:.3f} ± {s['at'][str(k)]['std']:.3f}" for k in ks]
         used_text = "/".join(str(e) for e in s["evaluations"])
         per_eval = "–" if s["seconds_per_evaluation"] is None else f"{s['seconds_per_evaluation']:.1f}"
-        lines.append(f"| {name} | {len(s['seeds'])} | " + " | ".join(cells) + f" | {used_text} | {100 * s['in_box']:.0f} % | {s['failed']} | {per_eval} |")
+        reach = s.get("to_nsga2")
+        if reach is None:
+            reach_text = "–"
+        else:
+            per_run = "/".join("–" if k is None else str(k) for k in reach["per_run"])
+            median = f"{reach['median']:g}" if reach["median"] is not None else f"reached in {reach['reached']}/{reach['runs']}"
+            reach_text = f"{median} ({per_run})"
+        lines.append(f"| {name} | {len(s['seeds'])} | " + " | ".join(cells)
+                     + f" | {used_text} | {100 * s['in_box']:.0f} % | {s['failed']} | {per_eval} | {reach_text} |")
     notes = []
     for name, why in meta["skipped"].items():
         notes.append(f"- {name}: skipped ({why})")
