@@ -55,3 +55,18 @@ def test_given_strategy_evaluates_the_policies_in_order(wine, tmp_path):
     with pytest.raises(ValueError, match="non-empty list"):
         search(wine.model, wine.task, strategy="given", strategy_params={"policies": []}, budget=1,
                storage=tmp_path / "g.db", study_name="empty", progress=False)
+
+
+def test_the_companion_stores_the_confirmation_settings_for_workers(tmp_path):
+    from autocompress.search import load_config, search_from_config
+
+    config = load_config({"zoo": "wine-mlp", "strategy": "random", "budget": 5, "storage": str(tmp_path / "c.db"),
+                          "study": "s", "finetune_epochs": 0.0, "evaluator": {"finetune_steps": 3, "lr": 0.002}})
+    study = search_from_config(config, progress=False)
+    model, task, space = config.build()
+    companion = confirm(study, model, task, space, top=2, finetune_epochs=2.0, evaluator={"split": "val"}, seed=4,
+                        progress=False)
+    stored = load_config(companion.meta["config"])
+    assert stored.study == companion.optuna.study_name and stored.strategy == "given" and stored.seed == 4
+    assert stored.finetune_epochs == 2.0 and stored.evaluator.finetune_steps is None and stored.evaluator.lr == 0.002
+    assert len(stored.strategy_params["policies"]) == 2

@@ -73,10 +73,30 @@ def confirm(
     done = {policy_key(r.policy) for r in companion.records({"complete", "failed"})}
     fresh = sum(policy_key(p) not in done for p in finalists)
     companion.set_meta(confirms=study.optuna.study_name, confirm_settings=settings)
+    budget = max(1, len(done) + fresh)
     return search(
         model, task, space,
         objectives=objectives, strategy="given", strategy_params={"policies": finalists},
-        budget=max(1, len(done) + fresh), storage=study.storage, study_name=name, seed=seed, workers=workers,
+        budget=budget, storage=study.storage, study_name=name, seed=seed, workers=workers,
         finetune_epochs=finetune_epochs, evaluator={k: v for k, v in settings.items() if k not in ("finetune_epochs", "seed")},
-        progress=progress, console=console, config=study.meta.get("config"),
+        progress=progress, console=console,
+        config=companion_config(study.meta.get("config"), settings, name, finalists, budget),
     )
+
+
+def companion_config(config: dict | None, settings: dict[str, Any], name: str, finalists: list, budget: int) -> dict | None:
+    """The search's stored configuration with the confirmation's evaluator, strategy and name.
+
+    Stored in the companion study so that ``autocompress worker`` and ``export`` rebuild the
+    confirmation's evaluation (not the search's shorter one). None when the search stored none.
+    """
+    if not config:
+        return None
+    from autocompress.search.config import load_config
+
+    evaluator = {**config.get("evaluator", {}), **{k: v for k, v in settings.items() if k not in ("finetune_epochs", "seed")}}
+    evaluator["finetune_steps"] = None  # the confirmation counts epochs
+    changed = {**config, "study": name, "seed": settings["seed"], "finetune_epochs": settings["finetune_epochs"],
+               "evaluator": evaluator, "strategy": "given", "budget": budget,
+               "strategy_params": {"policies": [p.to_dict() for p in finalists]}}
+    return load_config(changed).model_dump(mode="json")  # validated: a bad setting fails here, not in a worker
