@@ -139,3 +139,12 @@ def test_optimize_policy_meets_every_budget_by_exact_count():
     assert chosen.predicted >= predictor.predict(policy_features(space, [start]))[0]
     with pytest.raises(ValueError, match="smallest reachable"):
         optimize_policy(predictor, space, "bitops_ratio<=1e-7")
+
+
+def test_auto_picks_the_ensemble_for_few_labels_and_the_gp_for_many(data):
+    from autocompress.predict import GP_FROM, default_kind
+
+    X, y = data
+    assert default_kind(GP_FROM - 1) == "ensemble" and default_kind(GP_FROM) == "gp"
+    assert AccuracyPredictor(epochs=50, members=2).fit(X[:20], y[:20]).kind_ == "ensemble"
+    assert AccuracyPredictor().fit(X[:GP_FROM], y[:GP_FROM]).kind_ == "gp"

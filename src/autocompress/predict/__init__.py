@@ -1,12 +1,13 @@
 """Accuracy predictors (fit/predict on policy encodings) and informative sample selection."""
 
 from autocompress.predict.predictor import (
-    DEFAULT_KIND,
+    GP_FROM,
     KINDS,
     AccuracyPredictor,
+    default_kind,
     policy_features,
     ranking_metrics,
 )
 from autocompress.predict.selection import evolve_informative, select_from_pool
 
-__all__ = ["DEFAULT_KIND", "KINDS", "AccuracyPredictor", "evolve_informative", "policy_features", "ranking_metrics", "select_from_pool"]
+__all__ = ["GP_FROM", "KINDS", "AccuracyPredictor", "default_kind", "evolve_informative", "policy_features", "ranking_metrics", "select_from_pool"]
