@@ -91,7 +91,7 @@ def test_optimize_returns_a_policy_for_a_new_budget_without_training(tmp_path):
     )
     assert runner.invoke(app, ["search", str(config)]).exit_code == 0
     out = tmp_path / "p.json"
-    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=0.2", "--out", str(out)], terminal_width=200)
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=0.2", "--kind", "gp", "--out", str(out)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "fitted on 10 labelled policies" in result.output and "predicted accuracy" in result.output
     from autocompress.policy import Policy
@@ -101,5 +101,5 @@ def test_optimize_returns_a_policy_for_a_new_budget_without_training(tmp_path):
     assert space.cost(Policy.load(out)).bitops <= 0.2 * space.cost(Policy()).bitops
     result = runner.invoke(app, ["optimize", str(storage), "--budget", "latency=2"])
     assert result.exit_code != 0 and "must be one of" in result.output
-    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=1e-9"])
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=1e-9", "--kind", "linear"])
     assert result.exit_code != 0 and "smallest reachable" in result.output

@@ -19,7 +19,7 @@ def space() -> SearchSpace:
 def test_seernet_labels_then_optimizes_each_budget(space):
     cache: dict = {}
     ctx = FakeContext(space, budget=40, cache=cache)
-    strategy = SeerNetStrategy(["bitops_ratio<=0.1", 0.02], cost="bitops", initial=10, rounds=2, batch=5)
+    strategy = SeerNetStrategy(["bitops_ratio<=0.1", 0.02], cost="bitops", initial=10, rounds=2, batch=5, kind="gp")
     strategy.run(ctx)
     assert len(records_of(ctx, phase="label")) == 10 and len(records_of(ctx, phase="select")) == 10
     optimized = records_of(ctx, phase="optimize")
@@ -36,7 +36,7 @@ def test_seernet_labels_then_optimizes_each_budget(space):
 
 def test_seernet_reports_an_unreachable_budget(space):
     ctx = FakeContext(space, budget=20)
-    SeerNetStrategy(["bitops_ratio<=1e-9"], cost="bitops", initial=6, rounds=0).run(ctx)
+    SeerNetStrategy(["bitops_ratio<=1e-9"], cost="bitops", initial=6, rounds=0, kind="linear").run(ctx)
     assert records_of(ctx, phase="optimize") == []
     assert any("smallest reachable" in m for m in ctx.logs)
 
@@ -49,11 +49,11 @@ def test_predictor_guided_evolution_beats_random_at_equal_budget(space):
         return max((r.values["metric"] for r in ctx.cache.values() if r.values["bitops_ratio"] <= ratio), default=0.0)
 
     guided, plain = FakeContext(space, budget=30), FakeContext(space, budget=30)
-    PredictedEvolutionStrategy(cost="bitops", initial=10, batch=5, population=32, generations=8).run(guided)
+    PredictedEvolutionStrategy(cost="bitops", initial=10, batch=5, population=32, generations=8, kind="gp").run(guided)
     RandomStrategy().run(plain)
     assert len(guided.real) == 30 and len({k for k in guided.real}) == 30
     assert {r.tags["phase"] for r in guided.cache.values()} == {"label", "predicted"}
     assert sum(best_under(guided, t) for t in (0.3, 0.1, 0.03)) > sum(best_under(plain, t) for t in (0.3, 0.1, 0.03))
     again = FakeContext(space, budget=30, cache=guided.cache)
-    PredictedEvolutionStrategy(cost="bitops", initial=10, batch=5, population=32, generations=8).run(again)
+    PredictedEvolutionStrategy(cost="bitops", initial=10, batch=5, population=32, generations=8, kind="gp").run(again)
     assert again.real == []

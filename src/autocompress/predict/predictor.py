@@ -30,6 +30,8 @@ for policy optimization: by autograd for the MLPs, by central differences otherw
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -86,9 +88,10 @@ class AccuracyPredictor:
             rng = np.random.default_rng(self.seed)
             count = 1 if kind == "mlp" else self.members
             self.nets_ = []
-            for member in range(count):
-                rows = np.arange(len(Z)) if kind == "mlp" else rng.integers(0, len(Z), len(Z))
-                self.nets_.append(self._train_mlp(Z[rows], t[rows], self.seed * 1000 + member))
+            with _one_thread():
+                for member in range(count):
+                    rows = np.arange(len(Z)) if kind == "mlp" else rng.integers(0, len(Z), len(Z))
+                    self.nets_.append(self._train_mlp(Z[rows], t[rows], self.seed * 1000 + member))
         elif kind == "gp":
             from sklearn.exceptions import ConvergenceWarning
             from sklearn.gaussian_process import GaussianProcessRegressor
@@ -111,7 +114,7 @@ class AccuracyPredictor:
         X = _check_x(X, self.n_features_in_)
         Z = self._z(X)
         if self.kind_ in ("mlp", "ensemble"):
-            with torch.no_grad():
+            with torch.no_grad(), _one_thread():
                 outs = np.stack([net(torch.as_tensor(Z, dtype=torch.float32)).squeeze(-1).numpy() for net in self.nets_])
             mean, std = outs.mean(0), (outs.std(0) if len(outs) > 1 else np.zeros(len(Z)))
         else:
@@ -125,7 +128,8 @@ class AccuracyPredictor:
         X = _check_x(X, self.n_features_in_)
         if self.kind_ in ("mlp", "ensemble"):
             z = torch.as_tensor(self._z(X), dtype=torch.float32).requires_grad_(True)
-            torch.stack([net(z).squeeze(-1) for net in self.nets_]).mean(0).sum().backward()
+            with _one_thread():
+                torch.stack([net(z).squeeze(-1) for net in self.nets_]).mean(0).sum().backward()
             return z.grad.numpy().astype(float) * self.y_scale_ / self.x_scale_
         d = X.shape[1]
         offsets = np.eye(d) * step * self.x_scale_
@@ -160,6 +164,17 @@ class AccuracyPredictor:
     def _check_fitted(self) -> None:
         if not hasattr(self, "kind_"):
             raise RuntimeError("this AccuracyPredictor is not fitted yet: call fit(X, y) first")
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Tiny MLPs: one torch thread is faster, and much faster on a busy machine (thread contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def ranking_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
