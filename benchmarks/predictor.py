@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=Path, default=Path("runs/predictor"))
     parser.add_argument("--out", type=Path, default=RESULTS / "predictor")
+    parser.add_argument("--external-max", type=int, default=300, help="at most this many external labels (seeded subsample)")
+    parser.add_argument("--reoptimization-only", action="store_true",
+                        help="only the re-optimization timing (writes <out>_reoptimization.{md,json})")
     parser.add_argument("--external", type=Path, default=Path("runs/search-efficiency/budget40.db"),
                         help="labels from another source for a cross-validated check (skipped if missing)")
     args = parser.parse_args(argv)
@@ -121,6 +124,16 @@ def main(argv: list[str] | None = None) -> None:
     X_test, y_test, pool, y_pool = X[: args.test], y[: args.test], X[args.test:], y[args.test:]
     log(f"{info['labels']} labels (mean {info['label_mean']:.2f}, std {info['label_std']:.2f}); "
         f"{len(pool)} pool, {len(X_test)} test, {X.shape[1]} features")
+    if args.reoptimization_only:
+        reopt = reoptimization(pool, y_pool, space, args)
+        command = "python benchmarks/predictor.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        head = (f"Command `{command.strip()}`; {time.strftime('%Y-%m-%d')}; {platform.machine()}, {os.cpu_count()} cores, "
+                f"{torch.get_num_threads()} torch threads; labels as in predictor.md.\n")
+        target = args.out.parent / f"{args.out.name}_reoptimization"
+        target.with_suffix(".json").write_text(json.dumps(reopt, indent=2))
+        target.with_suffix(".md").write_text(head + reopt_markdown(reopt))
+        print(head + reopt_markdown(reopt))
+        return
 
     rows = []
     for seed in args.seeds:
@@ -189,6 +202,9 @@ def external_check(args: argparse.Namespace) -> dict | None:
     records = []
     for name in optuna.get_all_study_names(f"sqlite:///{args.external}"):
         records += [r for r in Study.open(args.external, name, create=False).completed() if r.ok]
+    if len(records) > args.external_max:  # a GP fit grows as n^3: a seeded subsample keeps this to minutes
+        keep = np.random.default_rng(0).permutation(len(records))[: args.external_max]
+        records = [records[i] for i in sorted(keep)]
     X = policy_features(space, [r.policy for r in records])
     y = np.array([r.values["metric"] for r in records])
     out = {"source": str(args.external), "labels": len(records), "features": X.shape[1], "kinds": {}}
