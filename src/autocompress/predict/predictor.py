@@ -30,14 +30,14 @@ for policy optimization: by autograd for the MLPs, by central differences otherw
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import stats
 from torch import nn
+
+from autocompress.threads import single_threaded
 
 KINDS = ("mlp", "ensemble", "gp", "linear")
 GP_FROM = 75  # labels; below it "auto" is the ensemble (benchmarks/predictor.py, see the module docstring)
@@ -88,7 +88,7 @@ class AccuracyPredictor:
             rng = np.random.default_rng(self.seed)
             count = 1 if kind == "mlp" else self.members
             self.nets_ = []
-            with _one_thread():
+            with single_threaded():
                 for member in range(count):
                     rows = np.arange(len(Z)) if kind == "mlp" else rng.integers(0, len(Z), len(Z))
                     self.nets_.append(self._train_mlp(Z[rows], t[rows], self.seed * 1000 + member))
@@ -114,7 +114,7 @@ class AccuracyPredictor:
         X = _check_x(X, self.n_features_in_)
         Z = self._z(X)
         if self.kind_ in ("mlp", "ensemble"):
-            with torch.no_grad(), _one_thread():
+            with torch.no_grad(), single_threaded():
                 outs = np.stack([net(torch.as_tensor(Z, dtype=torch.float32)).squeeze(-1).numpy() for net in self.nets_])
             mean, std = outs.mean(0), (outs.std(0) if len(outs) > 1 else np.zeros(len(Z)))
         else:
@@ -128,7 +128,7 @@ class AccuracyPredictor:
         X = _check_x(X, self.n_features_in_)
         if self.kind_ in ("mlp", "ensemble"):
             z = torch.as_tensor(self._z(X), dtype=torch.float32).requires_grad_(True)
-            with _one_thread():
+            with single_threaded():
                 torch.stack([net(z).squeeze(-1) for net in self.nets_]).mean(0).sum().backward()
             return z.grad.numpy().astype(float) * self.y_scale_ / self.x_scale_
         d = X.shape[1]
@@ -164,17 +164,6 @@ class AccuracyPredictor:
     def _check_fitted(self) -> None:
         if not hasattr(self, "kind_"):
             raise RuntimeError("this AccuracyPredictor is not fitted yet: call fit(X, y) first")
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Tiny MLPs: one torch thread is faster, and much faster on a busy machine (thread contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def ranking_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:

@@ -79,14 +79,7 @@ def evolve_informative(
         fitness = acquisition(predictor, vector_features(space, members), reference)
         order = np.argsort(-fitness)
         parents = members[order[: max(2, population // 2)]]
-        children = []
-        while len(children) < population - len(parents):
-            a, b = parents[rng.integers(len(parents))], parents[rng.integers(len(parents))]
-            child = np.where(rng.random(len(choices)) < 0.5, a, b)
-            for i in np.flatnonzero(rng.random(len(choices)) < mutation):
-                child[i] = choices[i][rng.integers(len(choices[i]))]
-            children.append(child)
-        members = np.concatenate([parents, np.array(children).reshape(-1, len(choices))])
+        members = np.concatenate([parents, breed(parents, choices, population - len(parents), mutation, rng)])
     picked: list[Policy] = []
     scores = acquisition(predictor, vector_features(space, members), reference)
     for i in np.argsort(-scores):
@@ -103,6 +96,19 @@ def evolve_informative(
             seen.add(tuple(vector))
             picked.append(space.decode(vector))
     return picked
+
+
+def breed(parents: np.ndarray, choices: list[np.ndarray], count: int, mutation: float, rng: np.random.Generator) -> np.ndarray:
+    """``count`` children of random parent pairs: uniform crossover, then each gene re-drawn from its legal
+    ``choices`` with probability ``mutation``. Rows are encoded policies (``space.encode``)."""
+    children = []
+    while len(children) < count:
+        a, b = parents[rng.integers(len(parents))], parents[rng.integers(len(parents))]
+        child = np.where(rng.random(len(choices)) < 0.5, a, b)
+        for i in np.flatnonzero(rng.random(len(choices)) < mutation):
+            child[i] = choices[i][rng.integers(len(choices[i]))]
+        children.append(child)
+    return np.array(children).reshape(-1, len(choices))
 
 
 def _nearest(predictor: AccuracyPredictor, X: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -61,8 +61,10 @@ def confirm(
     if study.storage is None:
         raise ValueError("the study does not know its storage; open it with Study.open(storage, name)")
     finalists: list = []
+    keys: set[str] = set()
     for record in study.ranked(list(constraints), objective):
-        if policy_key(record.policy) not in {policy_key(p) for p in finalists}:
+        if policy_key(record.policy) not in keys:
+            keys.add(policy_key(record.policy))
             finalists.append(record.policy)
         if len(finalists) == top:
             break

@@ -21,13 +21,13 @@ and needs no global TensorLy backend switch.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from autocompress.threads import single_threaded
 
 __all__ = [
     "FactorShape",
@@ -282,25 +282,9 @@ def _finish(lowrank: LowRank, like: nn.Module) -> LowRank:
     return lowrank.train(like.training)
 
 
-@contextlib.contextmanager
-def _single_threaded() -> Iterator[None]:
-    """Run the decomposition's small float64 kernels on one thread.
-
-    Multi-threaded eigh/svd/matmul gain little at layer sizes and collapse when cores are
-    busy (measured on a loaded 2-core machine: eigh of a 64x64 matrix 80 ms on 2 threads,
-    0.5 ms on 1). Only the speed of concurrent torch work changes, never a result.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _svd_factors(weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     """(first, second) with ``second @ first`` the best rank-``rank`` approximation."""
-    with _single_threaded():
+    with single_threaded():
         u, s, vh = torch.linalg.svd(weight.detach().to("cpu", torch.float64), full_matrices=False)
     root = s[:rank].sqrt()
     return root[:, None] * vh[:rank], u[:, :rank] * root
@@ -339,7 +323,7 @@ def tucker2(weight: Tensor, rank_in: int, rank_out: int) -> tuple[Tensor, Tensor
     with orthonormal factors: ``weight ~= core x_0 u_out x_1 u_in``. HOSVD init, then
     HOOI sweeps until the captured energy stops growing.
     """
-    with _single_threaded():
+    with single_threaded():
         return _tucker2(weight.detach().to("cpu", torch.float64), rank_in, rank_out)
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from autocompress.policy import Policy
 from autocompress.search.objectives import COST_KEYS
 from autocompress.search.strategies.base import SearchContext, Strategy
-from autocompress.search.strategies.greedy import parse_target
+from autocompress.search.strategies.greedy import cost_bounds, parse_target
 from autocompress.search.strategies.sensitivity import IDENTITY, ladder
 from autocompress.space import SearchSpace
 
@@ -108,11 +108,7 @@ class AllocateStrategy(Strategy):
         """(cost key, absolute bound, label) per target, the loosest first."""
         parsed = self.targets
         if parsed is None:
-            parsed = []
-            for c in ctx.constraints:
-                key = c.key.removesuffix("_ratio")
-                if key in COST_KEYS and c.op in ("<=", "<"):
-                    parsed.append((key, c.bound, c.key.endswith("_ratio")))
+            parsed = cost_bounds(ctx.constraints)
             if not parsed:
                 raise ValueError(
                     "allocate: no cost target; give targets=[...] (e.g. ['macs_ratio<=0.05']) "

@@ -70,6 +70,16 @@ def parse_target(target: str | float, cost: str) -> tuple[str, float, bool]:
     return key, constraint.bound, constraint.key.endswith("_ratio")
 
 
+def cost_bounds(constraints: Sequence[Constraint]) -> list[tuple[str, float, bool]]:
+    """The search constraints that bound a cost from above, as :func:`parse_target` triples."""
+    out = []
+    for c in constraints:
+        key = c.key.removesuffix("_ratio")
+        if key in COST_KEYS and c.op in ("<=", "<"):
+            out.append((key, c.bound, c.key.endswith("_ratio")))
+    return out
+
+
 class GreedyStrategy(Strategy):
     """Sensitivity sweep, then per-layer values meeting cost targets (AIMET-style greedy selection).
 

@@ -18,6 +18,7 @@ import numpy as np
 from autocompress.policy import Policy
 from autocompress.predict import AccuracyPredictor, policy_features
 from autocompress.predict.predictor import vector_features
+from autocompress.predict.selection import breed
 from autocompress.search.objectives import COST_KEYS
 from autocompress.search.pareto import non_dominated
 from autocompress.search.strategies.base import SearchContext, Strategy
@@ -69,14 +70,7 @@ def predicted_front(
             rank[remaining[mask]] = level
             remaining, level = remaining[~mask], level + 1
         parents = members[np.argsort(rank, kind="stable")[: max(2, population // 2)]]
-        children = []
-        while len(children) < population - len(parents):
-            a, b = parents[rng.integers(len(parents))], parents[rng.integers(len(parents))]
-            child = np.where(rng.random(len(choices)) < 0.5, a, b)
-            for i in np.flatnonzero(rng.random(len(choices)) < mutation):
-                child[i] = choices[i][rng.integers(len(choices[i]))]
-            children.append(child)
-        members = np.unique(np.concatenate([parents, np.array(children).reshape(-1, len(choices))]), axis=0)
+        members = np.unique(np.concatenate([parents, breed(parents, choices, population - len(parents), mutation, rng)]), axis=0)
     metric, cost_values = scores(members), costs(members)
     mask = non_dominated(np.stack([cost_values, metric], axis=1), ["minimize", "maximize"])
     front = sorted(zip(members[mask], metric[mask], cost_values[mask], strict=True), key=lambda t: t[2])

@@ -31,7 +31,7 @@ from autocompress.predict import AccuracyPredictor, evolve_informative, policy_f
 from autocompress.predict.optimize import optimize_policy
 from autocompress.search.objectives import COST_KEYS
 from autocompress.search.strategies.base import SearchContext, Strategy
-from autocompress.search.strategies.greedy import parse_target
+from autocompress.search.strategies.greedy import cost_bounds, parse_target
 
 DEFAULT_RATIOS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
 
@@ -99,7 +99,5 @@ class SeerNetStrategy(Strategy):
     def _targets(self, ctx: SearchContext) -> list[tuple[str, float, bool]]:
         if self.targets is not None:
             return self.targets
-        from_constraints = [(c.key.removesuffix("_ratio"), c.bound, c.key.endswith("_ratio")) for c in ctx.constraints
-                            if c.key.removesuffix("_ratio") in COST_KEYS and c.op in ("<=", "<")]
-        return from_constraints or [(self.cost, r, True) for r in DEFAULT_RATIOS]
+        return cost_bounds(ctx.constraints) or [(self.cost, r, True) for r in DEFAULT_RATIOS]
 
