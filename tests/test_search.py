@@ -11,6 +11,7 @@ import time
 import numpy as np
 import optuna
 import pytest
+from workers import search_waits_for_worker
 
 import autocompress.search.study as study_module
 from autocompress.search import ConfigError, Study, load_config, search
@@ -134,7 +135,7 @@ def test_two_local_workers_evaluate_each_candidate_once(wine, tmp_path):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
 
-def test_remote_worker_shares_the_queue(tmp_path):
+def test_remote_worker_shares_the_queue(tmp_path, monkeypatch):
     storage = tmp_path / "r.db"
     config = {"zoo": "wine-mlp", "strategy": "random", "budget": 12, "storage": str(storage), "study": "shared",
               "evaluator": {"finetune_steps": 30}}
@@ -147,7 +148,7 @@ def test_remote_worker_shares_the_queue(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        time.sleep(3)
+        search_waits_for_worker(monkeypatch, study, worker)
         runner_module.search_from_config(parsed, progress=False)
         output, _ = worker.communicate(timeout=120)
     finally:

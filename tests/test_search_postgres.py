@@ -9,13 +9,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 import warnings
 
 import optuna
 import pytest
 import torch
 from postgres import REQUIRE_ENV, postgres_server, unavailable_reason
+from workers import search_waits_for_worker
 
 from autocompress.search import Study, load_config, search
 from autocompress.search import runner as runner_module
@@ -89,22 +89,7 @@ def test_remote_worker_shares_the_postgres_queue(database, wine, monkeypatch):  
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    # the search (evaluating inline) and the worker take candidates from the queue at the same
-    # time; the search's first evaluation waits until the worker has taken one, however slowly
-    # the worker starts
-    real_run_candidate = runner_module.run_candidate
-    waited = []
-
-    def run_candidate_once_the_worker_took_one(spec, policy):
-        deadline = time.monotonic() + 90
-        while not waited and len(study.records({"running", "complete"})) < 2:
-            assert worker.poll() is None, worker.communicate()[0]
-            assert time.monotonic() < deadline, "the worker took no candidate within 90 s"
-            time.sleep(0.2)
-        waited.append(True)
-        return real_run_candidate(spec, policy)
-
-    monkeypatch.setattr(runner_module, "run_candidate", run_candidate_once_the_worker_took_one)
+    search_waits_for_worker(monkeypatch, study, worker)
     try:
         runner_module.search_from_config(parsed, progress=False)
         output, _ = worker.communicate(timeout=120)

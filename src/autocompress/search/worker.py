@@ -41,6 +41,7 @@ def run_worker(
     spec = EvaluationSpec(model=model, task=task, space=space, evaluator=config.evaluator_kwargs(),
                           latency=config.latency.model_dump() if config.latency else None)
     heartbeat = _Heartbeat(study)
+    console.print(f"worker ready: taking candidates of study {study_name!r}")
     done, idle_since = 0, time.monotonic()
     try:
         while max_candidates is None or done < max_candidates:
