@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
-STRATEGY_NAMES = ("random", "uniform", "greedy", "nsga2", "genecai")
+STRATEGY_NAMES = ("random", "uniform", "greedy", "nsga2", "genecai", "seernet", "predicted")
 COSTS = ("flops", "macs", "params", "bitops", "bytes")
 GENE_FIELDS = ("prune", "rank", "weight_bits", "act_bits")
 

@@ -449,9 +449,9 @@ def optimize(
 ) -> None:
     """A policy for a new budget from a study's labelled policies: fit a predictor, optimize on it (no training)."""
     from autocompress.policy import Policy
-    from autocompress.predict import AccuracyPredictor, policy_features
     from autocompress.predict.optimize import optimize_policy
     from autocompress.search.objectives import COST_KEYS
+    from autocompress.search.strategies.seernet import fit_predictor
 
     opened = _open_study(storage, study)
     _config, (_model, task, space) = _stored_config(opened)
@@ -468,8 +468,8 @@ def optimize(
         _fail(f"the study has {len(records)} completed candidates; the predictor needs at least 2")
     start = time.perf_counter()
     try:
-        predictor = AccuracyPredictor(kind).fit(policy_features(space, [r.policy for r in records]),
-                                                [r.values["metric"] for r in records])
+        original = (opened.meta.get("original") or {}).get("metric")
+        predictor = fit_predictor(space, records, original, kind=kind, who="optimize")
         fitted = time.perf_counter() - start
         result = optimize_policy(predictor, space, target)
     except ValueError as error:

@@ -16,8 +16,9 @@ maximize predicted_metric(policy)  subject to  cost(policy) <= C0
    10 steps, as the public code's PGD ascends the predicted accuracy under a BOPs threshold.
 3. **Projection and exact check.** The positions are rounded to legal values; while the
    exact cost exceeds C0, the gene step with the least predicted loss per unit of cost saved
-   is taken; then steps back to milder values that keep the cost <= C0 and raise the
-   prediction are taken greedily. The returned policy meets C0 by exact count; a C0 that no
+   is taken; then the budget is filled: steps back to milder values that keep the cost
+   <= C0 are taken greedily (best prediction first) while the prediction stays within
+   ``FILL_TOLERANCE`` label standard deviations of where the filling began. The returned policy meets C0 by exact count; a C0 that no
    legal policy meets raises ValueError naming the smallest reachable cost.
 """
 
@@ -34,6 +35,8 @@ from autocompress.predict.predictor import AccuracyPredictor, vector_features
 from autocompress.search.strategies.allocate import gene_ladders, project
 from autocompress.search.strategies.greedy import parse_target
 from autocompress.space import SearchSpace
+
+FILL_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -205,14 +208,19 @@ class _Problem:
                 break
             index = best[1]
             cost = cost_of(index)
-        improved = True
-        while improved:  # step milder while the budget holds and the prediction rises
-            improved = False
-            now = self.predict_index(index)
+        # fill: step milder while the budget holds and the prediction stays within FILL_TOLERANCE
+        # (of the labels' std) of where the fill began; compressing less is not worse in truth,
+        # and a predictor's small non-monotone wiggles should not leave the budget unused
+        floor = self.predict_index(index) - FILL_TOLERANCE * self.scale
+        while True:
+            best = None
             for i in np.flatnonzero(index > 0):
                 trial = index.copy()
                 trial[i] -= 1
-                if cost_of(trial) <= self.limit and self.predict_index(trial) > now:
-                    index, improved = trial, True
-                    break
-        return index
+                if cost_of(trial) <= self.limit:
+                    predicted = self.predict_index(trial)
+                    if predicted >= floor and (best is None or predicted > best[0]):
+                        best = (predicted, trial)
+            if best is None:
+                return index
+            index = best[1]

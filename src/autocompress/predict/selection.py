@@ -19,6 +19,7 @@ with ``d0`` the median distance between a candidate and its nearest labelled pol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -63,13 +64,17 @@ def evolve_informative(
     population: int = 64,
     generations: int = 20,
     mutation: float = 0.1,
+    fields: Sequence[str] | None = None,
     rng: np.random.Generator | int | None = None,
 ) -> list[Policy]:
-    """``k`` distinct new policies where ``predictor`` (fitted on :func:`policy_features`) is most unsure."""
+    """``k`` distinct new policies where ``predictor`` (fitted on :func:`policy_features`) is most unsure.
+
+    With ``fields``, only genes of those fields vary; the others stay at their identity value.
+    """
     rng = np.random.default_rng(rng)
     seen = {tuple(space.encode(p)) for p in labelled}
     reference = policy_features(space, labelled).reshape(-1, len(space.genes))
-    choices = [np.asarray(g.choices, dtype=float) for g in space.genes]
+    choices = gene_choices(space, fields)
 
     def random_vector() -> np.ndarray:
         return np.array([c[rng.integers(len(c))] for c in choices])
@@ -96,6 +101,13 @@ def evolve_informative(
             seen.add(tuple(vector))
             picked.append(space.decode(vector))
     return picked
+
+
+def gene_choices(space: SearchSpace, fields: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Legal encoded values per gene of ``space``; genes outside ``fields`` (when given) only their identity value."""
+    identity = space.encode(Policy())
+    return [np.asarray(g.choices if fields is None or g.field in fields else [identity[i]], dtype=float)
+            for i, g in enumerate(space.genes)]
 
 
 def breed(parents: np.ndarray, choices: list[np.ndarray], count: int, mutation: float, rng: np.random.Generator) -> np.ndarray:

@@ -230,5 +230,82 @@ def uniform_policy(space: SearchSpace, ratio: float, cost: str = "flops", fields
     return policy
 
 
+COST_FIELDS = {
+    "flops": ("prune", "rank"),
+    "macs": ("prune", "rank"),
+    "params": ("prune", "rank"),
+    "bytes": ("prune", "rank", "weight_bits"),
+    "bitops": ("prune", "rank", "weight_bits", "act_bits"),
+}
+
+
+def cost_fields(cost: str) -> tuple[str, ...]:
+    """The gene fields that change ``cost`` (bits do not change FLOPs, so a FLOPs search leaves them at 32)."""
+    if cost not in COST_FIELDS:
+        raise ValueError(f"unknown cost {cost!r}; allowed: {', '.join(COST_FIELDS)}")
+    return COST_FIELDS[cost]
+
+
+def stratified_policies(
+    space: SearchSpace,
+    ratios: Sequence[float],
+    cost: str = "flops",
+    fields: Sequence[str] = ("prune",),
+    *,
+    sigma: float = 0.5,
+    rng: np.random.Generator | int | None = None,
+    max_redraws: int = 20,
+) -> list[Policy]:
+    """One distinct policy filling each cost ratio of ``ratios`` (in that order), with a random allocation.
+
+    The first is the uniform policy (``z = 0``); the others project ``z ~ N(0, sigma²)`` on
+    their ratio (:func:`project`), so the set spans the cost range and how layers share it
+    out: a design for a predictor's first labels that, unlike random policies, covers the
+    cheap end and fills every level. Unreachable ratios are skipped.
+    """
+    rng = np.random.default_rng(rng)
+    ladders = gene_ladders(space, fields)
+    if not ladders:
+        return []
+    base = float(getattr(space.cost(Policy()), cost))
+    out: list[Policy] = []
+    seen: set[str] = set()
+    for i, ratio in enumerate(ratios):
+        for _ in range(max_redraws):
+            z = np.zeros(len(ladders)) if i == 0 else sigma * rng.standard_normal(len(ladders))
+            policy, _, ok = project(space, ladders, z, cost, ratio * base)
+            if not ok:
+                break
+            if _key(policy) not in seen:
+                seen.add(_key(policy))
+                out.append(policy)
+                break
+    return out
+
+
+def spread_order(count: int) -> list[int]:
+    """0..count-1 ordered so that every prefix spreads over the range: middle, ends, then halves."""
+    order: list[int] = []
+    if count <= 0:
+        return order
+    order.append((count - 1) // 2)
+    for end in (0, count - 1):
+        if end not in order:
+            order.append(end)
+    segments = [(0, (count - 1) // 2), ((count - 1) // 2, count - 1)]
+    while len(order) < count:
+        next_segments = []
+        for lo, hi in segments:
+            if hi - lo > 1:
+                middle = (lo + hi) // 2
+                if middle not in order:
+                    order.append(middle)
+                next_segments += [(lo, middle), (middle, hi)]
+        if not next_segments:
+            break
+        segments = next_segments
+    return order + [i for i in range(count) if i not in order]
+
+
 def _key(policy: Policy) -> str:
     return json.dumps(policy.to_dict(), sort_keys=True)

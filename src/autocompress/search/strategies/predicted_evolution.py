@@ -1,7 +1,10 @@
 """``predicted``: evolution run on an accuracy predictor; real evaluations only for the most promising.
 
-Each round: fit the predictor (:class:`~autocompress.predict.AccuracyPredictor`) on every
-real result so far; evolve a population of encoded policies *in silico* for
+The first ``initial`` labels are drawn like seernet's (``init="stratified"``: one policy
+filling each of a geometric ladder of cost ratios, 0.5 … 0.01; or ``"random"``); only
+genes of ``fields`` vary (default: the fields that change the cost). Each round: fit the
+predictor (:class:`~autocompress.predict.AccuracyPredictor`, with the uncompressed model as
+a free label) on every real result so far; evolve a population of encoded policies *in silico* for
 ``generations`` — parents by non-dominated rank on (optimistic predicted metric, exact
 analytic cost), uniform crossover, per-gene mutation to another legal choice; then
 evaluate for real the ``batch`` new policies spread evenly in log-cost along the predicted
@@ -13,15 +16,24 @@ that unsure regions get tried. Records are tagged ``phase="predicted"`` and ``ro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from autocompress.policy import Policy
-from autocompress.predict import AccuracyPredictor, policy_features
+from autocompress.predict import AccuracyPredictor
 from autocompress.predict.predictor import vector_features
-from autocompress.predict.selection import breed
+from autocompress.predict.selection import breed, gene_choices
 from autocompress.search.objectives import COST_KEYS
 from autocompress.search.pareto import non_dominated
+from autocompress.search.strategies.allocate import cost_fields
 from autocompress.search.strategies.base import SearchContext, Strategy
+from autocompress.search.strategies.seernet import (
+    DEFAULT_RATIOS,
+    INITS,
+    first_labels,
+    fit_predictor,
+)
 from autocompress.space import SearchSpace
 
 
@@ -35,11 +47,15 @@ def predicted_front(
     mutation: float = 0.1,
     kappa: float = 0.5,
     start: list[Policy] = (),
+    fields: Sequence[str] | None = None,
     rng: np.random.Generator | int | None = None,
 ) -> list[tuple[Policy, float, float]]:
-    """(policy, optimistic predicted metric, exact cost) on the predicted non-dominated front, cheapest first."""
+    """(policy, optimistic predicted metric, exact cost) on the predicted non-dominated front, cheapest first.
+
+    With ``fields``, only genes of those fields vary (the others stay at identity).
+    """
     rng = np.random.default_rng(rng)
-    choices = [np.asarray(g.choices, dtype=float) for g in space.genes]
+    choices = gene_choices(space, fields)
     members = [space.encode(p) for p in start][:population]
     while len(members) < population:
         members.append(np.array([c[rng.integers(len(c))] for c in choices]))
@@ -94,28 +110,31 @@ class PredictedEvolutionStrategy(Strategy):
     name = "predicted"
 
     def __init__(self, *, cost: str = "flops", initial: int = 12, batch: int = 6, kind: str = "auto", kappa: float = 0.5,
-                 population: int = 64, generations: int = 15) -> None:
+                 population: int = 64, generations: int = 15, init: str = "stratified",
+                 fields: Sequence[str] | None = None) -> None:
         if cost not in COST_KEYS:
             raise ValueError(f"predicted: cost must be one of {list(COST_KEYS)}, got {cost!r}")
         if initial < 2 or batch < 1:
             raise ValueError(f"predicted: need initial >= 2 and batch >= 1, got {initial}, {batch}")
+        if init not in INITS:
+            raise ValueError(f"predicted: init must be one of {list(INITS)}, got {init!r}")
         self.cost, self.initial, self.batch, self.kind, self.kappa = cost, initial, batch, kind, kappa
-        self.population, self.generations = population, generations
+        self.population, self.generations, self.init = population, generations, init
+        self.fields = cost_fields(cost) if fields is None else tuple(fields)
 
     def run(self, ctx: SearchContext) -> None:
         space = ctx.space
         rng = np.random.default_rng([ctx.seed, 5])
-        records = ctx.evaluate_many([space.random_policy(rng) for _ in range(self.initial)], phase="label")
+        first = first_labels(space, self.initial, self.init, self.cost, self.fields, DEFAULT_RATIOS, rng)
+        records = ctx.evaluate_many(first, phase="label")
         round_ = 0
         while ctx.remaining() > 0 and not any(r.state == "skipped" for r in records):
             ok = [r for r in records if r.ok]
-            if len(ok) < 2:
-                raise RuntimeError("predicted: fewer than 2 successful evaluations to fit a predictor on")
-            predictor = AccuracyPredictor(self.kind, seed=ctx.seed).fit(
-                policy_features(space, [r.policy for r in ok]), [r.values["metric"] for r in ok])
+            predictor = fit_predictor(space, records, ctx.original.values["metric"], kind=self.kind, seed=ctx.seed,
+                                      who="predicted")
             best = sorted(ok, key=lambda r: -r.values["metric"])[: self.population // 4]
             front = predicted_front(predictor, space, self.cost, population=self.population, generations=self.generations,
-                                    kappa=self.kappa, start=[r.policy for r in best],
+                                    kappa=self.kappa, start=[r.policy for r in best], fields=self.fields,
                                     rng=np.random.default_rng([ctx.seed, 13, round_]))
             seen = {tuple(space.encode(r.policy)) for r in records}
             fresh = [(p, c) for p, _, c in front if tuple(space.encode(p)) not in seen]

@@ -3,7 +3,11 @@
 SeerNet (Wang et al., IJCV 2023, arXiv 2304.06393; code ZiweiWangTHU/SeerNet) in four steps,
 every real evaluation going through the study like any other strategy's:
 
-1. ``initial`` random policies are evaluated (``phase="label"``);
+1. ``initial`` policies are evaluated (``phase="label"``). ``init="stratified"`` (default):
+   one policy filling each of ``initial`` cost ratios spread geometrically over the targets'
+   range, the first uniform and the others with a random per-layer allocation
+   (:func:`~autocompress.search.strategies.allocate.stratified_policies`); ``init="random"``:
+   random policies, as in the paper;
 2. ``rounds`` times: a predictor (:class:`~autocompress.predict.AccuracyPredictor`, ``kind``)
    is fitted on every label so far and ``batch`` new policies are chosen where it is most
    unsure (:func:`~autocompress.predict.evolve_informative`, SeerNet's evolutionary
@@ -14,8 +18,15 @@ every real evaluation going through the study like any other strategy's:
    projection with an exact cost check);
 4. each optimized policy is evaluated for real (``phase="optimize"``, ``target=...``).
 
+Every fit also gets the uncompressed model as a free label (identity policy, original
+metric): it anchors the predictor at the mild end, where random labels are rare.
+``fields`` default to the fields that change the cost (``prune, rank`` for FLOPs/MACs/params;
+bits too for BitOps/bytes); genes outside them stay at their identity value everywhere.
 ``targets`` default to the search's cost constraints, else to a geometric ladder of ratios
-(0.5 … 0.01) so that the strategy returns a front. Deviations from the paper: the
+(0.5 … 0.01) so that the strategy returns a front.
+
+Deviations from the paper: the stratified first labels and the identity anchor (random
+policies mostly land far from every budget and outside the useful accuracy range); the
 predictor is the one our benchmark ranks best (``kind="auto"``) rather than always the MLP;
 the paper's counterfactual sample weighting is not used; an unreachable target is logged
 with the smallest reachable cost and skipped.
@@ -27,13 +38,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from autocompress.policy import Policy
 from autocompress.predict import AccuracyPredictor, evolve_informative, policy_features
 from autocompress.predict.optimize import optimize_policy
-from autocompress.search.objectives import COST_KEYS
+from autocompress.search.objectives import COST_KEYS, Record
+from autocompress.search.strategies.allocate import cost_fields, spread_order, stratified_policies
 from autocompress.search.strategies.base import SearchContext, Strategy
 from autocompress.search.strategies.greedy import cost_bounds, parse_target
+from autocompress.space import SearchSpace
 
 DEFAULT_RATIOS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
+INITS = ("stratified", "random")
 
 
 class SeerNetStrategy(Strategy):
@@ -46,8 +61,9 @@ class SeerNetStrategy(Strategy):
         targets: Sequence[str | float] | None = None,
         *,
         cost: str = "flops",
-        fields: Sequence[str] = ("prune", "rank", "weight_bits", "act_bits"),
+        fields: Sequence[str] | None = None,
         initial: int = 12,
+        init: str = "stratified",
         rounds: int = 2,
         batch: int = 6,
         kind: str = "auto",
@@ -57,20 +73,23 @@ class SeerNetStrategy(Strategy):
             raise ValueError(f"seernet: cost must be one of {list(COST_KEYS)}, got {cost!r}")
         if initial < 2 or rounds < 0 or batch < 1:
             raise ValueError(f"seernet: need initial >= 2, rounds >= 0, batch >= 1; got {initial}, {rounds}, {batch}")
+        if init not in INITS:
+            raise ValueError(f"seernet: init must be one of {list(INITS)}, got {init!r}")
         self.targets = None if targets is None else [parse_target(t, cost) for t in targets]
-        self.cost, self.fields, self.initial, self.rounds, self.batch = cost, tuple(fields), initial, rounds, batch
+        self.fields = cost_fields(cost) if fields is None else tuple(fields)
+        self.cost, self.initial, self.init, self.rounds, self.batch = cost, initial, init, rounds, batch
         self.kind, self.steps = kind, steps
 
     def run(self, ctx: SearchContext) -> None:
         space = ctx.space
         rng = np.random.default_rng([ctx.seed, 7])
-        labelled = ctx.evaluate_many([space.random_policy(rng) for _ in range(self.initial)], phase="label")
+        labelled = ctx.evaluate_many(self._first_labels(ctx, rng), phase="label")
         for round_ in range(self.rounds):
             if ctx.remaining() <= 0 or any(r.state == "skipped" for r in labelled):
                 return
             predictor = self._fit(ctx, labelled)
             chosen = evolve_informative(predictor, space, self.batch, [r.policy for r in labelled],
-                                        rng=np.random.default_rng([ctx.seed, 11, round_]))
+                                        fields=self.fields, rng=np.random.default_rng([ctx.seed, 11, round_]))
             labelled += ctx.evaluate_many(chosen, phase="select", round=round_)
         if any(r.state == "skipped" for r in labelled):
             return
@@ -89,15 +108,54 @@ class SeerNetStrategy(Strategy):
             if record.state == "skipped":
                 return
 
+    def _first_labels(self, ctx: SearchContext, rng: np.random.Generator) -> list[Policy]:
+        ratios = [bound if is_ratio else bound / float(getattr(ctx.cost(Policy()), key))
+                  for key, bound, is_ratio in self._targets(ctx)]
+        return first_labels(ctx.space, self.initial, self.init, self.cost, self.fields, ratios, rng)
+
     def _fit(self, ctx: SearchContext, records: list) -> AccuracyPredictor:
-        ok = [r for r in records if r.ok]
-        if len(ok) < 2:
-            raise RuntimeError("seernet: fewer than 2 successful labels; every labelling evaluation failed")
-        X = policy_features(ctx.space, [r.policy for r in ok])
-        return AccuracyPredictor(self.kind, seed=ctx.seed).fit(X, [r.values["metric"] for r in ok])
+        return fit_predictor(ctx.space, records, ctx.original.values["metric"], kind=self.kind, seed=ctx.seed, who="seernet")
 
     def _targets(self, ctx: SearchContext) -> list[tuple[str, float, bool]]:
         if self.targets is not None:
             return self.targets
         return cost_bounds(ctx.constraints) or [(self.cost, r, True) for r in DEFAULT_RATIOS]
 
+
+
+def fit_predictor(space: SearchSpace, records: Sequence[Record], original_metric: float | None = None, *,
+                  kind: str = "auto", seed: int = 0, who: str = "predictor") -> AccuracyPredictor:
+    """A predictor fitted on the successful ``records``, plus the free label (identity policy, ``original_metric``).
+
+    The uncompressed model's metric is known without an evaluation; as a label it anchors
+    the predictor at the mild end of the space, where labels are otherwise rare.
+    """
+    ok = [r for r in records if r.ok]
+    if len(ok) < 2:
+        raise RuntimeError(f"{who}: fewer than 2 successful evaluations to fit a predictor on")
+    policies, metrics = [r.policy for r in ok], [float(r.values["metric"]) for r in ok]
+    identity = tuple(space.encode(Policy()))
+    if original_metric is not None and all(tuple(space.encode(p)) != identity for p in policies):
+        policies.append(Policy())
+        metrics.append(float(original_metric))
+    return AccuracyPredictor(kind, seed=seed).fit(policy_features(space, policies), metrics)
+
+
+def first_labels(space: SearchSpace, count: int, init: str, cost: str, fields: Sequence[str],
+                 ratios: Sequence[float], rng: np.random.Generator) -> list[Policy]:
+    """``count`` policies to label first: ``"random"``, or ``"stratified"`` over the geometric range of ``ratios``.
+
+    Stratified: one policy filling each of ``count`` cost ratios spaced geometrically from
+    the largest to the smallest of ``ratios``, taken in :func:`spread_order` (so that the
+    first few already span the range), the first uniform, the others randomly allocated
+    (:func:`stratified_policies`); unreachable or repeated ratios are made up with random policies.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+    if init == "random":
+        return [space.random_policy(rng) for _ in range(count)]
+    ladder = np.geomspace(max(ratios), min(ratios), count)
+    policies = stratified_policies(space, [float(ladder[i]) for i in spread_order(count)], cost, fields, rng=rng)
+    while len(policies) < count:
+        policies.append(space.random_policy(rng))
+    return policies
