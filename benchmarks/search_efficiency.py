@@ -3,7 +3,7 @@
     python benchmarks/search_efficiency.py                      # every default below (~5 x 5 x 40 evaluations)
     python benchmarks/search_efficiency.py --budget 24 --seeds 0 1 2 --strategies random uniform nsga2
 
-Every strategy (random, uniform, greedy, nsga2, genecai) searches the pretrained zoo model
+Every strategy (random, uniform, greedy, nsga2, genecai, seernet, predicted) searches the pretrained zoo model
 ``mnist1d-cnn`` (methods prune + low-rank + bits) for ``--budget`` real evaluations, once per
 seed; each candidate is evaluated on the validation split after ``--finetune-steps`` steps of
 fine-tuning (batch 128; 30 steps is about 1/4 epoch). The objectives are (accuracy, FLOPs) by
