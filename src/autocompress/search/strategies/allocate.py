@@ -252,13 +252,14 @@ def stratified_policies(
     cost: str = "flops",
     fields: Sequence[str] = ("prune",),
     *,
-    sigma: float = 0.5,
+    sigma: float = 0.35,
     rng: np.random.Generator | int | None = None,
     max_redraws: int = 20,
+    first_uniform: bool = True,
 ) -> list[Policy]:
     """One distinct policy filling each cost ratio of ``ratios`` (in that order), with a random allocation.
 
-    The first is the uniform policy (``z = 0``); the others project ``z ~ N(0, sigma²)`` on
+    The first is the uniform policy (``z = 0``; unless ``first_uniform`` is false); the others project ``z ~ N(0, sigma²)`` on
     their ratio (:func:`project`), so the set spans the cost range and how layers share it
     out: a design for a predictor's first labels that, unlike random policies, covers the
     cheap end and fills every level. Unreachable ratios are skipped.
@@ -272,7 +273,7 @@ def stratified_policies(
     seen: set[str] = set()
     for i, ratio in enumerate(ratios):
         for _ in range(max_redraws):
-            z = np.zeros(len(ladders)) if i == 0 else sigma * rng.standard_normal(len(ladders))
+            z = np.zeros(len(ladders)) if i == 0 and first_uniform else sigma * rng.standard_normal(len(ladders))
             policy, _, ok = project(space, ladders, z, cost, ratio * base)
             if not ok:
                 break
