@@ -103,3 +103,15 @@ def test_optimize_returns_a_policy_for_a_new_budget_without_training(tmp_path):
     assert result.exit_code != 0 and "must be one of" in result.output
     result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=1e-9", "--kind", "linear"])
     assert result.exit_code != 0 and "smallest reachable" in result.output
+
+
+def test_profile_prints_layers_and_whole_model_latency(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
+    result = runner.invoke(app, ["profile", "--zoo", "wine-mlp", "--target", "ort-cpu:batch=2,repeats=3,warmup=1"])
+    assert result.exit_code == 0, result.output
+    assert "Linear 13->" in result.output and "measured whole model: median" in result.output
+    assert "3 layer configurations timed now" in result.output
+    again = runner.invoke(app, ["profile", "--zoo", "wine-mlp", "--target", "ort-cpu:batch=2,repeats=3,warmup=1"])
+    assert "0 layer configurations timed now" in again.output  # the table file is reused
+    bad = runner.invoke(app, ["profile", "--zoo", "wine-mlp", "--target", "tpu"])
+    assert bad.exit_code != 0 and "allowed: ort-cpu, torch-cpu, torch-cuda" in bad.output

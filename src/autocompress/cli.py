@@ -56,6 +56,51 @@ def inspect(zoo: ZooOption, seed: SeedOption = 0) -> None:
 
 
 @app.command()
+def profile(
+    zoo: ZooOption,
+    target: Annotated[str, typer.Option(help="ort-cpu, torch-cpu or torch-cuda, with options: 'ort-cpu:threads=2,batch=8'")] = "ort-cpu",
+    policy_file: Annotated[Path | None, typer.Option("--policy", help="profile the model compressed by this policy")] = None,
+    seed: SeedOption = 0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="time every layer again (the table is still written)")] = False,
+) -> None:
+    """Per-layer and whole-model latency on a target, from the cached per-layer lookup table."""
+    from rich.table import Table
+
+    from autocompress.hardware.lut import LatencyTable
+    from autocompress.hardware.targets import measure, parse_target
+    from autocompress.policy import Policy
+    from autocompress.space import SearchSpace
+    from autocompress.transforms.apply import apply_policy
+
+    try:
+        parsed = parse_target(target)
+    except ValueError as error:
+        _fail(str(error))
+    entry = _zoo(zoo, seed, pretrained=False)
+    model, original = entry.model, None
+    if policy_file is not None:
+        space = SearchSpace.from_model(entry.model, entry.example_input)
+        model, original = apply_policy(entry.model, Policy.load(policy_file), space=space), entry.model
+    table = LatencyTable.open(parsed)
+    if no_cache:
+        table.entries, table.overheads = {}, {}
+    estimate = table.estimate(model, entry.example_input, original=original)
+    whole = measure(model, entry.example_input, parsed)
+    rows = Table(title=f"{zoo} on {parsed.name} (per batch of {parsed.batch}; table {table.path})")
+    for column in ("layer", "configuration", "ms", "share"):
+        rows.add_column(column, justify="right" if column in ("ms", "share") else "left")
+    for name, config, ms in estimate.layers:
+        rows.add_row(name, config.describe(), f"{ms:.4f}", f"{100 * ms / max(whole.median_ms, 1e-12):.1f} %")
+    console.print(rows)
+    console.print(f"layers {estimate.layers_ms:.4f} ms + overhead {estimate.overhead_ms:.4f} ms "
+                  f"(calibrated on the {'original' if original is not None else 'model itself'}) "
+                  f"= estimate {estimate.total_ms:.4f} ms")
+    console.print(f"measured whole model: median {whole.median_ms:.4f} ms (p10 {whole.p10_ms:.4f}, p90 {whole.p90_ms:.4f}, "
+                  f"{whole.repeats} repeats); estimate error {100 * (estimate.total_ms / whole.median_ms - 1):+.1f} %; "
+                  f"{table.measured} layer configurations timed now")
+
+
+@app.command()
 def policy(
     zoo: ZooOption,
     out: Annotated[Path, typer.Option(help="where to write the policy JSON")] = Path("policy.json"),

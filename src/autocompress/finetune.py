@@ -6,7 +6,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,7 @@ def train(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Train ``model`` in place on ``task.train`` for ``epochs`` (may be fractional) or ``steps``.
 
@@ -61,6 +62,8 @@ def train(
     ``T^2 * KL(softmax(teacher/T) || softmax(student/T))`` for classification and the MSE to the
     teacher's outputs for regression. The teacher is run in eval mode, no grad, and left unchanged.
     Deterministic under ``seed``; the global RNG state is restored afterwards.
+    ``on_step(step)`` is called before each step (e.g. to freeze some parameters for it:
+    a parameter whose ``requires_grad`` is off gets no gradient and the optimizer skips it).
     Returns ``{"steps", "epochs", "seconds", "final_loss", "first_loss"}``.
     """
     dev = resolve_device(device)
@@ -89,6 +92,8 @@ def train(
             teacher_model.eval()
         for step, (inputs, targets) in enumerate(_batches(task, seed, total_steps)):
             inputs, targets = inputs.to(dev), targets.to(dev)
+            if on_step is not None:
+                on_step(step)
             outputs = model(inputs)
             loss = task_loss_fn(outputs, targets)
             if teacher_model is not None:

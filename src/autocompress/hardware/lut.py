@@ -1,0 +1,252 @@
+"""Per-layer latency lookup tables and the latency estimator built on them (APQ-style).
+
+FLOPs are not speed: a layer's latency depends on its shape in ways that only a
+measurement on the target shows. A :class:`LatencyTable` times each *layer
+configuration* once on a target and caches it in a file, so that the latency of any
+policy's model is estimated in milliseconds without running it:
+
+    estimate(model) = sum of table[config of each Conv/Linear layer] + overhead
+
+- **Configuration** (:class:`LayerConfig`): layer type, in/out channels (features),
+  kernel, stride, padding, dilation, groups, bias and the per-sample input shape. A
+  factorized layer contributes its 2-3 factor layers; a fake-quantized layer is timed as
+  its fp32 layer (the fp32 ONNX export runs quantized weights in fp32; int8 execution is
+  :mod:`autocompress.deploy`'s).
+- **Timing**: a fresh layer of that configuration (random weights: latency does not
+  depend on values) alone on the target at the target's batch size, minus the latency of
+  an identity graph on the same input (the runtime's per-call cost, ~0.02 ms on ONNX
+  Runtime: small layers would otherwise be counted several times over); for ``ort-cpu``
+  the layer is exported to ONNX and run by ONNX Runtime.
+- **Overhead**: everything the layer sum misses (activations, pooling, normalization,
+  the runtime's per-call cost, minus fusions). It is measured once per *original* model:
+  whole-model latency minus the sum of its layers (:meth:`LatencyTable.calibrate`), and
+  added to every estimate for models derived from it.
+- **Cache**: one JSON file per target fingerprint (runtime, settings, CPU model, library
+  versions) under ``<cache>/latency/``; written atomically; an unreadable file is ignored
+  with a warning and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from autocompress.hardware.latency import LatencyResult
+from autocompress.hardware.targets import Target, batched, measure, parse_target
+from autocompress.trace import as_inputs
+
+_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """Everything about a Conv1d/Conv2d/Linear call that its latency depends on."""
+
+    type: str  # "Conv1d", "Conv2d", "Linear"
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    groups: int = 1
+    bias: bool = True
+    input_shape: tuple[int, ...] = ()  # per sample, without the batch dim
+
+    @property
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def build(self) -> nn.Module:
+        """A fresh layer of this configuration (seeded random weights)."""
+        torch.manual_seed(0)
+        if self.type == "Linear":
+            return nn.Linear(self.in_channels, self.out_channels, bias=self.bias)
+        conv = nn.Conv1d if self.type == "Conv1d" else nn.Conv2d
+        return conv(self.in_channels, self.out_channels, self.kernel, stride=self.stride, padding=self.padding,
+                    dilation=self.dilation, groups=self.groups, bias=self.bias)
+
+    def describe(self) -> str:
+        if self.type == "Linear":
+            return f"Linear {self.in_channels}->{self.out_channels} on {list(self.input_shape)}"
+        kernel = "x".join(map(str, self.kernel))
+        extra = f" stride {'x'.join(map(str, self.stride))}" if any(s != 1 for s in self.stride) else ""
+        extra += f" groups {self.groups}" if self.groups != 1 else ""
+        return f"{self.type} {self.in_channels}->{self.out_channels} k{kernel}{extra} on {list(self.input_shape)}"
+
+
+def config_of(module: nn.Module, input_shape: tuple[int, ...]) -> LayerConfig:
+    """The :class:`LayerConfig` of a Conv1d/Conv2d/Linear ``module`` called on per-sample ``input_shape``."""
+    if isinstance(module, nn.Linear):
+        return LayerConfig("Linear", module.in_features, module.out_features, bias=module.bias is not None,
+                           input_shape=tuple(input_shape))
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        if isinstance(module.padding, str):
+            raise ValueError(f"padding={module.padding!r} convs are not in the lookup table; give explicit padding")
+        return LayerConfig(type(module).__name__, module.in_channels, module.out_channels, tuple(module.kernel_size),
+                           tuple(module.stride), tuple(module.padding), tuple(module.dilation), module.groups,
+                           module.bias is not None, tuple(input_shape))
+    raise TypeError(f"no lookup-table configuration for {type(module).__name__}; allowed: Conv1d, Conv2d, Linear")
+
+
+def layer_configs(model: nn.Module, example_input: Tensor | tuple) -> list[tuple[str, LayerConfig]]:
+    """(name, configuration) of every Conv1d/Conv2d/Linear call of one forward, in call order.
+
+    A layer called twice appears twice. The model runs once in eval mode under ``no_grad``;
+    every module's mode is restored.
+    """
+    calls: list[tuple[str, LayerConfig]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, _LAYER_TYPES):
+            def hook(mod: nn.Module, args: tuple, _out: object, name: str = name) -> None:
+                calls.append((name, config_of(mod, tuple(args[0].shape[1:]))))
+
+            handles.append(module.register_forward_hook(hook))
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*as_inputs(example_input))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes:
+            module.training = training
+    return calls
+
+
+@dataclass
+class LatencyEstimate:
+    """A model's estimated latency on a target, in milliseconds."""
+
+    total_ms: float
+    layers: list[tuple[str, LayerConfig, float]]  # (name, configuration, table ms) per call
+    overhead_ms: float
+
+    @property
+    def layers_ms(self) -> float:
+        return sum(ms for _, _, ms in self.layers)
+
+
+@dataclass
+class LatencyTable:
+    """Cached per-layer timings on one target; see the module docstring.
+
+    ``path``: the cache file (default ``<cache>/latency/<fingerprint digest>.json``;
+    ``None`` via ``cache=False`` keeps everything in memory). ``timer``: how a single
+    layer is timed, ``(module, inputs, target) -> LatencyResult``; the default measures on
+    the target (tests pass a stub).
+    """
+
+    target: Target
+    path: Path | None = None
+    timer: object = None
+    entries: dict[str, dict[str, float]] = field(default_factory=dict)
+    overheads: dict[str, float] = field(default_factory=dict)
+    measured: int = 0  # layer timings taken (not from the cache) by this object
+
+    @classmethod
+    def open(cls, target: Target | str, path: str | Path | None = None, *, cache: bool = True,
+             timer: object = None) -> LatencyTable:
+        target = parse_target(target)
+        if cache and path is None:
+            from autocompress.zoo.datasets import cache_dir
+
+            digest = hashlib.sha256(json.dumps(target.fingerprint(), sort_keys=True).encode()).hexdigest()[:16]
+            path = cache_dir() / "latency" / f"{target.runtime}-{digest}.json"
+        table = cls(target, Path(path) if cache and path is not None else None, timer)
+        table._load()
+        return table
+
+    # ---------------------------------------------------------------- lookups
+    def layer_ms(self, config: LayerConfig) -> float:
+        """The median latency (ms) of one ``config`` layer on the target, measured once and cached."""
+        entry = self.entries.get(config.key)
+        if entry is None:
+            inputs = (torch.randn(self.target.batch, *config.input_shape),)
+            timer = self.timer or time_layer
+            result: LatencyResult = timer(config.build(), inputs, self.target)
+            call: LatencyResult = timer(nn.Identity(), inputs, self.target)
+            entry = {"median_ms": result.median_ms, "p10_ms": result.p10_ms, "p90_ms": result.p90_ms,
+                     "call_ms": call.median_ms, "repeats": result.repeats}
+            self.entries[config.key] = entry
+            self.measured += 1
+            self._save()
+        return max(0.0, float(entry["median_ms"]) - float(entry["call_ms"]))
+
+    def calibrate(self, model: nn.Module, example_input: Tensor | tuple) -> float:
+        """Measure ``model`` whole on the target; store and return its overhead (whole - layer sum), ms."""
+        configs = layer_configs(model, example_input)
+        layers = sum(self.layer_ms(config) for _, config in configs)
+        whole = self._whole_ms(model, example_input)
+        overhead = whole - layers
+        self.overheads[_signature(configs)] = overhead
+        self._save()
+        return overhead
+
+    def estimate(self, model: nn.Module, example_input: Tensor | tuple, *, original: nn.Module | None = None
+                 ) -> LatencyEstimate:
+        """Estimated latency of ``model``: its layers from the table plus the overhead of ``original``.
+
+        ``original``: the model ``model`` was derived from (its overhead is calibrated on first
+        use and cached); default ``model`` itself.
+        """
+        configs = layer_configs(model, example_input)
+        reference = configs if original is None else layer_configs(original, example_input)
+        signature = _signature(reference)
+        if signature not in self.overheads:
+            self.calibrate(original if original is not None else model, example_input)
+        layers = [(name, config, self.layer_ms(config)) for name, config in configs]
+        overhead = self.overheads[signature]
+        return LatencyEstimate(sum(ms for _, _, ms in layers) + overhead, layers, overhead)
+
+    # ---------------------------------------------------------------- internals
+    def _whole_ms(self, model: nn.Module, example_input: Tensor | tuple) -> float:
+        timer = self.timer or time_layer
+        return float(timer(model, batched(example_input, self.target.batch), self.target).median_ms)
+
+    def _load(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("fingerprint") != self.target.fingerprint():
+                raise ValueError("its fingerprint is another target's")
+            self.entries = {str(k): dict(v) for k, v in data["layers"].items()}
+            self.overheads = {str(k): float(v) for k, v in data.get("overheads", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            warnings.warn(f"ignoring unusable latency table {self.path} ({error}); it will be rebuilt", stacklevel=3)
+            self.entries, self.overheads = {}, {}
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"fingerprint": self.target.fingerprint(), "target": self.target.to_dict(),
+                "layers": self.entries, "overheads": self.overheads}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(data, handle, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def time_layer(module: nn.Module, inputs: tuple[Tensor, ...], target: Target) -> LatencyResult:
+    """Latency of ``module`` alone on ``target`` (inputs already at the target's batch size)."""
+    return measure(module, inputs, target)
+
+
+def _signature(configs: list[tuple[str, LayerConfig]]) -> str:
+    return hashlib.sha256("|".join(c.key for _, c in configs).encode()).hexdigest()[:16]

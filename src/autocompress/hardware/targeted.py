@@ -1,0 +1,123 @@
+"""Layer-targeted low-rank decomposition: factorize only the layers the target runs faster.
+
+"Speeding up ResNet architecture with layers targeted low rank decomposition" (arXiv
+2309.12412) shows that decomposing every layer can make a network *slower*: a factorized
+layer is 2-3 smaller calls, each with its own memory traffic and per-call cost, and small
+or thin layers gain nothing. So, per decomposable layer, on the target:
+
+1. :func:`lowrank_gains` times the original layer and its factorizations at candidate rank
+   ratios (ranks rounded to the space's ``rank_multiple``, e.g. 8, which vectorized kernels
+   prefer) from the
+   per-layer lookup table (:class:`~autocompress.hardware.lut.LatencyTable`);
+2. :func:`targeted_policy` builds a policy from one of three rules, to compare at equal
+   accuracy loss:
+
+   - ``"all"``: every decomposable layer at ``ratio`` (what a FLOPs-driven tool does when
+     told "rank 1/2");
+   - ``"flops"``: the layers whose FLOPs the factorization at ``ratio`` reduces;
+   - ``"measured"``: the layers whose factorization is measured faster than the original
+     by at least ``min_gain`` (relative), each at its fastest rank among ratios >= ``ratio``
+     (never a lower rank than "all" uses, so its accuracy loss is no larger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from autocompress.cost import count_cost
+from autocompress.hardware.lut import LatencyTable, layer_configs
+from autocompress.policy import LayerGenes, Policy
+from autocompress.space import SearchSpace
+from autocompress.transforms.lowrank import LowRank, factorize
+
+RULES = ("all", "flops", "measured")
+
+
+@dataclass(frozen=True)
+class RankOption:
+    ratio: float
+    ranks: tuple[int, ...]
+    ms: float  # table latency of the factorized layer (sum of its factors)
+    macs: int  # per-sample MACs of the factorized layer
+
+    def speedup(self, original_ms: float) -> float:
+        return original_ms / self.ms if self.ms > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class LayerGain:
+    """One decomposable layer on a target: original latency/MACs and each factorization's."""
+
+    name: str
+    original_ms: float
+    original_macs: int
+    options: tuple[RankOption, ...]
+
+    def option(self, ratio: float) -> RankOption:
+        return next(o for o in self.options if abs(o.ratio - ratio) < 1e-9)
+
+    def fastest(self, min_ratio: float = 0.0) -> RankOption:
+        return min((o for o in self.options if o.ratio >= min_ratio - 1e-9), key=lambda o: o.ms)
+
+
+def _macs(module: nn.Module, x: Tensor) -> int:
+    return int(count_cost(module, x).macs)
+
+
+def lowrank_gains(
+    model: nn.Module,
+    example_input: Tensor | tuple,
+    space: SearchSpace,
+    table: LatencyTable,
+    ratios: Sequence[float] = (0.75, 0.5, 0.25),
+) -> list[LayerGain]:
+    """Measured latency (from ``table``) of each decomposable layer, original and factorized at ``ratios``.
+
+    Ranks are rounded to ``space.rank_multiple`` (build the space with e.g.
+    ``rank_multiple=8``), exactly as applying the policy will round them.
+    """
+    multiple = space.rank_multiple
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise ValueError(f"ratios must be in (0, 1), got {list(ratios)}")
+    calls = {name: config for name, config in layer_configs(model, example_input)}
+    modules = dict(model.named_modules())
+    out = []
+    for name, info in space.layers.items():
+        if not info.decomposable or name not in calls:
+            continue
+        config = calls[name]
+        x = torch.randn(1, *config.input_shape)
+        layer = modules[name]
+        options = []
+        for ratio in sorted(set(float(r) for r in ratios), reverse=True):
+            factored = factorize(layer, ratio, multiple, name=name)
+            ranks = factored.ranks if isinstance(factored, LowRank) else ()
+            ms = sum(table.layer_ms(c) for _, c in layer_configs(factored, x))
+            options.append(RankOption(ratio, tuple(ranks), ms, _macs(factored, x)))
+        out.append(LayerGain(name, table.layer_ms(config), _macs(layer, x), tuple(options)))
+    return out
+
+
+def targeted_policy(
+    space: SearchSpace, gains: Sequence[LayerGain], rule: str, ratio: float = 0.5, *, min_gain: float = 0.05
+) -> Policy:
+    """The low-rank policy of ``rule`` (``"all"``, ``"flops"`` or ``"measured"``; see the module docstring)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(RULES)}")
+    layers: dict[str, LayerGenes] = {}
+    for gain in gains:
+        chosen: float | None = None
+        if rule == "all":
+            chosen = ratio
+        elif rule == "flops":
+            chosen = ratio if gain.option(ratio).macs < gain.original_macs else None
+        else:
+            best = gain.fastest(min_ratio=ratio)
+            chosen = best.ratio if best.ms < (1 - min_gain) * gain.original_ms else None
+        if chosen is not None:
+            layers[gain.name] = LayerGenes(rank=chosen)
+    return space.validate(Policy(layers=layers, inputs=space.inputs))

@@ -1,0 +1,135 @@
+"""Latency targets and per-layer lookup tables: keys, caching and the estimator (stub timings, no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from autocompress import Policy, SearchSpace, apply_policy
+from autocompress.hardware.latency import LatencyResult
+from autocompress.hardware.lut import LatencyTable, LayerConfig, config_of, layer_configs
+from autocompress.hardware.targets import Target, batched, parse_target
+
+CALL_MS, OVERHEAD_MS = 0.02, 0.5
+
+
+class Counter:
+    """A stub timer: latency = 1e-5 ms per parameter of every Conv/Linear + a per-call cost (+ overhead for models)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, module: nn.Module, inputs: tuple, target: Target) -> LatencyResult:
+        self.calls += 1
+        layers = [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+        ms = CALL_MS + sum(1e-5 * sum(p.numel() for p in m.parameters()) for m in layers)
+        if len(layers) > 1:
+            ms += OVERHEAD_MS
+        return LatencyResult("stub", ms, ms, ms, 1, 0, inputs[0].shape[0], target.threads, "cpu")
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 16, 5, padding=2)
+        self.conv2 = nn.Conv1d(16, 32, 3, stride=2, padding=1)
+        self.fc = nn.Linear(32 * 10, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.flatten(1))
+
+
+@pytest.fixture()
+def small():
+    torch.manual_seed(0)
+    return Small(), torch.randn(2, 1, 20)
+
+
+def test_parse_target_names_and_options():
+    assert parse_target("ort-cpu") == Target("ort-cpu", threads=1, batch=32)
+    assert parse_target("torch-cpu:threads=2,batch=8") == Target("torch-cpu", threads=2, batch=8)
+    assert parse_target(" ort-cpu : batch=1 ").batch == 1
+    with pytest.raises(ValueError, match="unknown target runtime 'tpu'; allowed: ort-cpu, torch-cpu, torch-cuda"):
+        parse_target("tpu")
+    with pytest.raises(ValueError, match="option 'speed=2' is not KEY=INT with KEY one of threads, batch"):
+        parse_target("ort-cpu:speed=2")
+    with pytest.raises(ValueError, match="batch must be an integer >= 1"):
+        parse_target("ort-cpu:batch=0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            parse_target("torch-cuda")
+    assert [x.shape[0] for x in batched(torch.randn(3, 4), 7)] == [7]
+
+
+def test_layer_configs_follow_the_calls_and_key_what_matters(small):
+    model, x = small
+    configs = layer_configs(model, x)
+    assert [name for name, _ in configs] == ["conv1", "conv2", "fc"]
+    conv2 = configs[1][1]
+    assert conv2 == LayerConfig("Conv1d", 16, 32, (3,), (2,), (1,), (1,), 1, True, (16, 20))
+    assert configs[2][1].input_shape == (320,)
+    other_stride = config_of(nn.Conv1d(16, 32, 3, stride=1, padding=1), (16, 20))
+    assert other_stride.key != conv2.key and config_of(model.conv2, (16, 20)).key == conv2.key
+    built = conv2.build()
+    assert config_of(built, (16, 20)) == conv2  # a config rebuilds the same layer
+    assert "Conv1d 16->32 k3 stride 2" in conv2.describe()
+    assert model.training  # modes restored
+
+
+def test_factorized_layers_contribute_their_factors(small):
+    model, x = small
+    space = SearchSpace.from_model(model, x, methods=["lowrank"])
+    factored = apply_policy(model, Policy.uniform(space, rank=0.25), space=space)
+    names = [name for name, _ in layer_configs(factored, x)]
+    assert len(names) > 3 and all(n.split(".")[0] in ("conv1", "conv2", "fc") for n in names)
+
+
+def test_table_caches_to_a_file_and_never_retimes(tmp_path, small):
+    model, x = small
+    target = Target("ort-cpu", batch=4)
+    path = tmp_path / "t.json"
+    timer = Counter()
+    first = LatencyTable.open(target, path, timer=timer)
+    estimate = first.estimate(model, x)
+    assert first.measured == 3 and timer.calls == 3 * 2 + 1  # each layer + its identity baseline, + the whole model
+    saved = json.loads(path.read_text())
+    assert saved["fingerprint"] == target.fingerprint() and len(saved["layers"]) == 3
+    again_timer = Counter()
+    again = LatencyTable.open(target, path, timer=again_timer)
+    assert again.estimate(model, x).total_ms == pytest.approx(estimate.total_ms)
+    assert again_timer.calls == 0 and again.measured == 0
+    with pytest.warns(UserWarning, match="fingerprint is another target's"):
+        other = LatencyTable.open(Target("ort-cpu", batch=4, threads=2), path, timer=Counter())
+    assert other.entries == {}  # the file holds another target's timings: not reused (with a warning)
+    path.write_text("{not json")
+    with pytest.warns(UserWarning, match="ignoring unusable latency table"):
+        broken = LatencyTable.open(target, path, timer=Counter())
+    assert broken.entries == {}
+
+
+def test_estimator_sums_layers_plus_the_originals_overhead(small):
+    model, x = small
+    timer = Counter()
+    table = LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=timer)
+    original = table.estimate(model, x)
+    whole = timer(model, (x,), table.target).median_ms
+    assert original.total_ms == pytest.approx(whole)  # calibrated on itself
+    assert original.overhead_ms == pytest.approx(OVERHEAD_MS + CALL_MS)
+    space = SearchSpace.from_model(model, x, methods=["prune"])
+    pruned = apply_policy(model, Policy.uniform(space, prune=0.5), space=space)
+    estimate = table.estimate(pruned, x, original=model)
+    assert estimate.total_ms == pytest.approx(timer(pruned, (x,), table.target).median_ms)  # exact on the stub
+    assert estimate.total_ms < original.total_ms
+
+
+def test_real_onnx_runtime_table_smoke(small):
+    model, x = small
+    table = LatencyTable.open(Target("ort-cpu", batch=2, warmup=1, repeats=3), cache=False)
+    estimate = table.estimate(model, x)
+    assert len(estimate.layers) == 3 and all(ms >= 0 for _, _, ms in estimate.layers)
+    assert estimate.total_ms > 0
