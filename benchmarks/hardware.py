@@ -265,10 +265,18 @@ def main(argv: list[str] | None = None) -> None:
                               "seed": args.seed, "machine": machine(target),
                               "settings": {"policies": args.policies, "finetune_epochs": args.finetune_epochs,
                                            "repeats": args.repeats, "rounds": args.rounds, "batch": target.batch}}
-    if "estimator" in args.sections:
-        result["estimator"] = [estimator_section(name, table, args) for name in args.models]
-    if "lowrank" in args.sections:
-        result["lowrank"] = [lowrank_section(name, table, args) for name in args.models]
+    def save() -> None:  # after every model, so that a cut-off run keeps what it measured
+        result["seconds"] = time.perf_counter() - started
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+        args.out.with_suffix(".md").write_text(markdown(result))
+
+    for section, run in (("estimator", estimator_section), ("lowrank", lowrank_section)):
+        if section in args.sections:
+            result[section] = []
+            for name in args.models:
+                result[section].append(run(name, table, args))
+                save()
     if "int8" in args.sections:
         try:
             sys.path.insert(0, str(Path(__file__).parent))
@@ -278,10 +286,7 @@ def main(argv: list[str] | None = None) -> None:
                                           args.rounds)
         except ImportError as error:
             log(f"int8 section skipped: {error}")
-    result["seconds"] = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
-    args.out.with_suffix(".md").write_text(markdown(result))
+    save()
     log(f"wrote {args.out}.json/.md in {result['seconds']:.0f} s")
 
 
