@@ -50,7 +50,7 @@ from autocompress.export import export_onnx
 from autocompress.finetune import evaluate_metric, train
 from autocompress.hardware.latency import compare_latency
 from autocompress.hardware.lut import LatencyTable
-from autocompress.hardware.targeted import RULES, lowrank_gains, targeted_policy
+from autocompress.hardware.targeted import RULES, lowrank_gains, targeted_policy, verify_faster
 from autocompress.hardware.targets import batched, measure, parse_target
 from autocompress.transforms.freezing import alternate_factors, unfreeze_factors
 from autocompress.zoo import load_zoo
@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--target", default="ort-cpu:threads=1,batch=32,repeats=50")
     parser.add_argument("--policies", type=int, default=30, help="random policies for the estimator error")
+    parser.add_argument("--calibration", type=int, default=8, help="derived models measured to calibrate the estimator")
     parser.add_argument("--finetune-epochs", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the training-throughput runs")
     parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds of the side-by-side latency")
@@ -84,7 +85,10 @@ def log(message: str) -> None:
 def estimator_section(name: str, table: LatencyTable, args: argparse.Namespace) -> dict[str, Any]:
     entry = load_zoo(name, seed=args.seed)
     space = SearchSpace.from_model(entry.model, entry.example_input, methods=["prune", "lowrank"], rank_multiple=8)
-    table.calibrate(entry.model, entry.example_input)
+    calibration_rng = np.random.default_rng(args.seed + 1000)  # other policies than the ones scored
+    derived = [apply_policy(entry.model, space.random_policy(calibration_rng), space=space)
+               for _ in range(args.calibration)]
+    coefficients = table.calibrate(entry.model, entry.example_input, derived)
     rng = np.random.default_rng(args.seed)
     rows = []
     for index in range(args.policies):
@@ -96,7 +100,7 @@ def estimator_section(name: str, table: LatencyTable, args: argparse.Namespace) 
                      "error": estimate / measured - 1, "macs_ratio": space.cost(policy).macs / space.cost(Policy()).macs})
     errors = [abs(r["error"]) for r in rows]
     log(f"{name}: estimator median |error| {100 * statistics.median(errors):.1f} % over {len(rows)} policies")
-    return {"model": name, "rows": rows, "median_abs_error": statistics.median(errors),
+    return {"model": name, "rows": rows, "median_abs_error": statistics.median(errors), "calibration": coefficients,
             "p90_abs_error": float(np.percentile(errors, 90)), "layer_configs": len(table.entries)}
 
 
@@ -114,6 +118,9 @@ def lowrank_section(name: str, table: LatencyTable, args: argparse.Namespace) ->
         seen: dict[str, str] = {}
         for rule in RULES:
             policy = targeted_policy(space, gains, rule, ratio)
+            checks = None
+            if rule == "measured" and policy.layers and table.target.runtime == "ort-cpu":
+                policy, checks = verify_faster(entry.model, entry.example_input, space, policy, gains, table.target)
             key = policy.to_json()
             label = f"{rule}@{ratio:g}"
             if key in seen:  # the same policy as another rule: reuse its model and numbers
@@ -127,6 +134,7 @@ def lowrank_section(name: str, table: LatencyTable, args: argparse.Namespace) ->
                 train(model, entry.task, epochs=args.finetune_epochs, seed=args.seed)
             models[label] = model
             arms.append({"arm": label, "ratio": ratio, "rule": rule, "layers": {k: v.rank for k, v in policy.layers.items()},
+                         "checks": checks,
                          "metric_before_finetune": before, "metric": evaluate_metric(model, entry.task, "test"),
                          "macs_ratio": space.cost(policy).macs / space.cost(Policy()).macs})
     latency = side_by_side(models, entry.example_input, table.target, args)
@@ -211,11 +219,16 @@ def markdown(result: dict[str, Any]) -> str:
         "",
     ]
     if result.get("estimator"):
-        lines += ["## Latency estimator (per-layer lookup table + overhead of the original)", "",
-                  f"{result['settings']['policies']} random prune + low-rank policies per model; error = estimate / measured - 1.", "",
-                  "| model | median abs. error | p90 abs. error | layer configurations timed |", "|---|---:|---:|---:|"]
+        lines += ["## Latency estimator (per-layer lookup table, calibrated per original)", "",
+                  f"Calibration: the original and {result['settings']['calibration']} models of other random policies measured "
+                  "whole, `whole ≈ a·Σ layer + b·Σ call + c` fitted (non-negative least squares); then "
+                  f"{result['settings']['policies']} random prune + low-rank policies per model, error = estimate / measured - 1.", "",
+                  "| model | median abs. error | p90 abs. error | a | b | c ms | layer configurations timed |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for e in result["estimator"]:
-            lines.append(f"| {e['model']} | {100 * e['median_abs_error']:.1f} % | {100 * e['p90_abs_error']:.1f} % | {e['layer_configs']} |")
+            k = e["calibration"]
+            lines.append(f"| {e['model']} | {100 * e['median_abs_error']:.1f} % | {100 * e['p90_abs_error']:.1f} % | "
+                         f"{k['scale']:.2f} | {k['per_call']:.2f} | {k['overhead_ms']:.3f} | {e['layer_configs']} |")
         lines.append("")
     for section in result.get("lowrank", []):
         lines += [f"## Layer-targeted low rank: {section['model']}", "",
@@ -264,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {"command": "python benchmarks/hardware.py " + shlex.join(sys.argv[1:] if argv is None else argv),
                               "seed": args.seed, "machine": machine(target),
                               "settings": {"policies": args.policies, "finetune_epochs": args.finetune_epochs,
-                                           "repeats": args.repeats, "rounds": args.rounds, "batch": target.batch}}
+                                           "repeats": args.repeats, "rounds": args.rounds, "batch": target.batch,
+                                           "calibration": args.calibration}}
     def save() -> None:  # after every model, so that a cut-off run keeps what it measured
         result["seconds"] = time.perf_counter() - started
         args.out.parent.mkdir(parents=True, exist_ok=True)

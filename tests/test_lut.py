@@ -133,3 +133,30 @@ def test_real_onnx_runtime_table_smoke(small):
     estimate = table.estimate(model, x)
     assert len(estimate.layers) == 3 and all(ms >= 0 for _, _, ms in estimate.layers)
     assert estimate.total_ms > 0
+
+
+class InGraph(Counter):
+    """Layers alone cost a full call each; in a whole model each pays half a call, plus 0.3 ms."""
+
+    def __call__(self, module: nn.Module, inputs: tuple, target: Target) -> LatencyResult:
+        layers = [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+        if len(layers) <= 1:
+            return super().__call__(module, inputs, target)
+        self.calls += 1
+        ms = 0.3 + sum(1e-5 * sum(p.numel() for p in m.parameters()) + 0.5 * CALL_MS for m in layers)
+        return LatencyResult("stub", ms, ms, ms, 1, 0, inputs[0].shape[0], target.threads, "cpu")
+
+
+def test_calibration_on_derived_models_fits_scale_call_share_and_overhead(small):
+    model, x = small
+    space = SearchSpace.from_model(model, x, methods=["prune", "lowrank"])
+    rng = __import__("numpy").random.default_rng(0)
+    derived = [apply_policy(model, space.random_policy(rng), space=space) for _ in range(6)]
+    timer = InGraph()
+    table = LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=timer)
+    k = table.calibrate(model, x, derived)
+    assert (k["scale"], k["per_call"], k["overhead_ms"]) == pytest.approx((1.0, 0.5, 0.3), abs=1e-6)
+    assert k["calibration_error"] < 1e-6 and k["calibration_models"] == 7
+    unseen = apply_policy(model, space.random_policy(rng), space=space)
+    expected = timer(unseen, (x,), table.target).median_ms
+    assert table.estimate(unseen, x, original=model).total_ms == pytest.approx(expected)

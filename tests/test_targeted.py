@@ -89,3 +89,20 @@ def test_sequential_freezing_trains_the_factors_in_turn():
     assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))  # every factor trained in its turn
     with pytest.raises(ValueError, match="no factorized"):
         alternate_factors(entry.model)
+
+
+def test_verify_faster_only_ever_removes_factorized_layers(small_space):
+    from autocompress.hardware.targeted import verify_faster
+
+    model, x, space = small_space
+    policy = Policy.uniform(space, rank=0.5)
+    gains = lowrank_gains(model, x, space, LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=Counter()),
+                          ratios=(0.5,))
+    target = Target("ort-cpu", batch=4, warmup=1, repeats=3)
+    final, checks = verify_faster(model, x, space, policy, gains, target, rounds=1)
+    assert set(final.layers) <= set(policy.layers) and all(v.rank == 0.5 for v in final.layers.values())
+    assert 1 <= len(checks) <= len(policy.layers) and checks[0]["layers"] == len(policy.layers)
+    last = checks[-1]
+    assert (last["factorized_ms"] < last["original_ms"]) or not final.layers or len(checks) == len(policy.layers)
+    with pytest.raises(ValueError, match="not ort-cpu"):
+        verify_faster(model, x, space, policy, gains, Target("torch-cpu"))

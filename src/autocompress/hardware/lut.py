@@ -17,10 +17,13 @@ policy's model is estimated in milliseconds without running it:
   an identity graph on the same input (the runtime's per-call cost, ~0.02 ms on ONNX
   Runtime: small layers would otherwise be counted several times over); for ``ort-cpu``
   the layer is exported to ONNX and run by ONNX Runtime.
-- **Overhead**: everything the layer sum misses (activations, pooling, normalization,
-  the runtime's per-call cost, minus fusions). It is measured once per *original* model:
-  whole-model latency minus the sum of its layers (:meth:`LatencyTable.calibrate`), and
-  added to every estimate for models derived from it.
+- **Calibration** (:meth:`LatencyTable.calibrate`), once per *original* model: what the
+  layer sum misses (activations, pooling, normalization, per-node dispatch, fusions).
+  Simplest: a constant overhead, whole-model latency minus its layer sum. Better, with a
+  few models derived from it measured whole: ``whole ≈ a · Σ layer + b · Σ call + c``
+  fitted by non-negative least squares (small layers in a graph cost less than alone, and
+  pay part of the per-call cost). Every estimate for a model derived from that original
+  uses its coefficients.
 - **Cache**: one JSON file per target fingerprint (runtime, settings, CPU model, library
   versions) under ``<cache>/latency/``; written atomically; an unreadable file is ignored
   with a warning and rebuilt.
@@ -33,9 +36,11 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -151,7 +156,7 @@ class LatencyTable:
     path: Path | None = None
     timer: object = None
     entries: dict[str, dict[str, float]] = field(default_factory=dict)
-    overheads: dict[str, float] = field(default_factory=dict)
+    overheads: dict[str, dict[str, float]] = field(default_factory=dict)  # calibration per original
     measured: int = 0  # layer timings taken (not from the cache) by this object
 
     @classmethod
@@ -183,31 +188,60 @@ class LatencyTable:
             self._save()
         return max(0.0, float(entry["median_ms"]) - float(entry["call_ms"]))
 
-    def calibrate(self, model: nn.Module, example_input: Tensor | tuple) -> float:
-        """Measure ``model`` whole on the target; store and return its overhead (whole - layer sum), ms."""
-        configs = layer_configs(model, example_input)
-        layers = sum(self.layer_ms(config) for _, config in configs)
-        whole = self._whole_ms(model, example_input)
-        overhead = whole - layers
-        self.overheads[_signature(configs)] = overhead
+    def calibrate(self, model: nn.Module, example_input: Tensor | tuple,
+                  derived: Sequence[nn.Module] = ()) -> dict[str, float]:
+        """Fit how table sums map to whole-model latency for ``model`` and models ``derived`` from it.
+
+        Without ``derived``: ``whole = Σ layer + overhead`` with the overhead measured on
+        ``model`` (scale 1, per-call term 0). With ``derived`` models (e.g. 5-10 random
+        policies' models, measured once): ``whole ≈ a · Σ layer + b · Σ call + c`` fitted by
+        non-negative least squares on all of them, where ``call`` is each layer's per-call
+        cost, since in a graph a layer pays part of the call cost that timing it alone
+        subtracts, and fusions shrink small layers. Stored per original; returns the
+        coefficients (and the fit's median relative error on the calibration models).
+        """
+        rows, wholes = [], []
+        for candidate in [model, *derived]:
+            configs = layer_configs(candidate, example_input)
+            rows.append([sum(self.layer_ms(c) for _, c in configs), sum(self.call_ms(c) for _, c in configs), 1.0])
+            wholes.append(self._whole_ms(candidate, example_input))
+        A, y = np.array(rows), np.array(wholes)
+        if derived:
+            from scipy.optimize import nnls
+
+            (a, b, c), _ = nnls(A, y)
+        else:
+            a, b, c = 1.0, 0.0, float(y[0] - A[0, 0])
+        fit = A @ np.array([a, b, c])
+        coefficients = {"scale": float(a), "per_call": float(b), "overhead_ms": float(c),
+                        "calibration_models": len(rows),
+                        "calibration_error": float(np.median(np.abs(fit / y - 1)))}
+        self.overheads[_signature(layer_configs(model, example_input))] = coefficients
         self._save()
-        return overhead
+        return coefficients
+
+    def call_ms(self, config: LayerConfig) -> float:
+        """The runtime's per-call cost measured with ``config``'s layer (an identity on its input), ms."""
+        self.layer_ms(config)
+        return float(self.entries[config.key]["call_ms"])
 
     def estimate(self, model: nn.Module, example_input: Tensor | tuple, *, original: nn.Module | None = None
                  ) -> LatencyEstimate:
-        """Estimated latency of ``model``: its layers from the table plus the overhead of ``original``.
+        """Estimated latency of ``model`` from the table and the calibration of ``original``.
 
-        ``original``: the model ``model`` was derived from (its overhead is calibrated on first
-        use and cached); default ``model`` itself.
+        ``original``: the model ``model`` was derived from (calibrated on first use with the
+        overhead alone, unless :meth:`calibrate` was called with derived models); default
+        ``model`` itself.
         """
         configs = layer_configs(model, example_input)
         reference = configs if original is None else layer_configs(original, example_input)
         signature = _signature(reference)
         if signature not in self.overheads:
             self.calibrate(original if original is not None else model, example_input)
-        layers = [(name, config, self.layer_ms(config)) for name, config in configs]
-        overhead = self.overheads[signature]
-        return LatencyEstimate(sum(ms for _, _, ms in layers) + overhead, layers, overhead)
+        k = self.overheads[signature]
+        layers = [(name, config, k["scale"] * self.layer_ms(config) + k["per_call"] * self.call_ms(config))
+                  for name, config in configs]
+        return LatencyEstimate(sum(ms for _, _, ms in layers) + k["overhead_ms"], layers, k["overhead_ms"])
 
     # ---------------------------------------------------------------- internals
     def _whole_ms(self, model: nn.Module, example_input: Tensor | tuple) -> float:
@@ -222,7 +256,7 @@ class LatencyTable:
             if data.get("fingerprint") != self.target.fingerprint():
                 raise ValueError("its fingerprint is another target's")
             self.entries = {str(k): dict(v) for k, v in data["layers"].items()}
-            self.overheads = {str(k): float(v) for k, v in data.get("overheads", {}).items()}
+            self.overheads = {str(k): {n: float(x) for n, x in v.items()} for k, v in data.get("overheads", {}).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             warnings.warn(f"ignoring unusable latency table {self.path} ({error}); it will be rebuilt", stacklevel=3)
             self.entries, self.overheads = {}, {}
