@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/predictor"))
     parser.add_argument("--out", type=Path, default=RESULTS / "predictor")
     parser.add_argument("--external-max", type=int, default=300, help="at most this many external labels (seeded subsample)")
+    parser.add_argument("--external-only", action="store_true",
+                        help="only the check on labels from another source (writes <out>_external.{md,json})")
     parser.add_argument("--reoptimization-only", action="store_true",
                         help="only the re-optimization timing (writes <out>_reoptimization.{md,json})")
     parser.add_argument("--external", type=Path, default=Path("runs/search-efficiency/budget40.db"),
@@ -124,6 +126,15 @@ def main(argv: list[str] | None = None) -> None:
     X_test, y_test, pool, y_pool = X[: args.test], y[: args.test], X[args.test:], y[args.test:]
     log(f"{info['labels']} labels (mean {info['label_mean']:.2f}, std {info['label_std']:.2f}); "
         f"{len(pool)} pool, {len(X_test)} test, {X.shape[1]} features")
+    if args.external_only:
+        external = external_check(args)
+        command = "python benchmarks/predictor.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        head = f"Command `{command.strip()}`; {time.strftime('%Y-%m-%d')}; {platform.machine()}, {os.cpu_count()} cores.\n"
+        target = args.out.parent / f"{args.out.name}_external"
+        target.with_suffix(".json").write_text(json.dumps(external, indent=2))
+        target.with_suffix(".md").write_text(head + external_markdown(external))
+        print(head + external_markdown(external))
+        return
     if args.reoptimization_only:
         reopt = reoptimization(pool, y_pool, space, args)
         command = "python benchmarks/predictor.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))

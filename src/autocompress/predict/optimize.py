@@ -182,7 +182,11 @@ class _Problem:
         return u, done
 
     def predict_index(self, index: np.ndarray) -> float:
-        return float(self.predictor.predict(vector_features(self.space, self.vector(index)[None]))[0])
+        return float(self.predict_indices([index])[0])
+
+    def predict_indices(self, indices: list[np.ndarray]) -> np.ndarray:
+        vectors = np.stack([self.vector(index) for index in indices])
+        return np.asarray(self.predictor.predict(vector_features(self.space, vectors)), dtype=float)
 
     def repair(self, index: np.ndarray) -> np.ndarray:
         """Legal ladder indices meeting the budget exactly, then greedy improvements that keep it."""
@@ -193,34 +197,35 @@ class _Problem:
 
         cost = cost_of(index)
         while cost > self.limit:  # step more aggressive: least predicted loss per unit of cost saved
-            now = self.predict_index(index)
-            best = None
+            trials, savings = [], []
             for i in np.flatnonzero(index < last):
                 trial = index.copy()
                 trial[i] += 1
                 saved = cost - cost_of(trial)
                 if saved > 0:
-                    score = (now - self.predict_index(trial)) / saved
-                    if best is None or score < best[0]:
-                        best = (score, trial)
-            if best is None:  # cannot happen when the most aggressive policy meets the budget
+                    trials.append(trial)
+                    savings.append(saved)
+            if not trials:  # cannot happen when the most aggressive policy meets the budget
                 index = last.copy()
                 break
-            index = best[1]
+            predicted = self.predict_indices([index, *trials])
+            index = trials[int(np.argmin((predicted[0] - predicted[1:]) / np.array(savings)))]
             cost = cost_of(index)
         # fill: step milder while the budget holds and the prediction stays within FILL_TOLERANCE
         # (of the labels' std) of where the fill began; compressing less is not worse in truth,
         # and a predictor's small non-monotone wiggles should not leave the budget unused
         floor = self.predict_index(index) - FILL_TOLERANCE * self.scale
         while True:
-            best = None
+            trials = []
             for i in np.flatnonzero(index > 0):
                 trial = index.copy()
                 trial[i] -= 1
                 if cost_of(trial) <= self.limit:
-                    predicted = self.predict_index(trial)
-                    if predicted >= floor and (best is None or predicted > best[0]):
-                        best = (predicted, trial)
-            if best is None:
+                    trials.append(trial)
+            if not trials:
                 return index
-            index = best[1]
+            predicted = self.predict_indices(trials)  # one predictor call for every candidate step
+            best = int(np.argmax(predicted))
+            if predicted[best] < floor:
+                return index
+            index = trials[best]
