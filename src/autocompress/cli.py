@@ -328,12 +328,16 @@ def export_cmd(
     out: Annotated[Path, typer.Option(help="output directory")],
     study: StudyOption = None,
     finetune_epochs: Annotated[float | None, typer.Option(help="fine-tune budget (default: the search's)")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="also write model.int8.onnx (static int8, calibrated on training inputs)")] = False,
+    calibration_batches: Annotated[int, typer.Option(help="with --int8: training batches (of the task's batch size) to calibrate on")] = 8,
 ) -> None:
-    """Rebuild a candidate, fine-tune it, save it (policy + state_dict) and export it to ONNX."""
+    """Rebuild a candidate, fine-tune it, save it (policy + state_dict) and export it to ONNX (and int8)."""
     from autocompress.evaluate import Evaluator
     from autocompress.export import export_onnx
     from autocompress.saving import save
 
+    if calibration_batches < 1:
+        _fail(f"--calibration-batches must be >= 1, got {calibration_batches}")
     opened = _open_study(storage, study)
     try:
         record = opened.record(trial)
@@ -348,6 +352,25 @@ def export_cmd(
     export_onnx(result.model, out / "model.onnx", task.example_input(8))
     console.print(f"#{trial}: {result.metric_name} {result.metric:.2f} (original {result.metric_original:.2f}); "
                   f"FLOPs {100 * result.ratios['flops']:.1f} %; wrote {out}/ (policy.json, state_dict.pt, meta.json, model.onnx)")
+    if int8:
+        _export_int8(result.model, task, out, calibration_batches)
+
+
+def _export_int8(model, task, out: Path, calibration_batches: int) -> None:  # noqa: ANN001
+    """Write out/model.int8.onnx beside model.onnx; print sizes and fp32 vs int8 metric (ONNX Runtime)."""
+    from autocompress.deploy import Int8AccuracyError, export_int8, onnx_metric
+    from autocompress.report import human
+
+    calibration = task.split("train")[0][: calibration_batches * task.batch_size]
+    try:
+        made = export_int8(model, out / "model.onnx", task.example_input(8), calibration)
+    except (Int8AccuracyError, ValueError) as error:
+        _fail(f"int8 export: {error}")
+    split = "test" if task.test is not None else "val"
+    fp32_metric, int8_metric = onnx_metric(made.fp32_path, task, split), onnx_metric(made.int8_path, task, split)
+    console.print(f"int8: model.int8.onnx {human(made.int8_bytes, 'B')} vs model.onnx {human(made.fp32_bytes, 'B')} "
+                  f"({made.size_ratio:.1f}x smaller); {task.metric_name} on {split} (ONNX Runtime): "
+                  f"fp32 {fp32_metric:.2f}, int8 {int8_metric:.2f}; calibrated on {len(calibration)} training samples")
 
 
 def _stored_config(opened):  # noqa: ANN202

@@ -1,0 +1,629 @@
+"""Real int8 deployment: static post-training quantization of an exported ONNX model.
+
+The fp32 file written by :func:`autocompress.export.export_onnx` is prepared
+(``onnxruntime.quantization.shape_inference.quant_pre_process``: shape inference and
+ONNX Runtime's basic graph fusions such as Conv+BatchNorm; then every BatchNormalization
+that follows a Gemm is folded into it, a fusion ONNX Runtime does not do), calibrated on
+representative inputs and quantized by ``onnxruntime.quantization.quantize_static`` in
+QDQ format. ONNX Runtime's CPU provider fuses the QuantizeLinear / DequantizeLinear
+pairs around Conv and Gemm into QLinearConv and QGemm, which run in int8.
+
+Defaults, chosen by measurement (``benchmarks/hardware_int8.py`` and its ablation;
+ORT CPU, 1 thread, an AVX2 CPU without VNNI): uint8 activations (QUInt8, asymmetric),
+int8 weights per output channel on 7 bits (``reduce_range``), min/max calibration.
+
+- uint8 rather than int8 activations: ONNX Runtime's CPU provider has u8 kernels for
+  depthwise convs, Add and average pooling that it lacks for s8, so with int8 activations
+  the residual net mnist1d-resnet ran its depthwise convs in fp32 between
+  Quantize/DequantizeLinear pairs (int8: as slow as fp32 at batch 32; uint8: 2.9x faster).
+  Plain convs and Gemms ran at the same speed and accuracy either way.
+- ``reduce_range``: the u8*s8 kernels of AVX2 CPUs without VNNI add pairs of products in
+  16 bits, which overflow with full-range 8-bit weights (ONNX Runtime documents this):
+  on digits-cnn the int8 outputs strayed 16 % of the logit range from fp32, against 1 %
+  with 7-bit weights, at the same speed.
+- Per-channel weights: as fast as per-tensor on the convs, and more accurate.
+- The model's outputs are left in float (the quantizer would round the logits to 8 bits
+  on the calibrated range, clipping larger ones; dropping that pair is no slower).
+  Keeping every Conv/Gemm output in float (``OpTypesToExcludeOutputQuantization``) was
+  slower (the convs no longer fuse into QLinearConv), so it is not used.
+
+Mixed precision: ``exclude`` names PyTorch modules (``"features.0"``) whose ONNX nodes
+stay in fp32. The TorchScript exporter names a node after the modules it was called
+in: module ``blocks.0.shortcut.0`` -> node ``/blocks/blocks.0/shortcut/shortcut.0/Conv``
+(each scope is the module's qualified name from its last non-numeric part on);
+:func:`layer_nodes` inverts that scheme.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from torch import Tensor, nn
+
+from autocompress.export import export_onnx, input_names, onnx_session, run_session
+from autocompress.files import atomic_write
+from autocompress.task import Task
+from autocompress.trace import as_inputs
+
+__all__ = [
+    "ACTIVATION_TYPES",
+    "CALIBRATION_METHODS",
+    "QUANTIZED_OPS",
+    "Int8AccuracyError",
+    "Int8Export",
+    "OutputAgreement",
+    "compare_onnx_outputs",
+    "export_int8",
+    "layer_nodes",
+    "onnx_metric",
+    "prepare_for_quantization",
+    "quantize_onnx_int8",
+    "quantized_weight_nodes",
+]
+
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+"""ONNX ops with weights that int8 quantization (and ``exclude``) applies to."""
+
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+DEFAULT_CALIBRATION_BATCH = 64
+CHECK_SAMPLES = 256
+
+
+class Int8AccuracyError(RuntimeError):
+    """The int8 model's outputs differ from the fp32 model's by more than the tolerance."""
+
+
+# ---------------------------------------------------------------- calibration data
+
+
+class TensorCalibrationReader(CalibrationDataReader):
+    """Feeds calibration tensors to ONNX Runtime's calibrator in batches of ``batch_size``."""
+
+    def __init__(self, inputs: tuple[Tensor, ...], names: Sequence[str], batch_size: int) -> None:
+        self.arrays = [x.detach().cpu().numpy() for x in inputs]
+        self.names = list(names)
+        self.batch_size = batch_size
+        self.start = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        total = len(self.arrays[0])
+        if self.start >= total:
+            return None
+        stop = self.start + self.batch_size
+        feed = {
+            name: array[self.start : stop]
+            for name, array in zip(self.names, self.arrays, strict=True)
+        }
+        self.start = stop
+        return feed
+
+    def rewind(self) -> None:
+        self.start = 0
+
+
+def _sample_tensors(
+    inputs: Tensor | Sequence[Tensor], what: str = "calibration_inputs"
+) -> tuple[Tensor, ...]:
+    """``inputs`` as positional tensors sharing a non-empty dim 0 (samples)."""
+    try:
+        tensors = as_inputs(inputs)
+    except TypeError as error:
+        raise TypeError(f"{what}: {error}") from None
+    if not tensors:
+        raise ValueError(f"{what} is empty; give at least one input tensor")
+    counts = {len(x) if x.dim() > 0 else 0 for x in tensors}
+    if counts == {0}:
+        raise ValueError(
+            f"{what} holds no samples (dim 0 is empty); int8 calibration and checks need "
+            "representative inputs, e.g. a few hundred training samples"
+        )
+    if len(counts) != 1:
+        raise ValueError(f"{what} disagree on the number of samples (dim 0): {sorted(counts)}")
+    return tensors
+
+
+def _graph_input_names(model: onnx.ModelProto, count: int) -> list[str]:
+    """The export-order input names (``input`` / ``input_0..``) the graph actually has."""
+    initializers = {init.name for init in model.graph.initializer}
+    present = {i.name for i in model.graph.input if i.name not in initializers}
+    names = input_names(count)
+    if not present <= set(names):
+        raise ValueError(
+            f"the ONNX model's inputs {sorted(present)} are not the {count} input(s) "
+            f"{names} that calibration_inputs provide"
+        )
+    return names
+
+
+def _reader(
+    model: onnx.ModelProto, inputs: tuple[Tensor, ...], batch_size: int
+) -> TensorCalibrationReader:
+    names = _graph_input_names(model, len(inputs))
+    present = {i.name for i in model.graph.input}
+    kept = [(name, x) for name, x in zip(names, inputs, strict=True) if name in present]
+    return TensorCalibrationReader(tuple(x for _, x in kept), [n for n, _ in kept], batch_size)
+
+
+# ---------------------------------------------------------------- graph preparation
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: float | int) -> float | int:
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def _remove_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+
+
+def _fold_gemm_batchnorm(model: onnx.ModelProto) -> int:
+    """Fold each inference BatchNormalization that alone consumes a Gemm's output into it.
+
+    ``y = gamma * (x W^T + b - mean) / sqrt(var + eps) + beta`` becomes one Gemm with
+    ``W' = s W`` (rows scaled), ``b' = s (b - mean) + beta``, ``s = gamma / sqrt(var + eps)``.
+    Only Gemms with constant weight (and bias) and ``transA = 0`` are folded; the Gemm keeps
+    its name. Returns the number of folded pairs.
+    """
+    graph = model.graph
+    constants = {init.name: init for init in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    producers = {out: node for node in graph.node for out in node.output}
+    removed: list[onnx.NodeProto] = []
+    for norm in list(graph.node):
+        if norm.op_type != "BatchNormalization" or len(norm.output) != 1:
+            continue
+        gemm = producers.get(norm.input[0])
+        if gemm is None or gemm.op_type != "Gemm" or gemm.output[0] in graph_outputs:
+            continue
+        if len(consumers.get(gemm.output[0], [])) != 1 or int(_attribute(gemm, "transA", 0)):
+            continue
+        if not all(name in constants for name in [*gemm.input[1:], *norm.input[1:]]):
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(constants[n]) for n in norm.input[1:5])
+        scale = gamma / np.sqrt(var + float(_attribute(norm, "epsilon", 1e-5)))
+        weight = numpy_helper.to_array(constants[gemm.input[1]]).astype(np.float64)
+        alpha, beta_gemm = (
+            float(_attribute(gemm, "alpha", 1.0)),
+            float(_attribute(gemm, "beta", 1.0)),
+        )
+        trans_b = int(_attribute(gemm, "transB", 0))
+        out_features = weight.shape[0] if trans_b else weight.shape[1]
+        bias = np.zeros(out_features)
+        if len(gemm.input) > 2 and gemm.input[2]:
+            bias = np.broadcast_to(numpy_helper.to_array(constants[gemm.input[2]]), (out_features,))
+        weight = alpha * (weight * scale[:, None] if trans_b else weight * scale[None, :])
+        bias = scale * (beta_gemm * bias - mean) + beta
+        dtype = numpy_helper.to_array(constants[gemm.input[1]]).dtype
+        weight_name, bias_name = f"{gemm.name}.folded_weight", f"{gemm.name}.folded_bias"
+        graph.initializer.append(numpy_helper.from_array(weight.astype(dtype), weight_name))
+        graph.initializer.append(numpy_helper.from_array(bias.astype(dtype), bias_name))
+        del gemm.input[1:]
+        gemm.input.extend([weight_name, bias_name])
+        for attr in list(gemm.attribute):
+            if attr.name in ("alpha", "beta"):
+                gemm.attribute.remove(attr)
+        gemm.output[0] = norm.output[0]
+        removed.append(norm)
+    for norm in removed:
+        graph.node.remove(norm)
+    if removed:
+        _remove_unused_initializers(graph)
+    return len(removed)
+
+
+def prepare_for_quantization(fp32_path: str | Path, out_path: str | Path) -> Path:
+    """Write the fp32 model as quantization wants it; return ``out_path``.
+
+    Runs ``quant_pre_process`` (symbolic and ONNX shape inference, ONNX Runtime's basic
+    fusions) and folds Gemm+BatchNormalization pairs. The result is still fp32 and gives
+    the same outputs (to float rounding).
+    """
+    fp32_path = _existing(fp32_path)
+    with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
+        processed = Path(tmp) / "processed.onnx"
+        quant_pre_process(str(fp32_path), str(processed))
+        model = onnx.load(str(processed))
+    _fold_gemm_batchnorm(model)
+    onnx.checker.check_model(model)
+    return atomic_write(out_path, lambda tmp_path: onnx.save(model, tmp_path))
+
+
+# ---------------------------------------------------------------- layer names -> nodes
+
+
+def _module_path(scopes: Sequence[str]) -> list[str]:
+    """Qualified module names of a node's scope list (outermost first).
+
+    The exporter names each scope by the module's qualified name from its last
+    non-numeric part on (``blocks.0.shortcut.0`` -> ``shortcut.0``), so a module's name
+    is its parent's name plus the scope's last part.
+    """
+    names: list[str] = []
+    for scope in scopes:
+        names.append(f"{names[-1]}.{scope.split('.')[-1]}" if names else scope)
+    return names
+
+
+def layer_nodes(model: onnx.ModelProto, ops: Iterable[str] = QUANTIZED_OPS) -> dict[str, list[str]]:
+    """Map every PyTorch module name (and each of its parents) to its ONNX nodes of ``ops``.
+
+    Node names follow the TorchScript exporter's ``/scope/scope/.../OpType[_n]`` scheme;
+    nodes whose names don't are left out.
+    """
+    wanted = set(ops)
+    mapping: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if node.op_type not in wanted or not node.name.startswith("/"):
+            continue
+        scopes = node.name.split("/")[1:-1]
+        for module in _module_path(scopes):
+            mapping.setdefault(module, []).append(node.name)
+    return mapping
+
+
+def _excluded_nodes(model: onnx.ModelProto, exclude: Iterable[str]) -> list[str]:
+    """ONNX node names for ``exclude`` (module names, or node names of quantized ops)."""
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    if not exclude:
+        return []
+    mapping = layer_nodes(model)
+    node_names = {n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS}
+    chosen: list[str] = []
+    for name in exclude:
+        if name in mapping:
+            chosen.extend(mapping[name])
+        elif name in node_names:
+            chosen.append(name)
+        else:
+            allowed = ", ".join(sorted(mapping, key=_natural_key)) or "(none: no layer names found)"
+            raise ValueError(
+                f"exclude: unknown layer {name!r}; layers with weights that can be kept in "
+                f"fp32: {allowed}"
+            )
+    return list(dict.fromkeys(chosen))
+
+
+def _natural_key(name: str) -> list[tuple[int, int | str]]:
+    return [(0, int(p)) if p.isnumeric() else (1, p) for p in name.split(".")]
+
+
+# ---------------------------------------------------------------- quantization
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model {str(path)!r} does not exist")
+    return path
+
+
+def _choice(what: str, value: str, allowed: dict) -> object:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+    return allowed[value]
+
+
+def _float_outputs(model: onnx.ModelProto) -> int:
+    """Drop the QuantizeLinear -> DequantizeLinear pair in front of each graph output.
+
+    The quantizer rounds the model's outputs (e.g. logits) to 8 bits on the calibrated
+    range, clipping values beyond it; without the pair the last QGemm/QLinearConv writes
+    float outputs directly (measured no slower). Returns the number of pairs removed.
+    """
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    removed = 0
+    for dequant in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
+        quant = producers.get(dequant.input[0])
+        if dequant.output[0] not in outputs or quant is None or quant.op_type != "QuantizeLinear":
+            continue
+        source = producers.get(quant.input[0])
+        if (
+            source is None
+            or consumers.get(quant.input[0], 0) != 1
+            or consumers.get(quant.output[0], 0) != 1
+        ):
+            continue
+        source.output[list(source.output).index(quant.input[0])] = dequant.output[0]
+        graph.node.remove(quant)
+        graph.node.remove(dequant)
+        removed += 1
+    _remove_unused_initializers(graph)
+    return removed
+
+
+def quantize_onnx_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration_inputs: Tensor | Sequence[Tensor],
+    *,
+    per_channel: bool = True,
+    exclude: Iterable[str] = (),
+    calibration_method: str = "minmax",
+    activation_type: str = "uint8",
+    reduce_range: bool = True,
+    float_outputs: bool = True,
+    preprocess: bool = True,
+    calibration_batch_size: int = DEFAULT_CALIBRATION_BATCH,
+) -> Path:
+    """Statically quantize an fp32 ONNX model to int8 (QDQ format); return ``out_path``.
+
+    ``calibration_inputs``: a tensor (or tuple, one per model input) of representative
+    samples along dim 0, fed in batches of ``calibration_batch_size`` (for "entropy" and
+    "percentile" a last, partial batch is dropped when there are several: ONNX Runtime's
+    histogram collector needs equal batches). ``calibration_method``: "minmax", "entropy"
+    or "percentile" (how activation ranges are chosen). ``activation_type``: "uint8" or
+    "int8" (uint8 is the default: see the module docstring). Weights are int8, per output
+    channel when ``per_channel``, on 7 bits when ``reduce_range`` (avoids the 16-bit
+    overflow of ONNX Runtime's AVX2 u8*s8 kernels on CPUs without VNNI, which otherwise
+    costs accuracy). ``float_outputs``: the model's outputs are not rounded to 8 bits.
+    ``preprocess``: quantize the output of :func:`prepare_for_quantization` (else the file
+    as it is). ``exclude``: PyTorch module names (or ONNX node names) of Conv/Gemm/MatMul
+    layers to keep in fp32 (all of a module's layers when it has several).
+    The file is written atomically (a failure leaves nothing at ``out_path``).
+    """
+    fp32_path = _existing(fp32_path)
+    inputs = _sample_tensors(calibration_inputs)
+    method = _choice("calibration_method", calibration_method, CALIBRATION_METHODS)
+    act_type = _choice("activation_type", activation_type, ACTIVATION_TYPES)
+    if calibration_batch_size < 1:
+        raise ValueError(f"calibration_batch_size must be >= 1, got {calibration_batch_size}")
+    if method != CalibrationMethod.MinMax and len(inputs[0]) > calibration_batch_size:
+        full = len(inputs[0]) // calibration_batch_size * calibration_batch_size
+        inputs = tuple(x[:full] for x in inputs)
+    with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
+        prepared = (
+            prepare_for_quantization(fp32_path, Path(tmp) / "prepared.onnx")
+            if preprocess
+            else fp32_path
+        )
+        model = onnx.load(str(prepared))
+        nodes_to_exclude = _excluded_nodes(model, exclude)
+        quantized = Path(tmp) / "quantized.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                _reader(model, inputs, calibration_batch_size),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=act_type,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=nodes_to_exclude,
+                calibrate_method=method,
+            )
+        result = onnx.load(str(quantized))
+    if float_outputs:
+        _float_outputs(result)
+    onnx.checker.check_model(result)
+    return atomic_write(out_path, lambda tmp_path: onnx.save(result, tmp_path))
+
+
+def quantized_weight_nodes(path: str | Path) -> dict[str, bool]:
+    """For each Conv/Gemm/MatMul node of an ONNX file: does its weight come from int8?
+
+    True when the node's second input is produced by a DequantizeLinear.
+    """
+    model = onnx.load(str(_existing(path)))
+    dequantized = {
+        out for n in model.graph.node if n.op_type == "DequantizeLinear" for out in n.output
+    }
+    return {
+        node.name: len(node.input) > 1 and node.input[1] in dequantized
+        for node in model.graph.node
+        if node.op_type in QUANTIZED_OPS
+    }
+
+
+# ---------------------------------------------------------------- comparison and metric
+
+
+@dataclass(frozen=True)
+class OutputAgreement:
+    """How close two ONNX models' first outputs are on the same inputs.
+
+    ``max_abs_diff`` in output units; ``output_scale`` is the reference's max |output|;
+    ``argmax_agreement`` in percent of samples (NaN for outputs with fewer than 2 dims).
+    """
+
+    max_abs_diff: float
+    output_scale: float
+    argmax_agreement: float
+    samples: int
+
+    @property
+    def relative_diff(self) -> float:
+        """``max_abs_diff / output_scale`` (dimensionless)."""
+        return self.max_abs_diff / self.output_scale if self.output_scale > 0 else math.inf
+
+
+def _run_batched(
+    path: str | Path, inputs: tuple[Tensor, ...], batch_size: int, threads: int
+) -> np.ndarray:
+    session = onnx_session(path, threads=threads)
+    if len(session.get_outputs()) != 1:
+        raise ValueError(
+            f"{str(path)!r} has {len(session.get_outputs())} outputs; only single-output "
+            "models are supported here"
+        )
+    outputs = [
+        run_session(session, tuple(x[start : start + batch_size] for x in inputs))[0]
+        for start in range(0, len(inputs[0]), batch_size)
+    ]
+    return np.concatenate(outputs)
+
+
+def compare_onnx_outputs(
+    reference_path: str | Path,
+    other_path: str | Path,
+    inputs: Tensor | Sequence[Tensor],
+    *,
+    batch_size: int = 256,
+    threads: int = 1,
+) -> OutputAgreement:
+    """Run both ONNX models on ``inputs`` and compare ``other``'s outputs to ``reference``'s."""
+    tensors = _sample_tensors(inputs, "inputs")
+    reference = _run_batched(reference_path, tensors, batch_size, threads).astype(np.float64)
+    other = _run_batched(other_path, tensors, batch_size, threads).astype(np.float64)
+    agreement = math.nan
+    if reference.ndim >= 2:
+        agreement = float((reference.argmax(1) == other.argmax(1)).mean() * 100.0)
+    return OutputAgreement(
+        max_abs_diff=float(np.max(np.abs(reference - other))),
+        output_scale=float(np.max(np.abs(reference))),
+        argmax_agreement=agreement,
+        samples=len(reference),
+    )
+
+
+def onnx_metric(
+    path: str | Path,
+    task: Task,
+    split: str = "test",
+    batch_size: int = 256,
+    threads: int = 1,
+) -> float:
+    """The task's metric (e.g. accuracy in percent) of an ONNX model run in ONNX Runtime on ``split``."""
+    inputs, targets = task.split(split)
+    outputs = _run_batched(_existing(path), (inputs,), batch_size, threads)
+    return float(task.metric_fn()(torch.from_numpy(outputs).float(), targets))
+
+
+# ---------------------------------------------------------------- model -> int8 file
+
+
+@dataclass(frozen=True)
+class Int8Export:
+    """An fp32 and an int8 ONNX file of one model.
+
+    Sizes are in bytes; ``size_ratio`` = fp32 bytes / int8 bytes. ``agreement`` compares
+    the int8 outputs with the fp32 ONNX outputs on the check inputs. ``fp32_nodes``: the
+    Conv/Gemm/MatMul nodes kept in fp32 (from ``exclude``).
+    """
+
+    fp32_path: Path
+    int8_path: Path
+    fp32_bytes: int
+    int8_bytes: int
+    agreement: OutputAgreement
+    fp32_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.fp32_bytes / self.int8_bytes
+
+    @property
+    def max_abs_diff(self) -> float:
+        return self.agreement.max_abs_diff
+
+
+def _int8_path(path: Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx``."""
+    return path.with_name(f"{path.stem}.int8{path.suffix or '.onnx'}")
+
+
+def export_int8(
+    model: nn.Module,
+    path: str | Path,
+    example_input: Tensor | tuple,
+    calibration_inputs: Tensor | Sequence[Tensor],
+    *,
+    int8_path: str | Path | None = None,
+    exclude: Iterable[str] = (),
+    per_channel: bool = True,
+    calibration_method: str = "minmax",
+    activation_type: str = "uint8",
+    reduce_range: bool = True,
+    check_inputs: Tensor | Sequence[Tensor] | None = None,
+    check_tolerance: float | None = 0.25,
+) -> Int8Export:
+    """Export ``model`` to fp32 ONNX at ``path`` and to int8 at ``int8_path``.
+
+    ``int8_path`` defaults to ``path`` with ``.int8`` before the suffix. The fp32 file
+    comes from :func:`export_onnx` (checked against PyTorch); the int8 one from
+    :func:`quantize_onnx_int8` calibrated on ``calibration_inputs``. The int8 outputs are
+    compared with the fp32 ONNX outputs on ``check_inputs`` (default: the first 256
+    calibration samples); when the max abs difference exceeds ``check_tolerance`` times
+    the fp32 outputs' max magnitude, :class:`Int8AccuracyError` is raised and no int8 file
+    is left behind (``None`` skips the check). The model is never modified.
+    """
+    path = Path(path)
+    out = Path(int8_path) if int8_path is not None else _int8_path(path)
+    calibration = _sample_tensors(calibration_inputs)
+    check = (
+        _sample_tensors(check_inputs, "check_inputs")
+        if check_inputs is not None
+        else tuple(x[:CHECK_SAMPLES] for x in calibration)
+    )
+    if check_tolerance is not None and not check_tolerance > 0:
+        raise ValueError(f"check_tolerance must be > 0 or None, got {check_tolerance}")
+    export_onnx(model, path, example_input)
+    with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
+        candidate = quantize_onnx_int8(
+            path,
+            Path(tmp) / out.name,
+            calibration,
+            per_channel=per_channel,
+            exclude=exclude,
+            calibration_method=calibration_method,
+            activation_type=activation_type,
+            reduce_range=reduce_range,
+        )
+        agreement = compare_onnx_outputs(path, candidate, check)
+        if check_tolerance is not None and agreement.relative_diff > check_tolerance:
+            raise Int8AccuracyError(
+                f"int8 outputs differ from fp32 by up to {agreement.max_abs_diff:.3g} "
+                f"({agreement.relative_diff:.1%} of the fp32 outputs' max |value| "
+                f"{agreement.output_scale:.3g}; tolerance {check_tolerance:.1%}); argmax agrees on "
+                f"{agreement.argmax_agreement:.1f} % of {agreement.samples} samples. Try "
+                "calibration_method='percentile' or 'entropy', more calibration data, or "
+                "exclude= the most sensitive layers"
+            )
+        atomic_write(out, lambda tmp_path: shutil.copyfile(candidate, tmp_path))
+    kept = [name for name, quantized in quantized_weight_nodes(out).items() if not quantized]
+    return Int8Export(
+        fp32_path=path,
+        int8_path=out,
+        fp32_bytes=path.stat().st_size,
+        int8_bytes=out.stat().st_size,
+        agreement=agreement,
+        fp32_nodes=kept,
+    )
