@@ -18,8 +18,9 @@ Arms, for each dataset and seed s:
 - ``transfer``: ``refine_dense(original, task, "auto", tolerance=T, retrain_epochs=R)``: unit
   statistics on the training inputs, the epsilon grid swept from the top (each refined model
   retrained for R epochs), the largest epsilon whose *validation* metric is at most T below the
-  original's (T = 0.5 accuracy points, or 1 % of the validation RMSE for diabetes), its
-  retrained model;
+  original's (T = 0.5 accuracy points, or 1 % of the validation RMSE for diabetes) and, for
+  classification, whose validation cross-entropy is at most 0.05 nats above the original's,
+  its retrained model;
 - ``scratch``: the transfer arm's architecture re-initialized (seeded) and trained for E + R
   epochs: as many epochs as the transfer arm's weights received (the sweep only chooses the
   architecture).
@@ -58,6 +59,7 @@ from autocompress.finetune import evaluate_metric, train
 from autocompress.task import Task
 from autocompress.transforms.units import (
     DEFAULT_EPSILONS,
+    DEFAULT_LOSS_TOLERANCE,
     DEFAULT_STATISTIC,
     STATISTICS,
     DenseChain,
@@ -386,7 +388,8 @@ def write_report(meta: dict[str, Any], cells: list[dict[str, Any]], comparison: 
         + f"; Adam lr 1e-3, cosine decay. Statistic `{meta['statistic']}`; ε grid {meta['epsilons']}; "
         f"each refined model retrained for {retrain_text(s)}; ε chosen on the validation split: the largest "
         f"whose metric is ≤ {s['tolerance']:g} accuracy points (diabetes: {100 * s['rmse_tolerance']:g} % of the RMSE) "
-        "below the original's. Scratch: the chosen architecture re-initialized and trained for the original's epochs "
+        "below the original's and, for classification, whose validation cross-entropy is at most "
+        f"{DEFAULT_LOSS_TOLERANCE:g} nats above the original's (`refine_dense`'s loss gate). Scratch: the chosen architecture re-initialized and trained for the original's epochs "
         "+ the retrain epochs. Test split, mean ± std over seeds; the last two columns count the seeds where the "
         "transfer arm is at least as good. Validation / test sizes: "
         + "; ".join(f"{d} {meta['split_sizes'][d]['val']} / {meta['split_sizes'][d]['test']}" for d in s["datasets"]) + ".",

@@ -253,3 +253,16 @@ def test_prune_step_is_a_shorthand_for_prune_choices():
         both.space.kwargs()
     with pytest.raises(ConfigError, match="prune_step"):
         load_config({"zoo": "wine-mlp", "space": {"prune_step": 0.9}})
+
+
+def test_latency_objective_from_the_lookup_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    wine = load_zoo("wine-mlp", pretrained=False, seed=0)
+    study = search(wine.model, wine.task, strategy="random", budget=3, storage=tmp_path / "l.db",
+                   objectives=["accuracy", "latency"], latency={"batch": 4, "repeats": 3, "estimate": True},
+                   progress=False)
+    values = [r.values["latency_ms"] for r in study.completed()]
+    assert len(values) == 3 and all(v > 0 for v in values)
+    assert list((tmp_path / "cache" / "latency").glob("ort-cpu-*.json"))  # the table was cached for the next search
+    with pytest.raises(ConfigError, match="unknown runtime 'tpu'; allowed: ort-cpu, torch-cpu, torch-cuda"):
+        load_config({"zoo": "wine-mlp", "latency": {"runtime": "tpu"}})

@@ -103,6 +103,6 @@ def test_verify_faster_only_ever_removes_factorized_layers(small_space):
     assert set(final.layers) <= set(policy.layers) and all(v.rank == 0.5 for v in final.layers.values())
     assert 1 <= len(checks) <= len(policy.layers) and checks[0]["layers"] == len(policy.layers)
     last = checks[-1]
-    assert (last["factorized_ms"] < last["original_ms"]) or not final.layers or len(checks) == len(policy.layers)
+    assert (last["original_ms"] >= 1.03 * last["factorized_ms"]) or len(checks) == len(policy.layers)
     with pytest.raises(ValueError, match="not ort-cpu"):
         verify_faster(model, x, space, policy, gains, Target("torch-cpu"))

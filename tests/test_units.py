@@ -306,3 +306,14 @@ def test_cli_refine_bad_input(args, message):
 
 def test_refine_dense_is_exported():
     assert ac.refine_dense is refine_dense
+
+
+def test_the_loss_gate_rejects_a_point_that_only_the_coarse_metric_passes():
+    from autocompress.transforms.units import SweepPoint
+
+    points = [SweepPoint(epsilon=e, params=100 - int(100 * e), hidden=[1], metric_before_retrain=90.0, metric=90.0,
+                         loss=loss) for e, loss in ((0.3, 0.10), (0.5, 0.14), (0.7, 0.40))]
+    assert choose_epsilon(points, 90.0, 0.5).epsilon == 0.7  # accuracy alone cannot tell them apart
+    chosen = choose_epsilon(points, 90.0, 0.5, original_loss=0.10, loss_tolerance=0.05)
+    assert chosen.epsilon == 0.5  # 0.7 lost confidence: its loss is 0.30 above the original's
+    assert choose_epsilon(points, 90.0, 0.5, original_loss=0.01, loss_tolerance=0.05) is None

@@ -136,6 +136,21 @@ def evaluate_metric(
     return float(task.metric_fn()(torch.cat(outputs), torch.cat(targets)))
 
 
+def evaluate_loss(
+    model: nn.Module, task: Task, split: str = "val", device: str | torch.device = "cpu"
+) -> float:
+    """The task loss (e.g. mean cross-entropy) over the whole ``split``, in eval mode, without grad."""
+    dev = resolve_device(device)
+    model.to(dev)
+    outputs, targets = [], []
+    with _kept_modes(model), torch.no_grad():
+        model.eval()
+        for inputs, batch_targets in task.loader(split, shuffle=False):
+            outputs.append(model(inputs.to(dev)).float().cpu())
+            targets.append(batch_targets)
+    return float(task.loss_fn()(torch.cat(outputs), torch.cat(targets)))
+
+
 def recalibrate_batchnorm(
     model: nn.Module,
     task: Task,

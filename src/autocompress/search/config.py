@@ -16,7 +16,7 @@ workers: 1
 finetune_epochs: 1.0
 evaluator: {lr: 0.001, distill: 0.0}
 space: {methods: [prune, lowrank, quant], exclude: []}
-latency: {batch: 32, threads: 1}
+latency: {batch: 32, threads: 1, runtime: ort-cpu, estimate: false}   # estimate: lookup tables
 ```
 
 Unknown keys are errors; every error names the field and what is allowed.
@@ -82,11 +82,24 @@ class EvaluatorConfig(BaseModel):
 
 
 class LatencyConfig(BaseModel):
+    """How a candidate's latency is obtained: measured whole (default) or estimated from lookup tables."""
+
     model_config = ConfigDict(extra="forbid")
 
     batch: int = Field(32, ge=1)
     threads: int = Field(1, ge=1)
     repeats: int = Field(30, ge=1)
+    runtime: str = Field("ort-cpu", description="ort-cpu, torch-cpu or torch-cuda")
+    estimate: bool = Field(False, description="per-layer lookup table + calibrated overhead instead of a measurement")
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        from autocompress.hardware.targets import RUNTIMES
+
+        if value not in RUNTIMES:
+            raise ValueError(f"unknown runtime {value!r}; allowed: {', '.join(RUNTIMES)}")
+        return value
 
 
 class SearchConfig(BaseModel):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import tempfile
 import threading
 import time
 import traceback
@@ -100,17 +99,18 @@ def evaluate_values(spec: EvaluationSpec, policy: Policy) -> dict[str, float]:
 
 
 def _latency(spec: EvaluationSpec, model: nn.Module) -> float:
-    from autocompress.export import export_onnx
-    from autocompress.hardware.latency import measure_ort_latency
+    """Milliseconds per batch on the spec's target: measured whole, or estimated from the lookup table."""
+    from autocompress.hardware.lut import LatencyTable
+    from autocompress.hardware.targets import Target, measure
 
-    batch = int(spec.latency.get("batch", 32))
-    example = spec.task.example_input(batch)
-    with tempfile.TemporaryDirectory() as folder:
-        path = export_onnx(model, Path(folder) / "m.onnx", example, check=False)
-        result = measure_ort_latency(
-            path, example, threads=int(spec.latency.get("threads", 1)), repeats=int(spec.latency.get("repeats", 30))
-        )
-    return result.median_ms
+    settings = spec.latency
+    target = Target(str(settings.get("runtime", "ort-cpu")), threads=int(settings.get("threads", 1)),
+                    batch=int(settings.get("batch", 32)), repeats=int(settings.get("repeats", 30)))
+    example = spec.task.example_input(1)
+    if settings.get("estimate"):
+        table = LatencyTable.open(target)  # cached per target: every candidate after the first few is free
+        return table.estimate(model, example, original=spec.model).total_ms
+    return measure(model, example, target).median_ms
 
 
 # ------------------------------------------------------------------ worker processes

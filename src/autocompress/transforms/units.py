@@ -54,7 +54,7 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from autocompress.cost import count_cost
-from autocompress.finetune import evaluate_metric, train
+from autocompress.finetune import evaluate_loss, evaluate_metric, train
 from autocompress.search.pareto import non_dominated
 from autocompress.task import Task
 from autocompress.transforms.apply import set_submodule
@@ -72,6 +72,7 @@ __all__ = [
     "SweepPoint",
     "UnitStats",
     "choose_epsilon",
+    "default_loss_tolerance",
     "default_tolerance",
     "dense_chain",
     "deviation_bound",
@@ -91,6 +92,8 @@ DEFAULT_EPSILONS = (
     0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9,
 )
 _NORMALISED = ("std_max", "contribution_max")
+#: ``refine_dense(epsilon="auto")``: the refined model's validation cross-entropy may exceed the original's by this
+DEFAULT_LOSS_TOLERANCE = 0.05
 
 #: per-unit modules between two Linear layers and their Lipschitz constants (a bound on |f'|)
 _LIPSCHITZ: dict[type, Callable[[nn.Module], float]] = {
@@ -440,6 +443,7 @@ class SweepPoint(BaseModel):
     hidden: list[int]
     metric_before_retrain: float
     metric: float  # after retraining
+    loss: float | None = None  # validation task loss after retraining
     on_front: bool = False
 
 
@@ -460,6 +464,8 @@ class RefineReport(BaseModel):
     metric_retrained: float | None = None
     retrain_epochs: float = 0.0
     tolerance: float | None = None
+    loss_original: float | None = None  # validation task loss of the original
+    loss_tolerance: float | None = None
     met_tolerance: bool | None = None
     sweep: list[SweepPoint] = []
 
@@ -580,6 +586,7 @@ def sweep_epsilon(
                 hidden=report.hidden,
                 metric_before_retrain=before,
                 metric=evaluate_metric(small, task, "val"),
+                loss=evaluate_loss(small, task, "val"),
             )
             done[key] = (point, small)
         point, small = done[key]
@@ -590,15 +597,32 @@ def sweep_epsilon(
     return [(p.model_copy(update={"on_front": bool(on)}), m) for (p, m), on in zip(results, mask, strict=True)]
 
 
-def choose_epsilon(points: Sequence[SweepPoint], original_metric: float, tolerance: float) -> SweepPoint | None:
-    """The point with the largest epsilon whose metric is at most ``tolerance`` below the original.
+def choose_epsilon(points: Sequence[SweepPoint], original_metric: float, tolerance: float, *,
+                   original_loss: float | None = None, loss_tolerance: float | None = None) -> SweepPoint | None:
+    """The point with the largest epsilon that passes: metric at most ``tolerance`` below the original's
+    and, with ``loss_tolerance``, validation loss at most ``loss_tolerance`` above ``original_loss``.
 
     None when no point qualifies.
     """
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 (in the metric's units), got {tolerance}")
-    good = [p for p in points if p.metric >= original_metric - tolerance]
+    good = [p for p in points if passes(p, original_metric, tolerance, original_loss, loss_tolerance)]
     return max(good, key=lambda p: (p.epsilon, -p.params)) if good else None
+
+
+def passes(point: SweepPoint, original_metric: float, tolerance: float, original_loss: float | None = None,
+           loss_tolerance: float | None = None) -> bool:
+    """Whether a sweep point is within the metric tolerance (and the loss tolerance, when given)."""
+    if point.metric < original_metric - tolerance:
+        return False
+    if loss_tolerance is None or original_loss is None or point.loss is None:
+        return True
+    return point.loss <= original_loss + loss_tolerance
+
+
+def default_loss_tolerance(task: Task) -> float | None:
+    """0.05 nats of validation cross-entropy for classification; None (metric only) otherwise."""
+    return DEFAULT_LOSS_TOLERANCE if task.is_classification else None
 
 
 def refine_dense(
@@ -608,6 +632,7 @@ def refine_dense(
     *,
     statistic: str = DEFAULT_STATISTIC,
     tolerance: float | None = None,
+    loss_tolerance: float | str | None = "auto",
     retrain_epochs: float | None = None,
     epsilons: Sequence[float] | None = None,
     lr: float = 1e-3,
@@ -620,7 +645,12 @@ def refine_dense(
     float >= 0, or ``"auto"`` (needs a Task): :func:`sweep_epsilon` over ``epsilons`` (default
     :data:`DEFAULT_EPSILONS`), each refined model retrained for ``retrain_epochs`` (default 5),
     and the largest epsilon whose validation metric is at most ``tolerance`` below the
-    original's is chosen (default :func:`default_tolerance`); if none is, nothing is removed.
+    original's (default :func:`default_tolerance`) and whose validation loss is at most
+    ``loss_tolerance`` above the original's is chosen (``"auto"``:
+    :func:`default_loss_tolerance`, 0.05 nats for classification: on validation sets of a few
+    dozen samples accuracy moves in steps of several points and cannot tell a safe refinement
+    from one that has lost confidence; the loss can; ``None``: metric only); if none is,
+    nothing is removed.
     The sweep runs from the largest epsilon down and stops at the first that qualifies (the
     report's ``sweep`` holds the points evaluated; :func:`sweep_epsilon` gives the whole curve).
     With a float epsilon the model is retrained only when ``retrain_epochs`` > 0 (default 0).
@@ -636,7 +666,7 @@ def refine_dense(
             raise ValueError(f"refine_dense: epsilon must be a number >= 0 or 'auto', got {epsilon!r}")
         if task is None:
             raise ValueError("refine_dense: epsilon='auto' needs a Task (it retrains and validates), got a tensor")
-        return _refine_auto(model, task, statistic, tolerance, retrain_epochs, epsilons, lr, seed)
+        return _refine_auto(model, task, statistic, tolerance, loss_tolerance, retrain_epochs, epsilons, lr, seed)
     _check_epsilon(epsilon)
     retrain_epochs = 0.0 if retrain_epochs is None else retrain_epochs
     if retrain_epochs > 0 and task is None:
@@ -659,7 +689,8 @@ def _with_metrics(report: RefineReport, model: nn.Module, small: nn.Module, task
     })
 
 
-def _refine_auto(model: nn.Module, task: Task, statistic: str, tolerance: float | None, retrain_epochs: float | None,
+def _refine_auto(model: nn.Module, task: Task, statistic: str, tolerance: float | None,
+                 loss_tolerance: float | str | None, retrain_epochs: float | None,
                  epsilons: Sequence[float] | None, lr: float, seed: int) -> Refined:
     if epsilons is None and statistic not in _NORMALISED:
         raise ValueError(
@@ -668,18 +699,24 @@ def _refine_auto(model: nn.Module, task: Task, statistic: str, tolerance: float 
         )
     retrain_epochs = 5.0 if retrain_epochs is None else retrain_epochs
     original = evaluate_metric(model, task, "val")
+    original_loss = evaluate_loss(model, task, "val")
     tolerance = default_tolerance(task, original) if tolerance is None else tolerance
     if not tolerance >= 0:
         raise ValueError(f"refine_dense: tolerance must be >= 0 (in the metric's units), got {tolerance}")
+    if loss_tolerance == "auto":
+        loss_tolerance = default_loss_tolerance(task)
+    if loss_tolerance is not None and (isinstance(loss_tolerance, str) or not loss_tolerance >= 0):
+        raise ValueError(f"refine_dense: loss_tolerance must be a number >= 0, 'auto' or None, got {loss_tolerance!r}")
     grid = list(epsilons if epsilons is not None else DEFAULT_EPSILONS)
     for value in grid:
         _check_epsilon(value)
     # largest epsilon first: the first one within tolerance is the answer, smaller ones need no retraining
     descending = sorted(set(grid), reverse=True)
     sweep = sweep_epsilon(model, task, descending, statistic=statistic, retrain_epochs=retrain_epochs,
-                          lr=lr, seed=seed, stop_when=lambda p: p.metric >= original - tolerance)
+                          lr=lr, seed=seed,
+                          stop_when=lambda p: passes(p, original, tolerance, original_loss, loss_tolerance))
     points = [p for p, _ in sweep]
-    chosen = choose_epsilon(points, original, tolerance)
+    chosen = choose_epsilon(points, original, tolerance, original_loss=original_loss, loss_tolerance=loss_tolerance)
     measured = _measure(model, task.split("train")[0], statistic)
     if chosen is None:  # nothing is good enough: keep every unit, do not retrain
         small, report = _refine_once(model, measured, 0.0, statistic)
@@ -695,6 +732,8 @@ def _refine_auto(model: nn.Module, task: Task, statistic: str, tolerance: float 
         "metric_retrained": retrained,
         "retrain_epochs": float(retrain_epochs) if chosen else 0.0,
         "tolerance": float(tolerance),
+        "loss_original": original_loss,
+        "loss_tolerance": None if loss_tolerance is None else float(loss_tolerance),
         "met_tolerance": met,
         "sweep": points,
     })
