@@ -237,6 +237,8 @@ def test_bad_arguments_name_the_problem():
         refine_dense(model, _task(), "auto", statistic="std")
     with pytest.raises(ValueError, match="tolerance must be >= 0"):
         refine_dense(model, _task(), "auto", tolerance=-1.0)
+    with pytest.raises(ValueError, match="loss_tolerance must be a number >= 0, 'auto' or None, got 'big'"):
+        refine_dense(model, _task(), "auto", loss_tolerance="big")
     with pytest.raises(TypeError, match="data must be an input tensor or a Task"):
         refine_dense(model, [[1.0] * 6], 0.1)
 
