@@ -82,7 +82,8 @@ def test_search_front_confirm_and_export_from_the_command_line(tmp_path):
     assert result.exit_code != 0 and "closest" in result.output
 
 
-def test_optimize_returns_a_policy_for_a_new_budget_without_training(tmp_path):
+def test_optimize_returns_a_policy_for_a_new_budget_without_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
     storage = tmp_path / "wine.db"
     config = tmp_path / "search.yaml"
     config.write_text(
@@ -99,10 +100,15 @@ def test_optimize_returns_a_policy_for_a_new_budget_without_training(tmp_path):
 
     _, _, space = load_config(config).build()
     assert space.cost(Policy.load(out)).bitops <= 0.2 * space.cost(Policy()).bitops
-    result = runner.invoke(app, ["optimize", str(storage), "--budget", "latency=2"])
-    assert result.exit_code != 0 and "must be one of" in result.output
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "speed=2"])
+    assert result.exit_code != 0 and "must be one of" in result.output and "or latency" in result.output
     result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=1e-9", "--kind", "linear"])
     assert result.exit_code != 0 and "smallest reachable" in result.output
+    fast = runner.invoke(app, ["optimize", str(storage), "--budget", "latency=0.7", "--kind", "gp",
+                               "--target", "ort-cpu:batch=512,repeats=5,warmup=2"], terminal_width=200)
+    assert fast.exit_code == 0, fast.output
+    assert "latency model: lookup table on ort-cpu" in fast.output and "latency_ratio<=0.7" in fast.output
+    assert list((tmp_path / "cache" / "latency").glob("ort-cpu-*.json"))
 
 
 def test_profile_prints_layers_and_whole_model_latency(tmp_path, monkeypatch):

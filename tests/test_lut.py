@@ -160,3 +160,49 @@ def test_calibration_on_derived_models_fits_scale_call_share_and_overhead(small)
     unseen = apply_policy(model, space.random_policy(rng), space=space)
     expected = timer(unseen, (x,), table.target).median_ms
     assert table.estimate(unseen, x, original=model).total_ms == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("zoo", ["mnist1d-cnn", "mnist1d-resnet", "digits-cnn"])
+def test_policy_latency_derives_the_built_models_layers_without_building(zoo):
+    from collections import Counter as Multiset
+
+    import numpy as np
+
+    from autocompress.hardware.policy_latency import PolicyLatency
+    from autocompress.zoo import load_zoo
+
+    entry = load_zoo(zoo, pretrained=False)
+    space = SearchSpace.from_model(entry.model, entry.example_input, methods=["prune", "lowrank"], rank_multiple=8)
+    table = LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=Counter())
+    latency = PolicyLatency(space, entry.model, entry.example_input, table, calibration=2)
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        policy = space.random_policy(rng)
+        built = apply_policy(entry.model, policy, space=space)
+        assert Multiset(latency.configs(policy)) == Multiset(c for _, c in layer_configs(built, entry.example_input))
+        estimate = table.estimate(built, entry.example_input, original=entry.model).total_ms
+        assert latency.ms(policy) == pytest.approx(estimate)
+
+
+def test_latency_budgets_in_the_optimizer_hold_by_the_estimate(small):
+    import numpy as np
+
+    from autocompress.hardware.policy_latency import PolicyLatency
+    from autocompress.predict import AccuracyPredictor, policy_features
+    from autocompress.predict.optimize import optimize_policy
+    from autocompress.search.strategies.allocate import cost_value
+
+    model, x = small
+    space = SearchSpace.from_model(model, x, methods=["prune", "lowrank"])
+    with pytest.raises(ValueError, match="a latency budget needs a latency model"):
+        cost_value(space, Policy(), "latency")
+    space.latency_model = PolicyLatency(space, model, x, LatencyTable.open(Target("ort-cpu", batch=4), cache=False,
+                                                                            timer=Counter()), calibration=3)
+    rng = np.random.default_rng(0)
+    policies = [space.random_policy(rng) for _ in range(30)]
+    X = policy_features(space, policies)
+    predictor = AccuracyPredictor("gp").fit(X, 98 - 5 * X.sum(1) / X.shape[1])
+    base = space.latency_model.ms(Policy())
+    for budget in ("latency_ratio<=0.96", f"latency<={0.95 * base}ms"):  # the stub overhead is most of it
+        result = optimize_policy(predictor, space, budget, cost="flops", fields=("prune", "rank"))
+        assert result.key == "latency" and space.latency_model.ms(result.policy) == result.cost <= result.budget

@@ -514,23 +514,33 @@ def optimize(
     study: StudyOption = None,
     kind: Annotated[str, typer.Option(help="predictor: auto, gp, mlp, ensemble, linear")] = "auto",
     out: Annotated[Path | None, typer.Option(help="write the policy (JSON) here")] = None,
+    target: Annotated[str | None, typer.Option(help="latency target for --budget latency=..: 'ort-cpu:threads=1,batch=32' "
+                                               "(default: the study's latency settings, else ort-cpu)")] = None,
 ) -> None:
-    """A policy for a new budget from a study's labelled policies: fit a predictor, optimize on it (no training)."""
+    """A policy for a new budget from a study's labelled policies: fit a predictor, optimize on it (no training).
+
+    Latency budgets (``--budget latency=2ms``, or ``latency=0.5`` for half the original's) are
+    estimated from the per-layer lookup table of the target (timed once, then cached).
+    """
     from autocompress.policy import Policy
     from autocompress.predict.optimize import optimize_policy
     from autocompress.search.objectives import COST_KEYS
+    from autocompress.search.strategies.allocate import cost_value
     from autocompress.search.strategies.seernet import fit_predictor
 
     opened = _open_study(storage, study)
     _config, (_model, task, space) = _stored_config(opened)
     key, _, value = budget.partition("=")
-    if value and key.strip() in COST_KEYS:
-        target = f"{key.strip()}_ratio<={value.strip()}"
+    key, value = key.strip(), value.strip()
+    if value and key in COST_KEYS:
+        bound = f"{key}_ratio<={value}"
+    elif value and key == "latency":
+        bound = f"latency<={value.removesuffix('ms')}" if value.endswith("ms") else f"latency_ratio<={value}"
+        _attach_latency(space, _model, task, opened, target)
     elif not value:
-        target = budget
+        bound = budget
     else:
-        _fail(f"--budget {budget!r}: the cost must be one of {', '.join(COST_KEYS)} (latency budgets need the hardware "
-              "lookup tables, not done yet)")
+        _fail(f"--budget {budget!r}: the cost must be one of {', '.join(COST_KEYS)} or latency")
     records = [r for r in opened.completed() if "metric" in r.values]
     if len(records) < 2:
         _fail(f"the study has {len(records)} completed candidates; the predictor needs at least 2")
@@ -539,18 +549,37 @@ def optimize(
         original = (opened.meta.get("original") or {}).get("metric")
         predictor = fit_predictor(space, records, original, kind=kind, who="optimize")
         fitted = time.perf_counter() - start
-        result = optimize_policy(predictor, space, target)
+        result = optimize_policy(predictor, space, bound)
     except ValueError as error:
         _fail(str(error))
-    base = float(getattr(space.cost(Policy()), result.key))
+    base = cost_value(space, Policy(), result.key)
     console.print(f"predictor {predictor.kind_} fitted on {len(records)} labelled policies in {fitted:.2f} s; "
-                  f"optimized for {target} in {result.seconds:.2f} s")
-    console.print(f"predicted {task.metric_name} {result.predicted:.2f}; {result.key} {result.cost:,.0f} "
-                  f"= {result.cost / base:.4g} of the original (budget {result.budget:,.0f})")
+                  f"optimized for {bound} in {result.seconds:.2f} s")
+    console.print(f"predicted {task.metric_name} {result.predicted:.2f}; {result.key} {result.cost:,.6g} "
+                  f"= {result.cost / base:.4g} of the original (budget {result.budget:,.6g})")
     console.print(result.policy.to_json())
     if out is not None:
         result.policy.save(out)
         console.print(f"wrote {out}; measure it with: autocompress apply --policy {out} ...")
+
+
+def _attach_latency(space, model, task, opened, target: str | None) -> None:  # noqa: ANN001
+    """Give ``space`` a lookup-table latency model of ``model`` on the target (option, study settings, ort-cpu)."""
+    from autocompress.hardware.lut import LatencyTable
+    from autocompress.hardware.policy_latency import PolicyLatency
+    from autocompress.hardware.targets import Target, parse_target
+
+    try:
+        if target is None:
+            settings = ((opened.meta.get("config") or {}).get("latency") or {})
+            chosen = Target(settings.get("runtime", "ort-cpu"), threads=int(settings.get("threads", 1)),
+                            batch=int(settings.get("batch", 32)))
+        else:
+            chosen = parse_target(target)
+    except ValueError as error:
+        _fail(str(error))
+    console.print(f"latency model: lookup table on {chosen.name} (layers timed once, then cached)")
+    space.latency_model = PolicyLatency(space, model, task.example_input(1), LatencyTable.open(chosen))
 
 
 def main() -> None:

@@ -142,6 +142,8 @@ class SearchSpace:
         self.channel_multiple = 1
         self.rank_multiple = 1
         self.genes: list[Gene] = []
+        #: optional ``PolicyLatency``: lets cost targets and budgets name ``latency`` (ms)
+        self.latency_model: object | None = None
         self._rows: list[_Row] = []
         self._row_index: dict[str, int] = {}
 
@@ -356,6 +358,21 @@ class SearchSpace:
     # ------------------------------------------------------------------ cost
     def cost(self, policy: Policy) -> CostReport:
         """Exact per-sample cost of ``apply_policy(model, policy)``, without building it."""
+        rows = self.pruned_rows(policy)
+        costs: list[LayerCost] = []
+        for row in rows:
+            genes = policy.layers.get(row.name)
+            if row.kind in ("conv", "linear"):
+                costs += _layer_costs(row, genes, self.rank_multiple)
+            elif row.kind == "norm":
+                n = row.out_channels * row.params
+                costs.append(_linear_cost(row.name, row.type, 0, 0, n, FP32_BITS, FP32_BITS))
+            else:
+                costs.append(_linear_cost(row.name, row.type, 0, 0, row.params, FP32_BITS, FP32_BITS))
+        return CostReport(tuple(costs))
+
+    def pruned_rows(self, policy: Policy) -> list[_Row]:
+        """Every parameter/MAC module's row with the channels ``policy``'s pruning leaves (before low rank)."""
         rows = [replace(r) for r in self._rows]
         index = self._row_index
         for leader, removed in self.channel_plan(policy, warn=False).items():
@@ -368,17 +385,7 @@ class SearchSpace:
                     row.in_channels -= count
                 if member.role == "both" and row.kind == "conv":
                     row.groups -= count
-        costs: list[LayerCost] = []
-        for row in rows:
-            genes = policy.layers.get(row.name)
-            if row.kind in ("conv", "linear"):
-                costs += _layer_costs(row, genes, self.rank_multiple)
-            elif row.kind == "norm":
-                n = row.out_channels * row.params
-                costs.append(_linear_cost(row.name, row.type, 0, 0, n, FP32_BITS, FP32_BITS))
-            else:
-                costs.append(_linear_cost(row.name, row.type, 0, 0, row.params, FP32_BITS, FP32_BITS))
-        return CostReport(tuple(costs))
+        return rows
 
     # ------------------------------------------------------------------ reporting
     def describe(self) -> list[dict[str, object]]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from autocompress.policy import Policy
 from autocompress.predict.predictor import AccuracyPredictor, vector_features
-from autocompress.search.strategies.allocate import gene_ladders, project
+from autocompress.search.strategies.allocate import cost_value, gene_ladders, project
 from autocompress.search.strategies.greedy import parse_target
 from autocompress.space import SearchSpace
 
@@ -45,7 +45,7 @@ class OptimizedPolicy:
     predicted: float  # the predictor's metric for the returned (legal) policy
     cost: float  # its exact analytic cost (key below)
     budget: float  # C0, absolute
-    key: str  # "flops", "macs", "params", "bitops" or "bytes"
+    key: str  # "flops", "macs", "params", "bitops", "bytes" or "latency" (ms, needs space.latency_model)
     seconds: float
     steps: int
 
@@ -67,7 +67,7 @@ def optimize_policy(
     """
     start = time.perf_counter()
     key, bound, is_ratio = parse_target(budget, cost)
-    base = float(getattr(space.cost(Policy()), key))
+    base = cost_value(space, Policy(), key)
     limit = bound * base if is_ratio else bound
     ladders = gene_ladders(space, fields)
     if not ladders:
@@ -83,7 +83,7 @@ def optimize_policy(
     index = problem.repair(np.rint(u * problem.last).astype(int))
     vector = problem.vector(index)
     policy = space.decode(vector)
-    exact = float(getattr(space.cost(policy), key))
+    exact = cost_value(space, policy, key)
     assert exact <= limit, (exact, limit)  # repair() guarantees it; never return a policy over budget
     predicted = float(predictor.predict(vector_features(space, vector[None]))[0])
     return OptimizedPolicy(policy, predicted, exact, limit, key, time.perf_counter() - start, done)
@@ -121,7 +121,7 @@ class _Problem:
     def exact(self, u: np.ndarray) -> float:
         index = tuple(np.rint(np.clip(u, 0, 1) * self.last).astype(int).tolist())
         if index not in self.costs_:  # the ascent revisits the same grid points: cost each once
-            self.costs_[index] = float(getattr(self.space.cost(self.space.decode(self.vector(np.array(index)))), self.key))
+            self.costs_[index] = cost_value(self.space, self.space.decode(self.vector(np.array(index))), self.key)
         return self.costs_[index]
 
     # ---- relaxed objective pieces

@@ -116,15 +116,15 @@ class AllocateStrategy(Strategy):
                 )
         out = []
         for key, bound, is_ratio in parsed:
-            base = float(getattr(ctx.cost(Policy()), key))
+            base = cost_value(ctx.space, Policy(), key)
             absolute = bound * base if is_ratio else bound
             label = f"{key}_ratio<={bound:g}" if is_ratio else f"{key}<={bound:g}"
             out.append((key, absolute, label))
-        return sorted(dict.fromkeys(out), key=lambda t: -t[1] / float(getattr(ctx.cost(Policy()), t[0])))
+        return sorted(dict.fromkeys(out), key=lambda t: -t[1] / cost_value(ctx.space, Policy(), t[0]))
 
     # ------------------------------------------------------------------ evolution
     def _evolve(self, ctx: SearchContext, ladders: list, key: str, bound: float, label: str, share: int, rng: np.random.Generator) -> None:
-        base = float(getattr(ctx.cost(Policy()), key))
+        base = cost_value(ctx.space, Policy(), key)
         dims = len(ladders)
         uniform, cost, reached = project(ctx.space, ladders, np.zeros(dims), key, bound)
         if not reached:
@@ -169,6 +169,21 @@ class AllocateStrategy(Strategy):
 
 
 Ladders = list[tuple[int, list[float]]]
+LATENCY_KEYS = ("latency", "latency_ms")
+
+
+def cost_value(space: SearchSpace, policy: Policy, key: str) -> float:
+    """``policy``'s analytic cost ``key`` (flops, macs, params, bitops, bytes), or its estimated latency (ms).
+
+    Latency needs ``space.latency_model`` (a :class:`~autocompress.hardware.policy_latency.PolicyLatency`).
+    """
+    if key in LATENCY_KEYS:
+        model = getattr(space, "latency_model", None)
+        if model is None:
+            raise ValueError("a latency budget needs a latency model: set space.latency_model = "
+                             "PolicyLatency(space, model, example_input, LatencyTable.open('ort-cpu'))")
+        return float(model.ms(policy))
+    return float(getattr(space.cost(policy), key))
 
 
 def gene_ladders(space: SearchSpace, fields: Sequence[str] = ("prune",)) -> Ladders:
@@ -197,7 +212,7 @@ def project(space: SearchSpace, ladders: Ladders, z: np.ndarray, key: str, bound
         for (position, values), w in zip(ladders, weights, strict=True):
             vector[position] = values[int(round(min(1.0, strength * w) * (len(values) - 1)))]
         policy = space.decode(vector)
-        return policy, float(getattr(space.cost(policy), key))
+        return policy, cost_value(space, policy, key)
 
     top = 1.0 / float(weights.min())  # every gene at its most aggressive value
     best = at(top)
@@ -223,7 +238,7 @@ def uniform_policy(space: SearchSpace, ratio: float, cost: str = "flops", fields
     Raises ValueError with the closest reachable ratio when the target cannot be met.
     """
     ladders = gene_ladders(space, fields)
-    base = float(getattr(space.cost(Policy()), cost))
+    base = cost_value(space, Policy(), cost)
     policy, reached_cost, ok = project(space, ladders, np.zeros(len(ladders)), cost, ratio * base)
     if not ok:
         raise ValueError(f"{cost}_ratio<={ratio:g} is not reachable with {list(fields)}; closest reachable {reached_cost / base:.4g}")
@@ -268,7 +283,7 @@ def stratified_policies(
     ladders = gene_ladders(space, fields)
     if not ladders:
         return []
-    base = float(getattr(space.cost(Policy()), cost))
+    base = cost_value(space, Policy(), cost)
     out: list[Policy] = []
     seen: set[str] = set()
     for i, ratio in enumerate(ratios):

@@ -38,6 +38,7 @@ coarsened beyond, see ``sensitivity.py``) plus one evaluation per target.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,6 +64,9 @@ def parse_target(target: str | float, cost: str) -> tuple[str, float, bool]:
         if not 0 < target <= 1:
             raise ValueError(f"greedy: a numeric target is a {cost} ratio in (0, 1], got {target}")
         return cost, float(target), True
+    latency = re.fullmatch(r"\s*latency(?:_ms)?(_ratio)?\s*(<=|<)\s*([0-9.eE+-]+)\s*(?:ms)?\s*", str(target))
+    if latency:  # a latency budget (ms, or a ratio of the original's): needs space.latency_model
+        return "latency", float(latency.group(3)), latency.group(1) is not None
     constraint = Constraint.parse(str(target))
     key = constraint.key.removesuffix("_ratio")
     if key not in COST_KEYS or constraint.op not in ("<=", "<"):

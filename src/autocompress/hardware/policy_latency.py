@@ -1,0 +1,75 @@
+"""A policy's latency on a target from the lookup table, without building its model.
+
+:class:`PolicyLatency` derives the layer configurations ``apply_policy`` would produce —
+channels left by pruning (the search space's channel plan), factor shapes of low rank
+(:func:`~autocompress.transforms.lowrank.factor_shapes` with the original layer's stride,
+padding and dilation), per-sample input shapes carried through each factor — and sums their
+timings from a :class:`~autocompress.hardware.lut.LatencyTable` with the table's calibration
+for the original model. It costs a few table look-ups per layer (new configurations are timed
+once, then cached), so budget-filling strategies and the policy optimizer can use latency as a
+cost like FLOPs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor, nn
+
+from autocompress.hardware.lut import LatencyTable, LayerConfig, _signature, layer_configs
+from autocompress.policy import Policy
+from autocompress.space import SearchSpace
+from autocompress.transforms.apply import apply_policy
+from autocompress.transforms.lowrank import factor_shapes
+
+
+class PolicyLatency:
+    """``ms(policy)``: estimated latency (ms per batch of the table's target) of ``apply_policy(model, policy)``."""
+
+    def __init__(self, space: SearchSpace, model: nn.Module, example_input: Tensor | tuple, table: LatencyTable, *,
+                 calibration: int = 8, seed: int = 0) -> None:
+        self.space, self.table = space, table
+        calls = layer_configs(model, example_input)
+        self.originals: dict[str, LayerConfig] = {}
+        self.calls: dict[str, int] = {}
+        for name, config in calls:
+            self.originals.setdefault(name, config)
+            self.calls[name] = self.calls.get(name, 0) + 1
+        signature = _signature(calls)
+        if signature not in table.overheads or (calibration and table.overheads[signature].get("calibration_models", 1) < 2):
+            rng = np.random.default_rng(seed)
+            derived = [apply_policy(model, space.random_policy(rng), space=space) for _ in range(calibration)]
+            table.calibrate(model, example_input, derived)
+        self.coefficients = table.overheads[signature]
+
+    def configs(self, policy: Policy) -> list[LayerConfig]:
+        """The configuration of every Conv/Linear call of the compressed model (one per call)."""
+        out: list[LayerConfig] = []
+        for row in self.space.pruned_rows(policy):
+            original = self.originals.get(row.name)
+            if row.kind not in ("conv", "linear") or original is None:
+                continue
+            genes = policy.layers.get(row.name)
+            rank = genes.rank if genes else 1.0
+            factors = factor_shapes(row.type, row.in_channels, row.out_channels, rank, self.space.rank_multiple,
+                                    kernel=original.kernel, stride=original.stride or 1, padding=original.padding or 0,
+                                    dilation=original.dilation or 1, groups=row.groups, has_bias=row.bias)
+            spatial = original.input_shape[1:] if row.kind == "conv" else ()
+            prefix = original.input_shape[:-1] if row.kind == "linear" else ()
+            for f in factors:
+                if row.kind == "conv":
+                    shape = (f.in_features, *spatial)
+                    spatial = tuple(
+                        (size + 2 * p - d * (k - 1) - 1) // s + 1
+                        for size, k, s, p, d in zip(spatial, f.kernel, f.stride, f.padding, f.dilation, strict=True)
+                    )
+                else:
+                    shape = (*prefix, f.in_features)
+                config = LayerConfig(f.type, f.in_features, f.out_features, f.kernel, f.stride, tuple(f.padding),
+                                     f.dilation, f.groups, f.has_bias, tuple(shape))
+                out += [config] * self.calls[row.name]
+        return out
+
+    def ms(self, policy: Policy) -> float:
+        k = self.coefficients
+        return k["overhead_ms"] + sum(k["scale"] * self.table.layer_ms(c) + k["per_call"] * self.table.call_ms(c)
+                                      for c in self.configs(policy))
