@@ -266,3 +266,23 @@ def test_latency_objective_from_the_lookup_table(tmp_path, monkeypatch):
     assert list((tmp_path / "cache" / "latency").glob("ort-cpu-*.json"))  # the table was cached for the next search
     with pytest.raises(ConfigError, match="unknown runtime 'tpu'; allowed: ort-cpu, torch-cpu, torch-cuda"):
         load_config({"zoo": "wine-mlp", "latency": {"runtime": "tpu"}})
+
+
+def test_allocate_fills_a_latency_target_estimated_from_the_lookup_table(tmp_path, monkeypatch):
+    from autocompress.policy import Policy
+    from autocompress.space import SearchSpace
+
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    entry = load_zoo("mnist1d-cnn", pretrained=False, seed=0)
+    space = SearchSpace.from_model(entry.model, entry.example_input, methods=["prune"])
+    study = search(entry.model, entry.task, space, strategy="allocate", strategy_params={"targets": ["latency_ratio<=0.5"]},
+                   budget=3, storage=tmp_path / "a.db", finetune_epochs=0.0, objectives=["accuracy", "latency"],
+                   latency={"batch": 8, "repeats": 5, "estimate": True}, progress=False)
+    base = space.latency_model.ms(Policy())
+    estimates = [space.latency_model.ms(r.policy) for r in study.completed()]
+    assert len(estimates) == 3 and all(0.35 * base <= e <= 0.5 * base for e in estimates)  # each fills the target
+    seer = search(entry.model, entry.task, space, strategy="seernet", budget=5, storage=tmp_path / "s.db",
+                  strategy_params={"targets": ["latency_ratio<=0.5"], "initial": 4, "rounds": 0, "kind": "linear"},
+                  finetune_epochs=0.0, progress=False)
+    optimized = [r for r in seer.completed() if r.tags.get("phase") == "optimize"]
+    assert len(optimized) == 1 and space.latency_model.ms(optimized[0].policy) <= 0.5 * base

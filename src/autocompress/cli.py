@@ -565,21 +565,18 @@ def optimize(
 
 def _attach_latency(space, model, task, opened, target: str | None) -> None:  # noqa: ANN001
     """Give ``space`` a lookup-table latency model of ``model`` on the target (option, study settings, ort-cpu)."""
-    from autocompress.hardware.lut import LatencyTable
-    from autocompress.hardware.policy_latency import PolicyLatency
-    from autocompress.hardware.targets import Target, parse_target
+    from autocompress.hardware.policy_latency import latency_model_for
+    from autocompress.hardware.targets import parse_target
 
+    settings = dict((opened.meta.get("config") or {}).get("latency") or {})
     try:
-        if target is None:
-            settings = ((opened.meta.get("config") or {}).get("latency") or {})
-            chosen = Target(settings.get("runtime", "ort-cpu"), threads=int(settings.get("threads", 1)),
-                            batch=int(settings.get("batch", 32)))
-        else:
+        if target is not None:
             chosen = parse_target(target)
+            settings.update(runtime=chosen.runtime, threads=chosen.threads, batch=chosen.batch, repeats=chosen.repeats)
+        space.latency_model = latency_model_for(space, model, task, settings)
     except ValueError as error:
         _fail(str(error))
-    console.print(f"latency model: lookup table on {chosen.name} (layers timed once, then cached)")
-    space.latency_model = PolicyLatency(space, model, task.example_input(1), LatencyTable.open(chosen))
+    console.print(f"latency model: lookup table on {space.latency_model.table.target.name} (layers timed once, then cached)")
 
 
 def main() -> None:

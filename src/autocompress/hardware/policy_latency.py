@@ -73,3 +73,12 @@ class PolicyLatency:
         k = self.coefficients
         return k["overhead_ms"] + sum(k["scale"] * self.table.layer_ms(c) + k["per_call"] * self.table.call_ms(c)
                                       for c in self.configs(policy))
+
+
+def latency_model_for(space: SearchSpace, model: nn.Module, task, settings: dict) -> PolicyLatency:  # noqa: ANN001
+    """The :class:`PolicyLatency` of a search's latency settings (``runtime``, ``threads``, ``batch``, ``repeats``)."""
+    from autocompress.hardware.targets import Target
+
+    target = Target(str(settings.get("runtime", "ort-cpu")), threads=int(settings.get("threads", 1)),
+                    batch=int(settings.get("batch", 32)), repeats=int(settings.get("repeats", 50)))
+    return PolicyLatency(space, model, task.example_input(1), LatencyTable.open(target))

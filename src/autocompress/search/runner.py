@@ -445,6 +445,10 @@ def search(
     if "latency" in objectives and latency is None:
         latency = {"batch": 32, "threads": 1}
     space = space or SearchSpace.from_model(model, task.example_input())
+    if latency and latency.get("estimate") and space.latency_model is None:
+        from autocompress.hardware.policy_latency import latency_model_for
+
+        space.latency_model = latency_model_for(space, model, task, latency)  # latency targets for the strategies
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, **(strategy_params or {}))
     parsed = [Constraint.parse(c) for c in constraints]
     study = Study.open(storage, study_name, objectives=list(objectives))

@@ -81,6 +81,8 @@ def cost_bounds(constraints: Sequence[Constraint]) -> list[tuple[str, float, boo
         key = c.key.removesuffix("_ratio")
         if key in COST_KEYS and c.op in ("<=", "<"):
             out.append((key, c.bound, c.key.endswith("_ratio")))
+        elif key == "latency_ms" and c.op in ("<=", "<"):  # filled when the space has a latency model
+            out.append(("latency", c.bound, False))
     return out
 
 

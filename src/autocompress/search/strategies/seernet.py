@@ -52,7 +52,12 @@ from autocompress.predict import (
 )
 from autocompress.predict.optimize import optimize_policy
 from autocompress.search.objectives import COST_KEYS, Record
-from autocompress.search.strategies.allocate import cost_fields, spread_order, stratified_policies
+from autocompress.search.strategies.allocate import (
+    cost_fields,
+    cost_value,
+    spread_order,
+    stratified_policies,
+)
 from autocompress.search.strategies.base import SearchContext, Strategy
 from autocompress.search.strategies.greedy import cost_bounds, parse_target
 from autocompress.space import SearchSpace
@@ -127,7 +132,7 @@ class SeerNetStrategy(Strategy):
                 return
 
     def _ratios(self, ctx: SearchContext) -> list[float]:
-        return [bound if is_ratio else bound / float(getattr(ctx.cost(Policy()), key))
+        return [bound if is_ratio else bound / cost_value(ctx.space, Policy(), key)
                 for key, bound, is_ratio in self._targets(ctx)]
 
     def _first_labels(self, ctx: SearchContext, rng: np.random.Generator) -> list[Policy]:
