@@ -149,3 +149,20 @@ def test_auto_picks_the_ensemble_for_few_labels_and_the_gp_for_many(data):
     assert default_kind(GP_FROM - 1) == "ensemble" and default_kind(GP_FROM) == "gp"
     assert AccuracyPredictor(epochs=50, members=2).fit(X[:20], y[:20]).kind_ == "ensemble"
     assert AccuracyPredictor().fit(X[:GP_FROM], y[:GP_FROM]).kind_ == "gp"
+
+
+def test_warm_start_transfers_a_predictor_to_few_labels_of_a_shifted_task(data):
+    X, y = data
+    rng = np.random.default_rng(1)
+    shifted = y - 4 * X[:, 4]  # the "quantized" task: the same landscape plus an effect of one more input
+    source = AccuracyPredictor("mlp", epochs=300).fit(X[:150], y[:150])  # many cheap labels
+    few = rng.choice(np.arange(150), 15, replace=False)
+    transferred = AccuracyPredictor("mlp", epochs=150, lr=0.003).fit(X[few], shifted[few], warm_start=source)
+    scratch = AccuracyPredictor("mlp", epochs=300).fit(X[few], shifted[few])
+    tau = lambda p: ranking_metrics(shifted[150:], p.predict(X[150:]))["kendall_tau"]  # noqa: E731
+    assert tau(transferred) > tau(scratch)
+    assert transferred.nets_[0] is not source.nets_[0] and source.predict(X[:2]).shape == (2,)  # the source is kept
+    with pytest.raises(ValueError, match="warm_start needs an 'mlp' or 'ensemble' predictor"):
+        AccuracyPredictor("mlp").fit(X[:10], y[:10], warm_start=AccuracyPredictor("linear").fit(X, y))
+    with pytest.raises(ValueError, match="fitted on 6 features; X has 3"):
+        AccuracyPredictor("mlp").fit(X[:10, :3], y[:10], warm_start=source)

@@ -29,6 +29,7 @@ for policy optimization: by autograd for the MLPs, by central differences otherw
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
@@ -71,8 +72,13 @@ class AccuracyPredictor:
         self.seed = seed
 
     # ------------------------------------------------------------------ fit / predict
-    def fit(self, X: Any, y: Any) -> AccuracyPredictor:
+    def fit(self, X: Any, y: Any, *, warm_start: AccuracyPredictor | None = None) -> AccuracyPredictor:
+        """Fit on ``(X, y)``. ``warm_start``: a fitted MLP/ensemble predictor to start from (predictor
+        transfer, APQ): its networks are copied and trained further on ``(X, y)``, with its input and
+        target standardization kept, so few labels refine what many cheaper ones taught."""
         X, y = _check_xy(X, y)
+        if warm_start is not None:
+            return self._fit_warm(X, y, warm_start)
         kind = default_kind(len(X)) if self.kind == "auto" else self.kind
         if kind not in KINDS:
             raise ValueError(f"kind must be 'auto' or one of {list(KINDS)}, got {self.kind!r}")
@@ -106,6 +112,20 @@ class AccuracyPredictor:
             from sklearn.linear_model import BayesianRidge
 
             self.model_ = BayesianRidge().fit(Z, t)
+        return self
+
+    def _fit_warm(self, X: np.ndarray, y: np.ndarray, source: AccuracyPredictor) -> AccuracyPredictor:
+        source._check_fitted()
+        if source.kind_ not in ("mlp", "ensemble"):
+            raise ValueError(f"warm_start needs an 'mlp' or 'ensemble' predictor, got a {source.kind_!r} one")
+        if X.shape[1] != source.n_features_in_:
+            raise ValueError(f"warm_start was fitted on {source.n_features_in_} features; X has {X.shape[1]}")
+        self.kind_, self.n_features_in_ = source.kind_, source.n_features_in_
+        self.x_mean_, self.x_scale_ = source.x_mean_.copy(), source.x_scale_.copy()
+        self.y_mean_, self.y_scale_ = source.y_mean_, source.y_scale_
+        Z, t = self._z(X), (y - self.y_mean_) / self.y_scale_
+        with single_threaded():
+            self.nets_ = [self._train_mlp(Z, t, self.seed * 1000 + i, start=net) for i, net in enumerate(source.nets_)]
         return self
 
     def predict(self, X: Any, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -145,11 +165,14 @@ class AccuracyPredictor:
     def _z(self, X: np.ndarray) -> np.ndarray:
         return (X - self.x_mean_) / self.x_scale_
 
-    def _train_mlp(self, Z: np.ndarray, t: np.ndarray, seed: int) -> nn.Module:
+    def _train_mlp(self, Z: np.ndarray, t: np.ndarray, seed: int, start: nn.Module | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = nn.Sequential(nn.Linear(Z.shape[1], self.hidden), nn.ELU(), nn.Linear(self.hidden, self.hidden), nn.ELU(),
-                                nn.Linear(self.hidden, 1))
+            if start is not None:
+                net = copy.deepcopy(start).train()
+            else:
+                net = nn.Sequential(nn.Linear(Z.shape[1], self.hidden), nn.ELU(), nn.Linear(self.hidden, self.hidden),
+                                    nn.ELU(), nn.Linear(self.hidden, 1))
         inputs, targets = torch.as_tensor(Z, dtype=torch.float32), torch.as_tensor(t, dtype=torch.float32)
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.epochs)
