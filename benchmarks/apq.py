@@ -10,7 +10,14 @@ depth 1-3, width 0.5/0.75/1, kernel 3/5/7 per stage) trained once with the sandw
 architectures trained alone from scratch for the same number of epochs (Adam, cosine decay,
 same seed). Parameters and MACs per sub-network are counted on the extracted model.
 
-Not yet (issue 6): predictor transfer, the ``apq`` strategy, the staged pipeline comparison.
+Section ``predictor``: full-precision labels of random sub-networks (cheap: extract, BN
+re-estimation, validation accuracy) train a predictor; quantized labels (each conv's weights and
+inputs fake-quantized at per-stage bits, a short quantization-aware fine-tune) are few; the
+quantization-aware predictor trained from scratch on n of them vs the full-precision one
+fine-tuned on the same n (``AccuracyPredictor.fit(..., warm_start=...)``). The trained supernet
+and the labels are kept under ``--runs`` (a second run re-uses them).
+
+Not yet (issue 6): the ``apq`` strategy and the staged pipeline comparison.
 Writes benchmarks/results/apq.{json,md}.
 """
 
@@ -43,28 +50,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--random", type=int, default=2, help="random sub-networks compared besides the two ends")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sections", nargs="+", default=["supernet", "predictor"], choices=["supernet", "predictor"])
+    parser.add_argument("--fp-labels", type=int, default=300, help="full-precision sub-network labels (cheap)")
+    parser.add_argument("--q-pool", type=int, default=150, help="quantized labels the predictors may use")
+    parser.add_argument("--q-test", type=int, default=100, help="held-out quantized labels")
+    parser.add_argument("--qat-steps", type=int, default=20, help="quantization-aware fine-tune steps per quantized label")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 50, 100, 150])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--runs", type=Path, default=Path("runs/apq"), help="trained supernet and labels are kept here")
     parser.add_argument("--out", type=Path, default=RESULTS / "apq")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    task = load_task("mnist1d", seed=args.seed)
+def supernet_for(args: argparse.Namespace, task) -> tuple[ElasticCNN1d, dict]:  # noqa: ANN001
+    """The trained supernet of these settings: from ``--runs`` when there, else trained and kept there."""
+    path = args.runs / f"supernet-seed{args.seed}-e{args.epochs:g}-s{args.sandwich}.pt"
     torch.manual_seed(args.seed)
     supernet = ElasticCNN1d()
-    start = time.perf_counter()
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        supernet.load_state_dict(saved["state"])
+        return supernet.eval(), {k: float(v) for k, v in saved["stats"].items()} | {"cached": 1.0}
     stats = train_supernet(supernet, task, epochs=args.epochs, sandwich=args.sandwich, seed=args.seed)
-    print(f"supernet trained: {stats}", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": supernet.state_dict(), "stats": stats}, path)
+    return supernet, stats
+
+
+def supernet_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> list[dict]:  # noqa: ANN001
     rng = np.random.default_rng(args.seed)
     configs = {"largest": supernet.largest(), "smallest": supernet.smallest()}
     configs.update({f"random {i + 1}": supernet.random(rng) for i in range(args.random)})
     rows = []
     for label, config in configs.items():
         inherited, model = subnet_metric(supernet, config, task, "test", seed=args.seed)
-        alone = ElasticCNN1d()
         torch.manual_seed(args.seed)
-        standalone = alone.extract(config)
+        standalone = ElasticCNN1d().extract(config)
         for module in standalone.modules():  # fresh initialization of the same architecture
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
@@ -74,28 +95,153 @@ def main(argv: list[str] | None = None) -> None:
                      "macs": cost.macs, "inherited": inherited, "alone": evaluate_metric(standalone, task, "test"),
                      "alone_seconds": train_stats["seconds"]})
         print(f"{label}: inherited {inherited:.2f}, trained alone {rows[-1]['alone']:.2f}", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------ predictor transfer
+BITS = (4, 5, 6, 8)
+
+
+def features(config, bits: tuple[int, ...]) -> np.ndarray:  # noqa: ANN001
+    """Architecture (depth, width, kernel per stage) + quantization step 2^-bits per stage (0 = full precision)."""
+    return np.concatenate([config.to_vector(), [0.0 if b >= 32 else 2.0 ** -b for b in bits]])
+
+
+def quantized_metric(supernet: ElasticCNN1d, config, bits: tuple[int, ...], task, args, seed: int) -> float:  # noqa: ANN001
+    """Extract, re-estimate BN, fake-quantize each stage's convs at its bits (weights and inputs), calibrate,
+    fine-tune ``--qat-steps`` steps (quantization-aware), validation metric."""
+    from autocompress.finetune import recalibrate_batchnorm
+    from autocompress.transforms.quantize import calibrate_activations, quantize_layer
+
+    model = supernet.extract(config)
+    recalibrate_batchnorm(model, task, batches=20, seed=seed)
+    index = 0
+    for stage, b in zip(config.stages, bits, strict=True):
+        for _ in range(stage.depth):
+            model[index] = quantize_layer(model[index], b, b)
+            index += 3  # conv, bn, relu
+    calibrate_activations(model, [x for x, _ in zip(task.split("train")[0].split(256), range(4), strict=False)])
+    if args.qat_steps:
+        train(model, task, steps=args.qat_steps, lr=1e-3, seed=seed)
+    return evaluate_metric(model, task, "val")
+
+
+def labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
+    path = args.runs / f"labels-seed{args.seed}-e{args.epochs:g}-fp{args.fp_labels}-q{args.q_pool + args.q_test}-qat{args.qat_steps}.npz"
+    if path.exists():
+        return dict(np.load(path))
+    rng = np.random.default_rng([args.seed, 17])
+    start = time.perf_counter()
+    fp_X, fp_y = [], []
+    for _ in range(args.fp_labels):
+        config = supernet.random(rng)
+        fp_X.append(features(config, (32,) * len(config.stages)))
+        fp_y.append(subnet_metric(supernet, config, task, "val", seed=args.seed)[0])
+    fp_seconds = time.perf_counter() - start
+    print(f"{args.fp_labels} full-precision labels in {fp_seconds:.0f} s", flush=True)
+    q_X, q_y = [], []
+    for _ in range(args.q_pool + args.q_test):
+        config = supernet.random(rng)
+        bits = tuple(int(rng.choice(BITS)) for _ in config.stages)
+        q_X.append(features(config, bits))
+        q_y.append(quantized_metric(supernet, config, bits, task, args, args.seed))
+    q_seconds = time.perf_counter() - start - fp_seconds
+    print(f"{args.q_pool + args.q_test} quantized labels in {q_seconds:.0f} s", flush=True)
+    out = {"fp_X": np.array(fp_X), "fp_y": np.array(fp_y), "q_X": np.array(q_X), "q_y": np.array(q_y),
+           "seconds": np.array([fp_seconds, q_seconds])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    return out
+
+
+def predictor_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    from autocompress.predict import AccuracyPredictor, ranking_metrics
+
+    data = labels(supernet, task, args)
+    pool_X, pool_y = data["q_X"][: args.q_pool], data["q_y"][: args.q_pool]
+    test_X, test_y = data["q_X"][args.q_pool:], data["q_y"][args.q_pool:]
+    source = AccuracyPredictor("mlp", seed=args.seed).fit(data["fp_X"], data["fp_y"])
+    zero_shot = ranking_metrics(test_y, source.predict(test_X))
+    rows = []
+    for seed in args.seeds:
+        order = np.random.default_rng([seed, 23]).permutation(args.q_pool)
+        for n in args.sizes:
+            picked = order[:n]
+            arms = {"scratch": AccuracyPredictor("mlp", seed=seed).fit(pool_X[picked], pool_y[picked]),
+                    "transfer": AccuracyPredictor("mlp", seed=seed, epochs=300, lr=0.003).fit(
+                        pool_X[picked], pool_y[picked], warm_start=source)}
+            for arm, predictor in arms.items():
+                rows.append({"seed": seed, "n": n, "arm": arm, **ranking_metrics(test_y, predictor.predict(test_X))})
+        print(f"seed {seed}: " + ", ".join(f"{r['arm']}@{r['n']} {r['kendall_tau']:.3f}" for r in rows[-2 * len(args.sizes):]),
+              flush=True)
+    summary = {}
+    for arm in ("scratch", "transfer"):
+        for n in args.sizes:
+            cell = [r for r in rows if r["arm"] == arm and r["n"] == n]
+            summary[f"{arm}@{n}"] = {k: (float(np.mean([c[k] for c in cell])), float(np.std([c[k] for c in cell])))
+                                     for k in ("kendall_tau", "rmse")}
+    return {"rows": rows, "summary": summary, "zero_shot": zero_shot, "seconds": data["seconds"].tolist(),
+            "label_stats": {"fp_mean": float(data["fp_y"].mean()), "fp_std": float(data["fp_y"].std()),
+                            "q_mean": float(data["q_y"].mean()), "q_std": float(data["q_y"].std())}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    task = load_task("mnist1d", seed=args.seed)
+    start = time.perf_counter()
+    supernet, stats = supernet_for(args, task)
+    print(f"supernet: {stats}", flush=True)
     result = {"command": "python benchmarks/apq.py " + shlex.join(sys.argv[1:] if argv is None else argv),
               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
               f"{args.threads} torch threads, load average {os.getloadavg()[0]:.1f}", "torch": torch.__version__,
-              "settings": {k: str(v) for k, v in vars(args).items()}, "supernet": stats, "rows": rows,
-              "seconds": time.perf_counter() - start}
+              "settings": {k: str(v) for k, v in vars(args).items()}, "supernet": stats}
+    if "supernet" in args.sections:
+        result["rows"] = supernet_section(supernet, task, args)
+    if "predictor" in args.sections:
+        result["predictor"] = predictor_section(supernet, task, args)
+    result["seconds"] = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    lines = ["# APQ on MNIST-1D: elastic supernet vs the same architectures trained alone", "",
+    args.out.with_suffix(".md").write_text(markdown(result, args))
+    print(markdown(result, args))
+
+
+def markdown(result: dict, args: argparse.Namespace) -> str:
+    stats = result["supernet"]
+    lines = ["# APQ on MNIST-1D: elastic supernet and predictor transfer", "",
              f"Command `{result['command']}`; {result['date']}; {result['machine']}; torch {result['torch']}; seed "
              f"{args.seed}; {result['seconds']:.0f} s.", "",
              f"Supernet (channels 32/64/128, depth 1–3, width 0.5/0.75/1, kernel 3/5/7 per stage) trained once for "
              f"{args.epochs:g} epochs with the sandwich rule (largest + smallest + {args.sandwich} random per step, "
-             f"in-place distillation): {stats['seconds']:.0f} s. Sub-networks extracted with their inherited weights "
-             f"(BatchNorm re-estimated on 20 training batches) vs the same architecture trained alone for "
-             f"{args.epochs:g} epochs (Adam 3e-3, cosine). Test accuracy, %:", "",
-             "| sub-network | (depth, width, kernel) per stage | params | MACs | inherited from the supernet | trained alone |",
-             "|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        arch = " · ".join(f"({s['depth']}, {s['width']:g}, {s['kernel']})" for s in r["config"])
-        lines.append(f"| {r['subnet']} | {arch} | {r['params']:,} | {r['macs']:,} | {r['inherited']:.2f} | {r['alone']:.2f} |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+             f"in-place distillation): {stats['seconds']:.0f} s{' (kept in ' + str(args.runs) + ')' if stats.get('cached') else ''}."]
+    if "rows" in result:
+        lines += ["", f"Sub-networks extracted with their inherited weights (BatchNorm re-estimated on 20 training batches) "
+                  f"vs the same architecture trained alone for {args.epochs:g} epochs (Adam 3e-3, cosine). Test accuracy, %:", "",
+                  "| sub-network | (depth, width, kernel) per stage | params | MACs | inherited from the supernet | trained alone |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for r in result["rows"]:
+            arch = " · ".join(f"({s['depth']}, {s['width']:g}, {s['kernel']})" for s in r["config"])
+            lines.append(f"| {r['subnet']} | {arch} | {r['params']:,} | {r['macs']:,} | {r['inherited']:.2f} | {r['alone']:.2f} |")
+    if "predictor" in result:
+        p = result["predictor"]
+        ls = p["label_stats"]
+        lines += ["", "## Predictor transfer", "",
+                  f"Labels: {args.fp_labels} random sub-networks at full precision (validation accuracy of the extracted model, "
+                  f"mean {ls['fp_mean']:.1f}, std {ls['fp_std']:.1f}; {p['seconds'][0]:.0f} s) and "
+                  f"{args.q_pool + args.q_test} random (sub-network, bits per stage in {list(BITS)}) pairs, weights and "
+                  f"inputs of every conv fake-quantized, {args.qat_steps} quantization-aware fine-tune steps (mean "
+                  f"{ls['q_mean']:.1f}, std {ls['q_std']:.1f}; {p['seconds'][1]:.0f} s). Features: (depth, width, kernel) "
+                  "per stage + 2^-bits per stage (0 at full precision). SeerNet MLP predictors; Kendall τ / RMSE on "
+                  f"{args.q_test} held-out quantized labels, mean ± std over seeds {args.seeds}; the full-precision "
+                  f"predictor alone (zero-shot) τ {p['zero_shot']['kendall_tau']:.3f}.", "",
+                  "| quantized labels | from scratch τ | transfer τ | from scratch RMSE | transfer RMSE |",
+                  "|---:|---:|---:|---:|---:|"]
+        for n in args.sizes:
+            a, b = p["summary"][f"scratch@{n}"], p["summary"][f"transfer@{n}"]
+            lines.append(f"| {n} | {a['kendall_tau'][0]:.3f} ± {a['kendall_tau'][1]:.3f} | "
+                         f"{b['kendall_tau'][0]:.3f} ± {b['kendall_tau'][1]:.3f} | {a['rmse'][0]:.2f} | {b['rmse'][0]:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
