@@ -168,7 +168,7 @@ def predictor_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) ->
         for n in args.sizes:
             picked = order[:n]
             arms = {"scratch": AccuracyPredictor("mlp", seed=seed).fit(pool_X[picked], pool_y[picked]),
-                    "transfer": AccuracyPredictor("mlp", seed=seed, epochs=300, lr=0.003).fit(
+                    "transfer": AccuracyPredictor("mlp", seed=seed, epochs=600, lr=0.01).fit(
                         pool_X[picked], pool_y[picked], warm_start=source)}
             for arm, predictor in arms.items():
                 rows.append({"seed": seed, "n": n, "arm": arm, **ranking_metrics(test_y, predictor.predict(test_X))})

@@ -166,3 +166,13 @@ def test_warm_start_transfers_a_predictor_to_few_labels_of_a_shifted_task(data):
         AccuracyPredictor("mlp").fit(X[:10], y[:10], warm_start=AccuracyPredictor("linear").fit(X, y))
     with pytest.raises(ValueError, match="fitted on 6 features; X has 3"):
         AccuracyPredictor("mlp").fit(X[:10, :3], y[:10], warm_start=source)
+
+
+def test_warm_start_learns_an_input_the_source_never_saw_vary(data):
+    X, y = data
+    full_precision = X.copy()
+    full_precision[:, 5] = 0.0  # e.g. a quantization step: 0 at full precision for every cheap label
+    source = AccuracyPredictor("mlp", epochs=300).fit(full_precision[:150], y[:150])
+    quantized = y - 20 * X[:, 5]  # the new input now drives the metric
+    transferred = AccuracyPredictor("mlp", epochs=300).fit(X[:30], quantized[:30], warm_start=source)
+    assert ranking_metrics(quantized[150:], transferred.predict(X[150:]))["kendall_tau"] > 0.7

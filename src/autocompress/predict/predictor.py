@@ -86,8 +86,8 @@ class AccuracyPredictor:
             raise ValueError(f"need at least 2 labelled policies to fit, got {len(X)}")
         self.kind_ = kind
         self.n_features_in_ = X.shape[1]
-        self.x_mean_, self.x_scale_ = X.mean(0), X.std(0)
-        self.x_scale_[self.x_scale_ == 0] = 1.0  # a constant column carries no information
+        self.x_mean_, self.x_std_ = X.mean(0), X.std(0)
+        self.x_scale_ = np.where(self.x_std_ > 0, self.x_std_, 1.0)  # a constant column carries no information
         self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
         Z, t = self._z(X), (y - self.y_mean_) / self.y_scale_
         if kind in ("mlp", "ensemble"):
@@ -122,6 +122,14 @@ class AccuracyPredictor:
             raise ValueError(f"warm_start was fitted on {source.n_features_in_} features; X has {X.shape[1]}")
         self.kind_, self.n_features_in_ = source.kind_, source.n_features_in_
         self.x_mean_, self.x_scale_ = source.x_mean_.copy(), source.x_scale_.copy()
+        # inputs the source never saw vary (e.g. bits, all full precision there) get the new data's scale:
+        # kept at the source's (mean, 1) they would be too small for the copied networks to learn from
+        constant = source.x_std_ == 0
+        if constant.any():
+            self.x_mean_[constant] = X[:, constant].mean(0)
+            scale = X[:, constant].std(0)
+            self.x_scale_[constant] = np.where(scale > 0, scale, 1.0)
+        self.x_std_ = np.where(constant, X.std(0), source.x_std_)
         self.y_mean_, self.y_scale_ = source.y_mean_, source.y_scale_
         Z, t = self._z(X), (y - self.y_mean_) / self.y_scale_
         with single_threaded():
