@@ -57,19 +57,21 @@ from torch import nn
 from autocompress import count_cost
 from autocompress.finetune import evaluate_metric, train
 from autocompress.task import Task
+from autocompress.transforms.refine import (
+    DEFAULT_LOSS_TOLERANCE,
+    refine_dense,
+    reinitialized,
+    sweep_epsilon,
+)
 from autocompress.transforms.units import (
     DEFAULT_EPSILONS,
-    DEFAULT_LOSS_TOLERANCE,
     DEFAULT_STATISTIC,
     STATISTICS,
     DenseChain,
     dense_chain,
     measure_units,
     rebuild_dense,
-    refine_dense,
-    reinitialized,
     select_units,
-    sweep_epsilon,
     unit_scores,
 )
 from autocompress.zoo import load_task

@@ -13,15 +13,14 @@ from autocompress import cli, count_cost
 from autocompress.task import Task
 from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.prune import activation_std_importance
-from autocompress.transforms.units import (
-    DenseStructureError,
+from autocompress.transforms.refine import (
     SweepPoint,
     choose_epsilon,
-    dense_chain,
     refine_dense,
     reinitialized,
     sweep_epsilon,
 )
+from autocompress.transforms.units import DenseStructureError, dense_chain
 from autocompress.zoo.models import TabularMLP
 
 runner = CliRunner()
@@ -311,7 +310,7 @@ def test_refine_dense_is_exported():
 
 
 def test_the_loss_gate_rejects_a_point_that_only_the_coarse_metric_passes():
-    from autocompress.transforms.units import SweepPoint
+    from autocompress.transforms.refine import SweepPoint
 
     points = [SweepPoint(epsilon=e, params=100 - int(100 * e), hidden=[1], metric_before_retrain=90.0, metric=90.0,
                          loss=loss) for e, loss in ((0.3, 0.10), (0.5, 0.14), (0.7, 0.40))]

@@ -14,7 +14,7 @@ from autocompress.search import Study
 from autocompress.space import LayerInfo, ModelTraceError, PolicyError, SearchSpace
 from autocompress.task import Task
 from autocompress.transforms.apply import apply_policy
-from autocompress.transforms.units import refine_dense as refine_dense
+from autocompress.transforms.refine import refine_dense as refine_dense
 
 __version__ = "0.1.0"
 

@@ -453,12 +453,8 @@ def refine(
     from rich.table import Table
 
     from autocompress.finetune import evaluate_metric
-    from autocompress.transforms.units import (
-        STATISTICS,
-        DenseStructureError,
-        dense_chain,
-        refine_dense,
-    )
+    from autocompress.transforms.refine import refine_dense
+    from autocompress.transforms.units import STATISTICS, DenseStructureError, dense_chain
     from autocompress.zoo import list_zoo
 
     chosen_epsilon = _parse_epsilon(epsilon)

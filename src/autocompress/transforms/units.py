@@ -44,19 +44,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
-import numpy as np
 import torch
-from pydantic import BaseModel
 from torch import Tensor, nn
 
-from autocompress.cost import count_cost
-from autocompress.finetune import evaluate_loss, evaluate_metric, train
-from autocompress.search.pareto import non_dominated
-from autocompress.task import Task
 from autocompress.transforms.apply import set_submodule
 
 __all__ = [
@@ -66,22 +59,12 @@ __all__ = [
     "DenseChain",
     "DenseLayer",
     "DenseStructureError",
-    "LayerUnits",
-    "RefineReport",
-    "Refined",
-    "SweepPoint",
     "UnitStats",
-    "choose_epsilon",
-    "default_loss_tolerance",
-    "default_tolerance",
     "dense_chain",
     "deviation_bound",
     "measure_units",
     "rebuild_dense",
-    "refine_dense",
-    "reinitialized",
     "select_units",
-    "sweep_epsilon",
     "unit_scores",
 ]
 
@@ -92,8 +75,6 @@ DEFAULT_EPSILONS = (
     0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9,
 )
 _NORMALISED = ("std_max", "contribution_max")
-#: ``refine_dense(epsilon="auto")``: the refined model's validation cross-entropy may exceed the original's by this
-DEFAULT_LOSS_TOLERANCE = 0.05
 
 #: per-unit modules between two Linear layers and their Lipschitz constants (a bound on |f'|)
 _LIPSCHITZ: dict[type, Callable[[nn.Module], float]] = {
@@ -416,342 +397,6 @@ def deviation_bound(
                 change = change * (factor[rows] if isinstance(factor, Tensor) else factor)
         bound, previous = change, layer
     return bound
-
-
-# --------------------------------------------------------------------------- reports
-
-
-class LayerUnits(BaseModel):
-    """One hidden layer's units: how many were kept, which, and their scores."""
-
-    layer: str
-    units: int
-    kept: int
-    removed: int
-    kept_units: list[int]
-    score_min: float
-    score_median: float
-    score_max: float
-    removed_score_max: float | None  # the most useful removed unit's score (None: none removed)
-
-
-class SweepPoint(BaseModel):
-    """One epsilon of a sweep: the refined model's size and validation metric."""
-
-    epsilon: float
-    params: int
-    hidden: list[int]
-    metric_before_retrain: float
-    metric: float  # after retraining
-    loss: float | None = None  # validation task loss after retraining
-    on_front: bool = False
-
-
-class RefineReport(BaseModel):
-    """What :func:`refine_dense` measured and did."""
-
-    statistic: str
-    epsilon: float
-    samples: int
-    layers: list[LayerUnits]
-    hidden: list[int]
-    params_before: int
-    params_after: int
-    output_bound: float  # max over outputs of :func:`deviation_bound` (before retraining)
-    metric_name: str | None = None
-    metric_original: float | None = None  # validation split
-    metric_before_retrain: float | None = None
-    metric_retrained: float | None = None
-    retrain_epochs: float = 0.0
-    tolerance: float | None = None
-    loss_original: float | None = None  # validation task loss of the original
-    loss_tolerance: float | None = None
-    met_tolerance: bool | None = None
-    sweep: list[SweepPoint] = []
-
-    @property
-    def params_removed(self) -> float:
-        """Fraction of the parameters removed (0-1)."""
-        return 1.0 - self.params_after / self.params_before
-
-
-class Refined(NamedTuple):
-    """The refined model and its report (unpack: ``model, report = refine_dense(...)``)."""
-
-    model: nn.Module
-    report: RefineReport
-
-
-# --------------------------------------------------------------------------- refine / sweep
-
-
-def default_tolerance(task: Task, original_metric: float) -> float:
-    """0.5 points for an accuracy (percent); otherwise 1 % of the original metric's magnitude."""
-    return 0.5 if task.metric == "accuracy" else 0.01 * abs(original_metric)
-
-
-def _params(model: nn.Module, example: Tensor) -> int:
-    return count_cost(model, example).params
-
-
-def _layer_report(name: str, score: Tensor, keep: Tensor) -> LayerUnits:
-    removed = _removed(keep, len(score))
-    return LayerUnits(
-        layer=name,
-        units=len(score),
-        kept=len(keep),
-        removed=len(removed),
-        kept_units=keep.tolist(),
-        score_min=float(score.min()),
-        score_median=float(score.median()),
-        score_max=float(score.max()),
-        removed_score_max=float(score[removed].max()) if removed.numel() else None,
-    )
-
-
-@dataclass
-class _Measured:
-    """What refining needs, measured once per model: its chain, unit stats and scores."""
-
-    chain: DenseChain
-    stats: dict[str, UnitStats]
-    scores: dict[str, Tensor]
-    example: Tensor
-
-
-def _measure(model: nn.Module, inputs: Tensor, statistic: str) -> _Measured:
-    _check_statistic(statistic)
-    chain = dense_chain(model, inputs[:8])
-    stats = measure_units(model, inputs, chain)
-    return _Measured(chain, stats, unit_scores(model, chain, stats, statistic), inputs[:1].clone())
-
-
-def _refine_once(model: nn.Module, measured: _Measured, epsilon: float, statistic: str) -> Refined:
-    kept = select_units(measured.scores, epsilon)
-    small = rebuild_dense(model, measured.chain, kept, measured.stats)
-    bound = deviation_bound(model, measured.chain, kept, measured.stats)
-    report = RefineReport(
-        statistic=statistic,
-        epsilon=float(epsilon),
-        samples=next(iter(measured.stats.values())).samples,
-        layers=[_layer_report(name, measured.scores[name], kept[name]) for name in kept],
-        hidden=[len(kept[layer.linear]) for layer in measured.chain.layers],
-        params_before=_params(model, measured.example),
-        params_after=_params(small, measured.example),
-        output_bound=float(bound.max()),
-    )
-    return Refined(small, report)
-
-
-def _retrain(model: nn.Module, task: Task, epochs: float, seed: int, lr: float) -> None:
-    if epochs > 0:
-        train(model, task, epochs=epochs, lr=lr, seed=seed)
-
-
-def sweep_epsilon(
-    model: nn.Module,
-    task: Task,
-    epsilons: Sequence[float] = DEFAULT_EPSILONS,
-    *,
-    statistic: str = DEFAULT_STATISTIC,
-    retrain_epochs: float = 5.0,
-    lr: float = 1e-3,
-    seed: int = 0,
-    stop_when: Callable[[SweepPoint], bool] | None = None,
-) -> list[tuple[SweepPoint, nn.Module]]:
-    """Refine at each epsilon, retrain, measure the validation metric; mark the non-dominated points.
-
-    Unit statistics come from ``task``'s training inputs. Epsilons that keep the same units share
-    one refined model. Returns ``(point, retrained model)`` pairs in the order of ``epsilons``,
-    stopping after the first point for which ``stop_when(point)`` is true (if given);
-    ``point.on_front``: no other point has fewer-or-equal params and a higher-or-equal metric.
-    """
-    if not epsilons:
-        raise ValueError("sweep_epsilon: epsilons is empty; give at least one epsilon >= 0")
-    for epsilon in epsilons:
-        _check_epsilon(epsilon)
-    measured = _measure(model, task.split("train")[0], statistic)
-    done: dict[tuple, tuple[SweepPoint, nn.Module]] = {}
-    results = []
-    for epsilon in epsilons:
-        kept = select_units(measured.scores, epsilon)
-        key = tuple(tuple(k.tolist()) for k in kept.values())
-        if key not in done:
-            small, report = _refine_once(model, measured, epsilon, statistic)
-            before = evaluate_metric(small, task, "val")
-            _retrain(small, task, retrain_epochs, seed, lr)
-            point = SweepPoint(
-                epsilon=epsilon,
-                params=report.params_after,
-                hidden=report.hidden,
-                metric_before_retrain=before,
-                metric=evaluate_metric(small, task, "val"),
-                loss=evaluate_loss(small, task, "val"),
-            )
-            done[key] = (point, small)
-        point, small = done[key]
-        results.append((point.model_copy(update={"epsilon": float(epsilon)}), small))
-        if stop_when is not None and stop_when(results[-1][0]):
-            break
-    mask = non_dominated(np.array([[p.params, p.metric] for p, _ in results], dtype=float), ["minimize", "maximize"])
-    return [(p.model_copy(update={"on_front": bool(on)}), m) for (p, m), on in zip(results, mask, strict=True)]
-
-
-def choose_epsilon(points: Sequence[SweepPoint], original_metric: float, tolerance: float, *,
-                   original_loss: float | None = None, loss_tolerance: float | None = None) -> SweepPoint | None:
-    """The point with the largest epsilon that passes: metric at most ``tolerance`` below the original's
-    and, with ``loss_tolerance``, validation loss at most ``loss_tolerance`` above ``original_loss``.
-
-    None when no point qualifies.
-    """
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0 (in the metric's units), got {tolerance}")
-    good = [p for p in points if passes(p, original_metric, tolerance, original_loss, loss_tolerance)]
-    return max(good, key=lambda p: (p.epsilon, -p.params)) if good else None
-
-
-def passes(point: SweepPoint, original_metric: float, tolerance: float, original_loss: float | None = None,
-           loss_tolerance: float | None = None) -> bool:
-    """Whether a sweep point is within the metric tolerance (and the loss tolerance, when given)."""
-    if point.metric < original_metric - tolerance:
-        return False
-    if loss_tolerance is None or original_loss is None or point.loss is None:
-        return True
-    return point.loss <= original_loss + loss_tolerance
-
-
-def default_loss_tolerance(task: Task) -> float | None:
-    """0.05 nats of validation cross-entropy for classification; None (metric only) otherwise."""
-    return DEFAULT_LOSS_TOLERANCE if task.is_classification else None
-
-
-def refine_dense(
-    model: nn.Module,
-    data: Tensor | Task,
-    epsilon: float | str = 0.05,
-    *,
-    statistic: str = DEFAULT_STATISTIC,
-    tolerance: float | None = None,
-    loss_tolerance: float | str | None = "auto",
-    retrain_epochs: float | None = None,
-    epsilons: Sequence[float] | None = None,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> Refined:
-    """Remove the hidden units of a dense ``model`` whose usefulness score is below ``epsilon``.
-
-    ``data``: the inputs the unit statistics are measured on, or a Task (its training inputs;
-    then the validation metric is reported and the model can be retrained). ``epsilon``: a
-    float >= 0, or ``"auto"`` (needs a Task): :func:`sweep_epsilon` over ``epsilons`` (default
-    :data:`DEFAULT_EPSILONS`), each refined model retrained for ``retrain_epochs`` (default 5),
-    and the largest epsilon whose validation metric is at most ``tolerance`` below the
-    original's (default :func:`default_tolerance`) and whose validation loss is at most
-    ``loss_tolerance`` above the original's is chosen (``"auto"``:
-    :func:`default_loss_tolerance`, 0.05 nats for classification: on validation sets of a few
-    dozen samples accuracy moves in steps of several points and cannot tell a safe refinement
-    from one that has lost confidence; the loss can; ``None``: metric only); if none is,
-    nothing is removed.
-    The sweep runs from the largest epsilon down and stops at the first that qualifies (the
-    report's ``sweep`` holds the points evaluated; :func:`sweep_epsilon` gives the whole curve).
-    With a float epsilon the model is retrained only when ``retrain_epochs`` > 0 (default 0).
-    Returns ``Refined(model, report)``; the input model is never changed.
-    """
-    task = data if isinstance(data, Task) else None
-    inputs = task.split("train")[0] if task is not None else data
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"refine_dense: data must be an input tensor or a Task, got {type(data).__name__}")
-    _check_statistic(statistic)
-    if isinstance(epsilon, str):
-        if epsilon != "auto":
-            raise ValueError(f"refine_dense: epsilon must be a number >= 0 or 'auto', got {epsilon!r}")
-        if task is None:
-            raise ValueError("refine_dense: epsilon='auto' needs a Task (it retrains and validates), got a tensor")
-        return _refine_auto(model, task, statistic, tolerance, loss_tolerance, retrain_epochs, epsilons, lr, seed)
-    _check_epsilon(epsilon)
-    retrain_epochs = 0.0 if retrain_epochs is None else retrain_epochs
-    if retrain_epochs > 0 and task is None:
-        raise ValueError("refine_dense: retrain_epochs > 0 needs a Task to train on, got a tensor")
-    small, report = _refine_once(model, _measure(model, inputs, statistic), epsilon, statistic)
-    if task is not None:
-        report = _with_metrics(report, model, small, task, retrain_epochs, seed, lr)
-    return Refined(small, report)
-
-
-def _with_metrics(report: RefineReport, model: nn.Module, small: nn.Module, task: Task, epochs: float, seed: int, lr: float) -> RefineReport:
-    before = evaluate_metric(small, task, "val")
-    _retrain(small, task, epochs, seed, lr)
-    return report.model_copy(update={
-        "metric_name": task.metric_name,
-        "metric_original": evaluate_metric(model, task, "val"),
-        "metric_before_retrain": before,
-        "metric_retrained": evaluate_metric(small, task, "val") if epochs > 0 else None,
-        "retrain_epochs": float(epochs),
-    })
-
-
-def _refine_auto(model: nn.Module, task: Task, statistic: str, tolerance: float | None,
-                 loss_tolerance: float | str | None, retrain_epochs: float | None,
-                 epsilons: Sequence[float] | None, lr: float, seed: int) -> Refined:
-    if epsilons is None and statistic not in _NORMALISED:
-        raise ValueError(
-            f"refine_dense: the default epsilon grid is for the layer-normalised statistics "
-            f"({', '.join(_NORMALISED)}); with statistic {statistic!r} pass epsilons=[...]"
-        )
-    retrain_epochs = 5.0 if retrain_epochs is None else retrain_epochs
-    original = evaluate_metric(model, task, "val")
-    original_loss = evaluate_loss(model, task, "val")
-    tolerance = default_tolerance(task, original) if tolerance is None else tolerance
-    if not tolerance >= 0:
-        raise ValueError(f"refine_dense: tolerance must be >= 0 (in the metric's units), got {tolerance}")
-    if loss_tolerance == "auto":
-        loss_tolerance = default_loss_tolerance(task)
-    if loss_tolerance is not None and (isinstance(loss_tolerance, str) or not loss_tolerance >= 0):
-        raise ValueError(f"refine_dense: loss_tolerance must be a number >= 0, 'auto' or None, got {loss_tolerance!r}")
-    grid = list(epsilons if epsilons is not None else DEFAULT_EPSILONS)
-    for value in grid:
-        _check_epsilon(value)
-    # largest epsilon first: the first one within tolerance is the answer, smaller ones need no retraining
-    descending = sorted(set(grid), reverse=True)
-    sweep = sweep_epsilon(model, task, descending, statistic=statistic, retrain_epochs=retrain_epochs,
-                          lr=lr, seed=seed,
-                          stop_when=lambda p: passes(p, original, tolerance, original_loss, loss_tolerance))
-    points = [p for p, _ in sweep]
-    chosen = choose_epsilon(points, original, tolerance, original_loss=original_loss, loss_tolerance=loss_tolerance)
-    measured = _measure(model, task.split("train")[0], statistic)
-    if chosen is None:  # nothing is good enough: keep every unit, do not retrain
-        small, report = _refine_once(model, measured, 0.0, statistic)
-        met, retrained = False, None
-    else:
-        _, report = _refine_once(model, measured, chosen.epsilon, statistic)
-        small = next(m for p, m in sweep if p.epsilon == chosen.epsilon)
-        met, retrained = True, chosen.metric
-    report = report.model_copy(update={
-        "metric_name": task.metric_name,
-        "metric_original": original,
-        "metric_before_retrain": chosen.metric_before_retrain if chosen else original,
-        "metric_retrained": retrained,
-        "retrain_epochs": float(retrain_epochs) if chosen else 0.0,
-        "tolerance": float(tolerance),
-        "loss_original": original_loss,
-        "loss_tolerance": None if loss_tolerance is None else float(loss_tolerance),
-        "met_tolerance": met,
-        "sweep": points,
-    })
-    return Refined(small, report)
-
-
-def reinitialized(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with every layer's parameters re-drawn (``reset_parameters``), seeded.
-
-    The same architecture "trained from scratch": the control arm of the ODF2NNA experiment.
-    """
-    fresh = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in fresh.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    return fresh
 
 
 # --------------------------------------------------------------------------- checks
