@@ -63,7 +63,9 @@ def test_random_policies_run_cost_and_export(entry, tmp_path):
         predicted = space.cost(policy)
         assert predicted.as_dict() == counted.as_dict(), policy.to_json(None)
         assert predicted.layers == counted.layers
-        export_onnx(small, tmp_path / f"{i}.onnx", x)  # raises if ORT differs from PyTorch by > 1e-4
+        # raises if ORT differs from PyTorch beyond the tolerance; a fake-quantized activation that lands within
+        # float noise of a rounding boundary may round one step apart in the two runtimes (~3e-5 at the output)
+        export_onnx(small, tmp_path / f"{i}.onnx", x, atol=1e-4)
     assert _state_bytes(model) == before, "apply_policy changed the user's model"
 
 

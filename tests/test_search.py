@@ -269,10 +269,14 @@ def test_latency_objective_from_the_lookup_table(tmp_path, monkeypatch):
 
 
 def test_allocate_fills_a_latency_target_estimated_from_the_lookup_table(tmp_path, monkeypatch):
+    from test_lut import Counter
+
     from autocompress.policy import Policy
     from autocompress.space import SearchSpace
 
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    # deterministic stub timings (latency ~ parameters): the test checks the plumbing, not this machine's speed
+    monkeypatch.setattr("autocompress.hardware.lut.time_layer", Counter())
     entry = load_zoo("mnist1d-cnn", pretrained=False, seed=0)
     space = SearchSpace.from_model(entry.model, entry.example_input, methods=["prune"])
     study = search(entry.model, entry.task, space, strategy="allocate", strategy_params={"targets": ["latency_ratio<=0.5"]},
