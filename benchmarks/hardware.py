@@ -196,15 +196,14 @@ def freezing_section(entry, space: SearchSpace, args: argparse.Namespace) -> dic
 def machine(target) -> dict[str, Any]:
     return {"target": target.name, "fingerprint": target.fingerprint(), "python": platform.python_version(),
             "load_average": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M"),
-            "autocompress": importlib.metadata.version("autocompress") if _installed() else "source"}
+            "autocompress": _version()}
 
 
-def _installed() -> bool:
+def _version() -> str:
     try:
-        importlib.metadata.version("autocompress")
-        return True
+        return importlib.metadata.version("autocompress")
     except importlib.metadata.PackageNotFoundError:
-        return False
+        return "source"
 
 
 def markdown(result: dict[str, Any]) -> str:

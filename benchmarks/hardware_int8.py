@@ -51,6 +51,7 @@ from autocompress.deploy import (
 )
 from autocompress.finetune import evaluate_metric
 from autocompress.hardware.latency import compare_latency
+from autocompress.hardware.targets import cpu_model
 from autocompress.zoo import load_zoo
 
 RESULTS = Path(__file__).parent / "results"
@@ -71,16 +72,6 @@ def log(message: str) -> None:
 
 
 # ------------------------------------------------------------------ machine
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _cpu_flags() -> list[str]:
     """The SIMD flags that decide ONNX Runtime's int8 kernels (AVX2, AVX-512, VNNI, AMX)."""
     try:
@@ -96,7 +87,7 @@ def machine(threads: int) -> dict[str, Any]:
     """Platform, CPU, cores, library versions, threads, load average (1/5/15 min) now."""
     return {
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_flags": _cpu_flags(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),

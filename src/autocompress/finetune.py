@@ -125,21 +125,20 @@ def evaluate_metric(
     model: nn.Module, task: Task, split: str = "val", device: str | torch.device = "cpu"
 ) -> float:
     """The task metric over the whole ``split``, in eval mode and without grad (modes restored)."""
-    dev = resolve_device(device)
-    model.to(dev)
-    outputs, targets = [], []
-    with _kept_modes(model), torch.no_grad():
-        model.eval()
-        for inputs, batch_targets in task.loader(split, shuffle=False):
-            outputs.append(model(inputs.to(dev)).float().cpu())
-            targets.append(batch_targets)
-    return float(task.metric_fn()(torch.cat(outputs), torch.cat(targets)))
+    return float(task.metric_fn()(*_split_outputs(model, task, split, device)))
 
 
 def evaluate_loss(
     model: nn.Module, task: Task, split: str = "val", device: str | torch.device = "cpu"
 ) -> float:
     """The task loss (e.g. mean cross-entropy) over the whole ``split``, in eval mode, without grad."""
+    return float(task.loss_fn()(*_split_outputs(model, task, split, device)))
+
+
+def _split_outputs(
+    model: nn.Module, task: Task, split: str, device: str | torch.device
+) -> tuple[Tensor, Tensor]:
+    """(model outputs, targets) over the whole ``split`` on the CPU, in eval mode, without grad (modes restored)."""
     dev = resolve_device(device)
     model.to(dev)
     outputs, targets = [], []
@@ -148,7 +147,7 @@ def evaluate_loss(
         for inputs, batch_targets in task.loader(split, shuffle=False):
             outputs.append(model(inputs.to(dev)).float().cpu())
             targets.append(batch_targets)
-    return float(task.loss_fn()(torch.cat(outputs), torch.cat(targets)))
+    return torch.cat(outputs), torch.cat(targets)
 
 
 def recalibrate_batchnorm(

@@ -200,9 +200,10 @@ class LatencyTable:
         subtracts, and fusions shrink small layers. Stored per original; returns the
         coefficients (and the fit's median relative error on the calibration models).
         """
-        rows, wholes = [], []
+        rows, wholes, signature = [], [], None
         for candidate in [model, *derived]:
             configs = layer_configs(candidate, example_input)
+            signature = signature or _signature(configs)  # the original's, the first candidate
             rows.append([sum(self.layer_ms(c) for _, c in configs), sum(self.call_ms(c) for _, c in configs), 1.0])
             wholes.append(self._whole_ms(candidate, example_input))
         A, y = np.array(rows), np.array(wholes)
@@ -216,7 +217,7 @@ class LatencyTable:
         coefficients = {"scale": float(a), "per_call": float(b), "overhead_ms": float(c),
                         "calibration_models": len(rows),
                         "calibration_error": float(np.median(np.abs(fit / y - 1)))}
-        self.overheads[_signature(layer_configs(model, example_input))] = coefficients
+        self.overheads[signature] = coefficients
         self._save()
         return coefficients
 

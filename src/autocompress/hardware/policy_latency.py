@@ -77,8 +77,7 @@ class PolicyLatency:
 
 def latency_model_for(space: SearchSpace, model: nn.Module, task, settings: dict) -> PolicyLatency:  # noqa: ANN001
     """The :class:`PolicyLatency` of a search's latency settings (``runtime``, ``threads``, ``batch``, ``repeats``)."""
-    from autocompress.hardware.targets import Target
+    from autocompress.hardware.targets import target_from_settings
 
-    target = Target(str(settings.get("runtime", "ort-cpu")), threads=int(settings.get("threads", 1)),
-                    batch=int(settings.get("batch", 32)), repeats=int(settings.get("repeats", 50)))
+    target = target_from_settings(settings, repeats=50)
     return PolicyLatency(space, model, task.example_input(1), LatencyTable.open(target))

@@ -62,7 +62,7 @@ class Target:
             "threads": str(self.threads),
             "batch": str(self.batch),
             "machine": platform.machine(),
-            "processor": _cpu_model(),
+            "processor": cpu_model(),
             "cores": str(os.cpu_count()),
             "torch": torch.__version__,
         }
@@ -98,6 +98,12 @@ def parse_target(text: str | Target) -> Target:
     return Target(runtime.strip(), **options)
 
 
+def target_from_settings(settings: dict, *, repeats: int = 30) -> Target:
+    """The :class:`Target` of a search's latency settings (``runtime``, ``threads``, ``batch``, ``repeats``)."""
+    return Target(str(settings.get("runtime", "ort-cpu")), threads=int(settings.get("threads", 1)),
+                  batch=int(settings.get("batch", 32)), repeats=int(settings.get("repeats", repeats)))
+
+
 def batched(example_input: Tensor | tuple, batch: int) -> tuple[Tensor, ...]:
     """The example input(s) resized to ``batch`` along dim 0 (rows repeated or cut)."""
     out = []
@@ -123,7 +129,8 @@ def measure(model: nn.Module, example_input: Tensor | tuple, target: Target | st
                                  repeats=target.repeats)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -101,11 +101,10 @@ def evaluate_values(spec: EvaluationSpec, policy: Policy) -> dict[str, float]:
 def _latency(spec: EvaluationSpec, model: nn.Module) -> float:
     """Milliseconds per batch on the spec's target: measured whole, or estimated from the lookup table."""
     from autocompress.hardware.lut import LatencyTable
-    from autocompress.hardware.targets import Target, measure
+    from autocompress.hardware.targets import measure, target_from_settings
 
     settings = spec.latency
-    target = Target(str(settings.get("runtime", "ort-cpu")), threads=int(settings.get("threads", 1)),
-                    batch=int(settings.get("batch", 32)), repeats=int(settings.get("repeats", 30)))
+    target = target_from_settings(settings)
     example = spec.task.example_input(1)
     if settings.get("estimate"):
         table = LatencyTable.open(target)  # cached per target: every candidate after the first few is free
