@@ -1,6 +1,6 @@
-"""APQ (issue 6) on MNIST-1D: the elastic supernet against the same architectures trained alone.
+"""APQ (issue 6) on MNIST-1D: the elastic supernet, predictor transfer, and the joint search against others.
 
-    python benchmarks/apq.py --threads 2                  # supernet section (the only one so far)
+    python benchmarks/apq.py --threads 2                  # sections supernet and predictor
 
 Section ``supernet``: an :class:`autocompress.elastic.ElasticCNN1d` (channels 32/64/128,
 depth 1-3, width 0.5/0.75/1, kernel 3/5/7 per stage) trained once with the sandwich rule
@@ -17,8 +17,18 @@ quantization-aware predictor trained from scratch on n of them vs the full-preci
 fine-tuned on the same n (``AccuracyPredictor.fit(..., warm_start=...)``). The trained supernet
 and the labels are kept under ``--runs`` (a second run re-uses them).
 
-Not yet (issue 6): the ``apq`` strategy and the staged pipeline comparison.
-Writes benchmarks/results/apq.{json,md}.
+Section ``search`` (not run by default; ~15 min on 2 cores with the supernet kept in ``--runs``)::
+
+    python benchmarks/apq.py --threads 2 --sections search --out benchmarks/results/apq_search
+
+APQ's joint search (strategy ``apq``), the staged pipeline (``apq`` with ``pipeline="staged"``:
+architecture, then bits), SeerNet and GeneCAI (per-layer prune / rank / bits of the largest
+sub-network) each search (accuracy, BitOps) for ``--search-budget`` real evaluations; their best
+accuracy at each BitOps target is compared among the candidates that finished within the same
+wall-clock (``--wall-seconds``, default the fastest total among the arms that spent their whole
+budget). Studies are kept in ``--runs``/search.db.
+
+Writes benchmarks/results/apq.{json,md} (``--out``).
 """
 
 from __future__ import annotations
@@ -50,13 +60,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--random", type=int, default=2, help="random sub-networks compared besides the two ends")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sections", nargs="+", default=["supernet", "predictor"], choices=["supernet", "predictor"])
+    parser.add_argument("--sections", nargs="+", default=["supernet", "predictor"],
+                        choices=["supernet", "predictor", "search"])
     parser.add_argument("--fp-labels", type=int, default=300, help="full-precision sub-network labels (cheap)")
     parser.add_argument("--q-pool", type=int, default=150, help="quantized labels the predictors may use")
     parser.add_argument("--q-test", type=int, default=100, help="held-out quantized labels")
     parser.add_argument("--qat-steps", type=int, default=20, help="quantization-aware fine-tune steps per quantized label")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 50, 100, 150])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--arms", nargs="+", default=list(SEARCH_ARMS), choices=SEARCH_ARMS, help="section search")
+    parser.add_argument("--search-budget", type=int, default=40, help="real evaluations per arm (section search)")
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.03, 0.01, 0.005], help="BitOps ratios")
+    parser.add_argument("--wall-seconds", type=float, default=None,
+                        help="compare the arms' candidates finished within this time "
+                        "(default: the fastest total of the arms that spent their whole budget)")
     parser.add_argument("--runs", type=Path, default=Path("runs/apq"), help="trained supernet and labels are kept here")
     parser.add_argument("--out", type=Path, default=RESULTS / "apq")
     return parser.parse_args(argv)
@@ -110,16 +127,15 @@ def features(config, bits: tuple[int, ...]) -> np.ndarray:  # noqa: ANN001
 def quantized_metric(supernet: ElasticCNN1d, config, bits: tuple[int, ...], task, args, seed: int) -> float:  # noqa: ANN001
     """Extract, re-estimate BN, fake-quantize each stage's convs at its bits (weights and inputs), calibrate,
     fine-tune ``--qat-steps`` steps (quantization-aware), validation metric."""
+    from autocompress.elastic import QuantSubnet
     from autocompress.finetune import recalibrate_batchnorm
-    from autocompress.transforms.quantize import calibrate_activations, quantize_layer
+    from autocompress.transforms.apply import apply_policy
+    from autocompress.transforms.quantize import calibrate_activations
 
     model = supernet.extract(config)
     recalibrate_batchnorm(model, task, batches=20, seed=seed)
-    index = 0
-    for stage, b in zip(config.stages, bits, strict=True):
-        for _ in range(stage.depth):
-            model[index] = quantize_layer(model[index], b, b)
-            index += 3  # conv, bn, relu
+    policy = QuantSubnet(config, tuple((b, b) for b in bits)).to_policy(supernet)
+    model = apply_policy(model, policy, task.example_input(1))
     calibrate_activations(model, [x for x, _ in zip(task.split("train")[0].split(256), range(4), strict=False)])
     if args.qat_steps:
         train(model, task, steps=args.qat_steps, lr=1e-3, seed=seed)
@@ -185,6 +201,67 @@ def predictor_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) ->
                             "q_mean": float(data["q_y"].mean()), "q_std": float(data["q_y"].std())}}
 
 
+# ------------------------------------------------------------------ joint search vs the others
+SEARCH_ARMS = ("apq", "staged", "seernet", "genecai")
+
+
+def arm_strategy(arm: str, args: argparse.Namespace):  # noqa: ANN201
+    """The strategy of one arm; every arm works on BitOps at the same targets (ratios of the largest sub-network)."""
+    from autocompress.search.strategies import make_strategy
+    from autocompress.search.strategies.apq import APQStrategy
+
+    targets = [f"bitops_ratio<={t:g}" for t in args.targets]
+    if arm in ("apq", "staged"):
+        final = 2
+        return APQStrategy(targets=targets, fp_samples=args.fp_labels, final=final, pipeline="staged" if arm == "staged" else "joint",
+                           q_samples=max(0, args.search_budget - final * len(targets)))
+    if arm == "seernet":
+        return make_strategy("seernet", targets=targets, cost="bitops")
+    return make_strategy("genecai", cost="bitops", fields=["prune", "rank", "weight_bits", "act_bits"])
+
+
+def finished_within(study, seconds: float) -> list:  # noqa: ANN001
+    """The completed records of ``study`` that finished within ``seconds`` of its start (its wall-clock so far)."""
+    start = study.meta["started"]
+    numbers = {t.number for t in study.optuna.get_trials(deepcopy=False)
+               if t.datetime_complete is not None and t.datetime_complete.timestamp() - start <= seconds}
+    return [r for r in study.completed() if r.number in numbers]
+
+
+def search_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    """Each arm searches (accuracy, BitOps) of the largest sub-network for ``--search-budget`` evaluations
+    (``--qat-steps`` quantization-aware steps each), timed from its start, APQ's cheap labels and evolution
+    included; each arm's best validation accuracy at every target among the candidates finished within the
+    same wall-clock. A finished arm (its study has ``seconds``) is read back, not run again."""
+    from autocompress.search import Study, search
+
+    _, reference = subnet_metric(supernet, supernet.largest(), task, seed=args.seed)
+    storage = args.runs / "search.db"
+    studies = {}
+    for arm in args.arms:
+        name = f"{arm}-seed{args.seed}-e{args.epochs:g}-b{args.search_budget}-qat{args.qat_steps}"
+        study = Study.open(storage, name, objectives=["accuracy", "bitops"])
+        if "seconds" not in study.meta:
+            start = time.time()
+            study.set_meta(started=start)
+            search(reference, task, strategy=arm_strategy(arm, args), elastic=supernet if arm in ("apq", "staged") else None,
+                   objectives=["accuracy", "bitops"], budget=args.search_budget, storage=storage, study_name=name,
+                   seed=args.seed, finetune_epochs=0, evaluator={"finetune_steps": args.qat_steps}, progress=False)
+            study.set_meta(seconds=time.time() - start)
+        studies[arm] = study
+        print(f"{arm}: {len(study.completed())} evaluations in {study.meta['seconds']:.0f} s", flush=True)
+    spent = [s for s in studies.values() if len(s.completed()) >= args.search_budget] or list(studies.values())
+    horizon = args.wall_seconds or min(s.meta["seconds"] for s in spent)  # an arm that stopped early does not set it
+    rows = []
+    for arm, study in studies.items():
+        within = finished_within(study, horizon)
+        best = {f"{t:g}": max((r.values["metric"] for r in within if r.values["bitops_ratio"] <= t), default=None)
+                for t in args.targets}
+        rows.append({"arm": arm, "evaluations": len(study.completed()), "seconds": study.meta["seconds"],
+                     "within": len(within), "best": best})
+    return {"horizon": horizon, "rows": rows, "metric_original": float(next(iter(studies.values())).meta["original"]["metric"])}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -200,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         result["rows"] = supernet_section(supernet, task, args)
     if "predictor" in args.sections:
         result["predictor"] = predictor_section(supernet, task, args)
+    if "search" in args.sections:
+        result["search"] = search_section(supernet, task, args)
     result["seconds"] = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
@@ -241,7 +320,27 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
             a, b = p["summary"][f"scratch@{n}"], p["summary"][f"transfer@{n}"]
             lines.append(f"| {n} | {a['kendall_tau'][0]:.3f} ± {a['kendall_tau'][1]:.3f} | "
                          f"{b['kendall_tau'][0]:.3f} ± {b['kendall_tau'][1]:.3f} | {a['rmse'][0]:.2f} | {b['rmse'][0]:.2f} |")
+    if "search" in result:
+        lines += search_markdown(result["search"], args)
     return "\n".join(lines) + "\n"
+
+
+def search_markdown(section: dict, args: argparse.Namespace) -> list[str]:
+    targets = [f"{t:g}" for t in args.targets]
+    lines = ["", "## Joint search vs staged vs SeerNet / GeneCAI", "",
+             f"Objectives (accuracy, BitOps) of the largest sub-network (validation accuracy "
+             f"{section['metric_original']:.2f}); {args.search_budget} real evaluations per arm, each with "
+             f"{args.qat_steps} quantization-aware fine-tune steps. apq: the joint search ({args.fp_labels} cheap "
+             "full-precision labels, the rest of the budget quantized labels, 2 finalists per target); staged: the same "
+             "predictors, architecture first (at the highest bits), then bits; seernet / genecai: per-layer prune, "
+             f"rank and bits of the largest sub-network. Best validation accuracy among the candidates finished within "
+             f"{section['horizon']:.0f} s of each arm's start (equal wall-clock), per BitOps ratio target:", "",
+             "| arm | evaluations | seconds | within the wall-clock | " + " | ".join(f"BitOps ≤ {t}" for t in targets) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(targets)]
+    for row in section["rows"]:
+        cells = [("–" if row["best"][t] is None else f"{row['best'][t]:.2f}") for t in targets]
+        lines.append(f"| {row['arm']} | {row['evaluations']} | {row['seconds']:.0f} | {row['within']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

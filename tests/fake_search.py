@@ -80,16 +80,23 @@ class FakeContext:
     def evaluate_many(self, policies: list[Policy], **tags: object) -> list[Record]:
         out = []
         for policy in policies:
-            key = key_of(policy)
+            key = self.key(policy)
             self.requested.append(key)
             if key not in self.cache:
                 if self.remaining() <= 0:
                     out.append(Record(-1, policy, "skipped", tags=dict(tags)))
                     continue
-                self.cache[key] = Record(len(self.cache), policy, "complete", self.values(policy, synthetic_accuracy(policy)), dict(tags))
+                self.cache[key] = Record(len(self.cache), policy, "complete", self.values(policy, self.accuracy(policy)), dict(tags))
                 self.real.append(key)
             out.append(self.cache[key])
         return out
+
+    def key(self, policy: Policy) -> str:
+        """The cache key of a policy (a subclass may count more than its layers)."""
+        return key_of(policy)
+
+    def accuracy(self, policy: Policy) -> float:
+        return synthetic_accuracy(policy)
 
     def history(self) -> list[Record]:
         return list(self.cache.values())

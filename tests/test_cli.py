@@ -124,4 +124,4 @@ def test_profile_prints_layers_and_whole_model_latency(tmp_path, monkeypatch):
     again = runner.invoke(app, ["profile", "--zoo", "wine-mlp", "--target", "ort-cpu:batch=2,repeats=3,warmup=1"])
     assert "0 layer configurations timed now" in again.output  # the table file is reused
     bad = runner.invoke(app, ["profile", "--zoo", "wine-mlp", "--target", "tpu"])
-    assert bad.exit_code != 0 and "allowed: ort-cpu, torch-cpu, torch-cuda" in bad.output
+    assert bad.exit_code != 0 and "allowed: ort-cpu, ort-cpu-int8, torch-cpu, torch-cuda" in bad.output

@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from autocompress.cost import count_cost
 from autocompress.elastic import (
     ElasticCNN1d,
+    ElasticCNN2d,
     ElasticModel,
+    ElasticSpace,
+    QuantSubnet,
     StageConfig,
     SubnetConfig,
     subnet_metric,
     train_supernet,
 )
+from autocompress.policy import LayerGenes
+from autocompress.search.study import policy_key
+from autocompress.transforms.apply import apply_policy
 from autocompress.zoo import load_task
 
+INPUTS = {ElasticCNN1d: (5, 1, 40), ElasticCNN2d: (5, 1, 8, 8)}
 
-@pytest.fixture(scope="module")
-def supernet():
-    torch.manual_seed(0)
-    net = ElasticCNN1d(channels=(16, 32, 64))
-    with torch.no_grad():  # non-trivial BN statistics, so that slicing them is tested
+
+def randomized(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` in eval mode with non-trivial BN statistics and affine parameters, so that slicing them is tested."""
+    with torch.no_grad():
         for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
@@ -31,8 +41,17 @@ def supernet():
     return net.eval()
 
 
-def test_extracted_subnets_reproduce_the_supernet(supernet):
-    x = torch.randn(5, 1, 40)
+@pytest.fixture(scope="module")
+def supernet():
+    torch.manual_seed(0)
+    return randomized(ElasticCNN1d(channels=(16, 32, 64)))
+
+
+@pytest.mark.parametrize("kind", [ElasticCNN1d, ElasticCNN2d])
+def test_extracted_subnets_reproduce_the_supernet(kind, one_thread):
+    torch.manual_seed(0)
+    supernet = randomized(kind(channels=(16, 32, 64)))
+    x = torch.randn(*INPUTS[kind])
     rng = np.random.default_rng(0)
     configs = [supernet.largest(), supernet.smallest(), *(supernet.random(rng) for _ in range(6))]
     for config in configs:
@@ -42,8 +61,16 @@ def test_extracted_subnets_reproduce_the_supernet(supernet):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     small, large = supernet.extract(supernet.smallest()), supernet.extract(supernet.largest())
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(small) < count(large) / 10
+    assert count(small) < count(large) / 5
     assert isinstance(supernet, ElasticModel)
+    names = {n for n, _ in large.named_modules()}
+    assert all(n in names for stage in supernet.stage_layers(supernet.largest()) for n in stage)
+
+
+def test_the_2d_supernet_defaults_fit_the_digits():
+    net = ElasticCNN2d()
+    assert net.channels == (16, 32, 64) and net.kernels == (3, 5) and len(net.choices()) == 3
+    assert net(torch.randn(2, 1, 8, 8), net.smallest()).shape == (2, 10)
 
 
 def test_encoding_round_trips_and_bad_configs_are_named(supernet):
@@ -68,3 +95,60 @@ def test_sandwich_training_teaches_both_ends():
     largest, _ = subnet_metric(net, net.largest(), task)
     smallest, _ = subnet_metric(net, net.smallest(), task)
     assert largest > 30 and smallest > 20  # 10 classes: chance is 10 %, both ends learned after half an epoch
+
+
+def test_candidate_encoding_round_trips_through_vectors_and_policies(supernet):
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        config = supernet.random(rng)
+        bits = tuple((int(rng.choice([4, 6, 8, 32])), int(rng.choice([4, 6, 8, 32]))) for _ in config.stages)
+        candidate = QuantSubnet(config, bits)
+        vector = candidate.to_vector()
+        assert vector.shape == (15,) and QuantSubnet.from_vector(vector) == candidate
+        policy = candidate.to_policy(supernet)
+        assert QuantSubnet.from_policy(policy, supernet) == candidate
+        assert policy.arch == tuple(config.to_vector())
+        assert type(policy).from_json(policy.to_json()) == policy  # the study stores it as JSON
+    same_layers = QuantSubnet(SubnetConfig((StageConfig(1, 1.0, 3),) * 3), ((8, 8),) * 3)
+    other_width = QuantSubnet(SubnetConfig((StageConfig(1, 0.5, 3),) * 3), ((8, 8),) * 3)
+    first, second = same_layers.to_policy(supernet), other_width.to_policy(supernet)
+    assert first.layers == second.layers and policy_key(first) != policy_key(second)
+    assert "arch" not in QuantSubnet.full_precision(supernet.largest()).to_policy(supernet).model_copy(
+        update={"arch": None}).to_dict()  # policies of a fixed model serialize as before
+    with pytest.raises(ValueError, match="per stage; got 4 values"):
+        QuantSubnet.from_vector([1, 2, 3, 4])
+    with pytest.raises(ValueError, match="bits for 1 stages; the architecture has 3"):
+        QuantSubnet(same_layers.config, ((8, 8),))
+    deep = QuantSubnet(SubnetConfig((StageConfig(2, 1.0, 3),) * 3), ((8, 8),) * 3).to_policy(supernet)
+    mixed = deep.model_copy(update={"layers": {**deep.layers, "stage2.1.conv": LayerGenes(weight_bits=4, act_bits=8)}})
+    with pytest.raises(ValueError, match=r"stage 2: its layers have different bits \[\(4, 8\), \(8, 8\)\]"):
+        QuantSubnet.from_policy(mixed, supernet)
+
+
+def test_elastic_space_costs_are_exact(one_thread):
+    task = load_task("digits", seed=0)
+    torch.manual_seed(0)
+    net = ElasticCNN2d()
+    space = ElasticSpace(net, task)
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        config = net.random(rng)
+        candidate = QuantSubnet(config, tuple((int(rng.choice([2, 4, 8, 32])), int(rng.choice([4, 8, 32])))
+                                              for _ in config.stages))
+        policy = space.policy(candidate)
+        built = count_cost(apply_policy(net.extract(config), policy, space.example), space.example)
+        assert space.cost(candidate) == built  # row by row
+        assert space.subnet(policy.arch)[1].cost(policy) == built
+        assert space.candidate(policy) == candidate
+
+
+def test_the_documented_elastic_model_example_runs(tmp_path, monkeypatch, one_thread):
+    text = (Path(__file__).parents[1] / "docs" / "elastic.md").read_text()
+    code = "\n".join(re.findall(r"```python\n(.*?)```", text, flags=re.S))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "elastic_example"}
+    exec(compile(code, "docs/elastic.md", "exec"), namespace)  # noqa: S102 - the documentation's own example
+    records = namespace["study"].records()
+    assert len(records) == 5 and all(r.ok and r.policy.arch is not None for r in records)
+    assert [r.tags["phase"] for r in records] == ["label"] * 4 + ["final"]
+    assert records[-1].values["bitops_ratio"] <= 0.05

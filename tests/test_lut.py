@@ -54,7 +54,7 @@ def test_parse_target_names_and_options():
     assert parse_target("ort-cpu") == Target("ort-cpu", threads=1, batch=32)
     assert parse_target("torch-cpu:threads=2,batch=8") == Target("torch-cpu", threads=2, batch=8)
     assert parse_target(" ort-cpu : batch=1 ").batch == 1
-    with pytest.raises(ValueError, match="unknown target runtime 'tpu'; allowed: ort-cpu, torch-cpu, torch-cuda"):
+    with pytest.raises(ValueError, match="unknown target runtime 'tpu'; allowed: ort-cpu, ort-cpu-int8, torch-cpu, torch-cuda"):
         parse_target("tpu")
     with pytest.raises(ValueError, match="option 'speed=2' is not KEY=INT with KEY one of threads, batch"):
         parse_target("ort-cpu:speed=2")

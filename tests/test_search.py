@@ -264,7 +264,7 @@ def test_latency_objective_from_the_lookup_table(tmp_path, monkeypatch):
     values = [r.values["latency_ms"] for r in study.completed()]
     assert len(values) == 3 and all(v > 0 for v in values)
     assert list((tmp_path / "cache" / "latency").glob("ort-cpu-*.json"))  # the table was cached for the next search
-    with pytest.raises(ConfigError, match="unknown runtime 'tpu'; allowed: ort-cpu, torch-cpu, torch-cuda"):
+    with pytest.raises(ConfigError, match="unknown runtime 'tpu'; allowed: ort-cpu, ort-cpu-int8, torch-cpu, torch-cuda"):
         load_config({"zoo": "wine-mlp", "latency": {"runtime": "tpu"}})
 
 

@@ -349,11 +349,29 @@ def export_cmd(
         settings["finetune_epochs"] = finetune_epochs
     result = Evaluator(task, progress=True, **settings).evaluate(model, record.policy, space=space)
     save(result, out)
+    if record.policy.activations == "dynamic":  # one file, each layer at the policy's precision (int8 or fp32)
+        _export_dynamic(result.model, task, out)
+        return
     export_onnx(result.model, out / "model.onnx", task.example_input(8))
     console.print(f"#{trial}: {result.metric_name} {result.metric:.2f} (original {result.metric_original:.2f}); "
                   f"FLOPs {100 * result.ratios['flops']:.1f} %; wrote {out}/ (policy.json, state_dict.pt, meta.json, model.onnx)")
     if int8:
         _export_int8(result.model, task, out, calibration_batches)
+
+
+def _export_dynamic(model, task, out: Path) -> None:  # noqa: ANN001
+    """Write out/model.onnx with ONNX Runtime dynamic int8 for the policy's 8-bit layers; print its metric."""
+    from autocompress.deploy import onnx_metric
+    from autocompress.deploy_dynamic import export_dynamic_int8
+    from autocompress.export import ExportMismatchError
+
+    split = "test" if task.test is not None else "val"
+    try:
+        made = export_dynamic_int8(model, out / "model.onnx", task.example_input(8), check_inputs=task.split(split)[0][:64])
+    except (ExportMismatchError, ValueError) as error:
+        _fail(f"dynamic int8 export: {error}")
+    console.print(f"wrote {made.path}: {len(made.int8_layers)} layers in int8 (ONNX Runtime dynamic), the rest fp32; "
+                  f"{task.metric_name} on {split} (ONNX Runtime): {onnx_metric(made.path, task, split):.4f}")
 
 
 def _export_int8(model, task, out: Path, calibration_batches: int) -> None:  # noqa: ANN001

@@ -263,32 +263,43 @@ def prepare_for_quantization(fp32_path: str | Path, out_path: str | Path) -> Pat
 # ---------------------------------------------------------------- layer names -> nodes
 
 
-def _module_path(scopes: Sequence[str]) -> list[str]:
+def _module_path(scopes: Sequence[str], modules: set[str] | None = None) -> list[str]:
     """Qualified module names of a node's scope list (outermost first).
 
     The exporter names each scope by the module's qualified name from its last
     non-numeric part on (``blocks.0.shortcut.0`` -> ``shortcut.0``), so a module's name
-    is its parent's name plus the scope's last part.
+    is its parent's name plus the scope's last part. A container without a forward (a
+    ModuleList) gets no scope of its own: ``encoder.layer.0`` is scope ``layer.0`` under
+    ``encoder``; given the model's ``modules`` names, the whole scope is used where it names one.
     """
     names: list[str] = []
     for scope in scopes:
-        names.append(f"{names[-1]}.{scope.split('.')[-1]}" if names else scope)
+        if not names:
+            names.append(scope)
+        elif modules is not None and f"{names[-1]}.{scope}" in modules:
+            names.append(f"{names[-1]}.{scope}")
+        else:
+            names.append(f"{names[-1]}.{scope.split('.')[-1]}")
     return names
 
 
-def layer_nodes(model: onnx.ModelProto, ops: Iterable[str] = QUANTIZED_OPS) -> dict[str, list[str]]:
+def layer_nodes(
+    model: onnx.ModelProto, ops: Iterable[str] = QUANTIZED_OPS, modules: Iterable[str] | None = None
+) -> dict[str, list[str]]:
     """Map every PyTorch module name (and each of its parents) to its ONNX nodes of ``ops``.
 
     Node names follow the TorchScript exporter's ``/scope/scope/.../OpType[_n]`` scheme;
-    nodes whose names don't are left out.
+    nodes whose names don't are left out. ``modules``: the PyTorch model's module names
+    (resolves scopes of ModuleList children).
     """
+    known = set(modules) if modules is not None else None
     wanted = set(ops)
     mapping: dict[str, list[str]] = {}
     for node in model.graph.node:
         if node.op_type not in wanted or not node.name.startswith("/"):
             continue
         scopes = node.name.split("/")[1:-1]
-        for module in _module_path(scopes):
+        for module in _module_path(scopes, known):
             mapping.setdefault(module, []).append(node.name)
     return mapping
 

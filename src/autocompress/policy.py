@@ -12,6 +12,10 @@ A policy maps a layer name (as in ``model.named_modules()``) to its genes:
 A layer missing from the policy is left as it is. ``inputs`` records the shape and dtype
 of the example input the policy was made for, so that it can be applied (and a saved
 model rebuilt) without the caller passing an example again.
+
+``arch`` (APQ, :mod:`autocompress.elastic`): the sub-network of an elastic supernet the
+policy applies to, as ``SubnetConfig.to_vector()``; ``None`` (the default, left out of the
+JSON) means the search's own model. Its layer names are then the extracted sub-network's.
 """
 
 from __future__ import annotations
@@ -19,10 +23,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 if TYPE_CHECKING:
     from autocompress.space import SearchSpace
@@ -87,6 +98,18 @@ class Policy(BaseModel):
 
     layers: dict[str, LayerGenes] = Field(default_factory=dict)
     inputs: tuple[InputSpec, ...] | None = None
+    #: how quantized layers get their input ranges: "static" (calibrated, fixed at run time) or
+    #: "dynamic" (each call's own min/max, as ONNX Runtime's dynamic int8 does for transformers)
+    activations: Literal["static", "dynamic"] = "static"
+    arch: tuple[float, ...] | None = Field(None, description="sub-network of an elastic supernet (APQ); None: the model")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_arch(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Policies of a fixed model serialize (and hash into study keys) as before ``arch`` existed."""
+        data = handler(self)
+        if data.get("arch", 0) is None:
+            del data["arch"]
+        return data
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -98,7 +121,11 @@ class Policy(BaseModel):
         weight_bits: int = 32,
         act_bits: int = 32,
     ) -> Policy:
-        """The same genes on every layer where the space allows them."""
+        """The same genes on every layer where the space allows them (a space with dynamic
+        activations ties ``act_bits`` to ``weight_bits``)."""
+        dynamic = getattr(space, "activations", "static") == "dynamic"
+        if dynamic:
+            act_bits = weight_bits
         layers = {}
         for name, info in space.layers.items():
             genes = {
@@ -108,7 +135,7 @@ class Policy(BaseModel):
                 "act_bits": act_bits if info.quantizable else 32,
             }
             layers[name] = LayerGenes(**genes)
-        return cls(layers=layers, inputs=space.inputs)
+        return cls(layers=layers, inputs=space.inputs, activations="dynamic" if dynamic else "static")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Policy:

@@ -28,7 +28,13 @@ from autocompress.cost import FP32_BITS, CostReport, LayerCost
 from autocompress.policy import MAX_PRUNE, InputSpec, LayerGenes, Policy
 from autocompress.trace import ModelTraceError, as_inputs, flatten_tensors, trace_model
 from autocompress.transforms import lowrank
-from autocompress.transforms.prune import ChannelGroup, discover_groups, is_depthwise, prune_groups
+from autocompress.transforms.prune import (
+    ChannelGroup,
+    discover_groups,
+    head_size,
+    is_depthwise,
+    prune_groups,
+)
 
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)  # compressed
 MAC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # counted
@@ -142,6 +148,8 @@ class SearchSpace:
         self.channel_multiple = 1
         self.rank_multiple = 1
         self.genes: list[Gene] = []
+        #: "static" or "dynamic" (act_bits then follow weight_bits: no act_bits gene; see Policy.activations)
+        self.activations = "static"
         #: optional ``PolicyLatency``: lets cost targets and budgets name ``latency`` (ms)
         self.latency_model: object | None = None
         self._rows: list[_Row] = []
@@ -163,6 +171,7 @@ class SearchSpace:
         channel_multiple: int = 1,
         rank_multiple: int = 1,
         methods: Sequence[str] = METHODS,
+        activations: str = "static",
     ) -> SearchSpace:
         """Discover the compressible layers of ``model`` (left untouched).
 
@@ -170,7 +179,11 @@ class SearchSpace:
         the last Conv/Linear layer to run (the output layer) alone. ``methods``: the
         compression methods searched, a subset of ("prune", "lowrank", "quant"). ``channel_multiple``
         and ``rank_multiple`` round kept channels and ranks to hardware-friendly multiples.
+        ``activations``: "static" (calibrated input ranges, a separate act_bits gene) or "dynamic"
+        (each call's own range, act_bits = weight_bits: what ONNX Runtime's dynamic int8 runs).
         """
+        if activations not in ("static", "dynamic"):
+            raise ValueError(f"activations must be 'static' or 'dynamic', got {activations!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         for name, value in (("channel_multiple", channel_multiple), ("rank_multiple", rank_multiple)):
@@ -183,6 +196,7 @@ class SearchSpace:
         space = cls()
         space.inputs = tuple(InputSpec.of(t) for t in inputs)
         space.channel_multiple, space.rank_multiple = int(channel_multiple), int(rank_multiple)
+        space.activations = activations
         space.choices = {
             "prune": _checked_choices("prune", prune_choices, lambda v: 0 <= v <= MAX_PRUNE),
             "rank": _checked_choices("rank", rank_choices, lambda v: 0 < v <= 1),
@@ -222,6 +236,7 @@ class SearchSpace:
             group_error = f"channel dependencies could not be traced ({type(error).__name__}: {error})"
         else:
             group_error = ""
+        groups = [replace(g, multiple=h) if (h := head_size(model, g.name)) > 1 and g.channels % h == 0 else g for g in groups]
         groups = _verify_groups(model, inputs, groups, trace.output_shapes)
         space.groups = {g.name: g for g in groups}
         owner = {m.module: g.name for g in groups for m in g.members if m.role in ("out", "both")}
@@ -277,7 +292,9 @@ class SearchSpace:
     def _make_genes(self) -> list[Gene]:
         genes = []
         for name, info in self.layers.items():
-            allowed = {"prune": info.prunable, "rank": info.decomposable, "weight_bits": info.quantizable, "act_bits": info.quantizable}
+            tied = self.activations == "dynamic"
+            allowed = {"prune": info.prunable, "rank": info.decomposable, "weight_bits": info.quantizable,
+                       "act_bits": info.quantizable and not tied}
             genes += [Gene(name, f, self.choices[f]) for f in FIELDS if allowed[f]]
         return genes
 
@@ -286,6 +303,11 @@ class SearchSpace:
         """Return ``policy`` as a Policy if it fits this space, else raise PolicyError."""
         if not isinstance(policy, Policy):
             policy = Policy.from_dict(policy)
+        if policy.activations != self.activations and any(g.weight_bits < 32 or g.act_bits < 32 for g in policy.layers.values()):
+            raise PolicyError(
+                f"the policy quantizes with {policy.activations} activation ranges but this search space uses "
+                f"{self.activations} ones; set the policy's 'activations' to {self.activations!r}"
+            )
         for name, genes in policy.layers.items():
             if name not in self.layers:
                 why = self.excluded.get(name)
@@ -298,17 +320,37 @@ class SearchSpace:
             info = self.layers[name]
             if genes.prune > 0 and not info.prunable:
                 raise PolicyError(f"layer '{name}', field 'prune': must be 0 here ({info.reasons.get('prune', '')})")
+            if genes.prune > 0:
+                self.kept_channels(name, genes.prune, warn=False)  # a head group must keep a head
             if genes.rank < 1 and not info.decomposable:
                 raise PolicyError(f"layer '{name}', field 'rank': must be 1.0 here ({info.reasons.get('lowrank', '')})")
             if (genes.weight_bits, genes.act_bits) != (32, 32) and not info.quantizable:
                 raise PolicyError(f"layer '{name}', fields 'weight_bits'/'act_bits': must be 32 here ({info.reasons.get('quant', '')})")
+            if self.activations == "dynamic" and genes.act_bits != genes.weight_bits:
+                raise PolicyError(
+                    f"layer '{name}': with dynamic activations act_bits must equal weight_bits "
+                    f"(got weight_bits={genes.weight_bits}, act_bits={genes.act_bits})"
+                )
         if policy.inputs is None:
             policy = policy.model_copy(update={"inputs": self.inputs})
         return policy
 
     def kept_channels(self, group: str, prune: float, warn: bool = True) -> int:
-        """Channels of ``group`` kept under prune ratio ``prune`` (at least one)."""
-        channels = self.groups[group].channels
+        """Channels of ``group`` kept under prune ratio ``prune`` (at least one).
+
+        A group of attention heads (``multiple`` > 1) keeps ``round((1 - prune) · heads)``
+        whole heads; a ratio that removes every head is a :class:`PolicyError`.
+        """
+        info = self.groups[group]
+        channels = info.channels
+        if info.multiple > 1:
+            heads = round((1.0 - prune) * info.units)
+            if heads < 1:
+                raise PolicyError(
+                    f"layer '{group}', field 'prune': {prune} removes every attention head ({info.units} heads of "
+                    f"{info.multiple} channels); at least one must stay (prune < {1 - 0.5 / info.units:.4g})"
+                )
+            return heads * info.multiple
         keep = round((1.0 - prune) * channels)
         multiple = self.channel_multiple
         if multiple > 1:
@@ -329,6 +371,10 @@ class SearchSpace:
             if genes.prune > 0 and name in self.groups:
                 plan[name] = self.groups[name].channels - self.kept_channels(name, genes.prune, warn)
         return plan
+
+    def multiples(self) -> dict[str, int]:
+        """Group leader -> channels removed together (attention heads), for ``prune_groups``."""
+        return {name: g.multiple for name, g in self.groups.items() if g.multiple > 1}
 
     def random_policy(self, rng: np.random.Generator | int | None = None) -> Policy:
         """A policy with every gene drawn uniformly from its legal choices."""
@@ -353,7 +399,12 @@ class SearchSpace:
             if snap:
                 value = min(gene.choices, key=lambda c: (abs(c - value), c))
             values.setdefault(gene.layer, {})[gene.field] = int(round(value)) if gene.field.endswith("bits") else float(value)
-        return Policy(layers={name: LayerGenes(**genes) for name, genes in values.items()}, inputs=self.inputs)
+        if self.activations == "dynamic":
+            for genes in values.values():
+                if "weight_bits" in genes:
+                    genes["act_bits"] = genes["weight_bits"]
+        layers = {name: LayerGenes(**genes) for name, genes in values.items()}
+        return Policy(layers=layers, inputs=self.inputs, activations=self.activations)
 
     # ------------------------------------------------------------------ cost
     def cost(self, policy: Policy) -> CostReport:
@@ -475,7 +526,7 @@ def _verify_groups(
     def works(candidates: list[ChannelGroup]) -> str:
         work = copy.deepcopy(model)
         try:
-            prune_groups(work, inputs, {g.name: 1 for g in candidates})
+            prune_groups(work, inputs, {g.name: g.multiple for g in candidates}, multiples={g.name: g.multiple for g in candidates})
             work.eval()
             with torch.no_grad():
                 shapes = [tuple(t.shape) for t in flatten_tensors(work(*inputs))]
@@ -485,12 +536,16 @@ def _verify_groups(
             return f"pruning it changes the model's output shape {output_shapes} -> {shapes}"
         return ""
 
-    candidates = [g for g in groups if g.prunable and g.channels > 1]
+    candidates = [g for g in groups if g.prunable and g.units > 1]
+
+    def single(g: ChannelGroup) -> str:
+        return "" if g.units > 1 else ("a single attention head" if g.multiple > 1 else "a single channel")
+
     if not candidates or not works(candidates):
-        return [g if g.channels > 1 else replace(g, prunable=False, reason="a single channel") for g in groups]
+        return [g if g.units > 1 else replace(g, prunable=False, reason=single(g)) for g in groups]
     checked = []
     for group in groups:
-        problem = works([group]) if group in candidates else ("" if group.channels > 1 else "a single channel")
+        problem = works([group]) if group in candidates else single(group)
         checked.append(replace(group, prunable=not problem and group.prunable, reason=problem or group.reason))
     return checked
 

@@ -1,4 +1,4 @@
-"""An elastic 1D CNN supernet for MNIST-1D (APQ / Once-for-All style weight sharing).
+"""Elastic CNN supernets (APQ / Once-for-All style weight sharing): 1D for MNIST-1D, 2D for digits.
 
 One set of weights holds every sub-network of a space of architectures. Per stage:
 
@@ -7,28 +7,36 @@ One set of weights holds every sub-network of a space of architectures. Per stag
   sub-network uses the *first* ``round(width · channels)`` output channels of each conv
   (OFA's channel slicing; the supernet's training makes the first channels the important ones);
 - **kernel** size: ``kernels``, e.g. (3, 5, 7) — the centre of the stage's largest kernel
-  (OFA's centre crop, without its kernel-transformation matrices).
+  (OFA's centre crop, without its kernel-transformation matrices); square in 2D.
 
-A block is Conv1d → BatchNorm → ReLU; the first block of every stage after the first halves
-the length (stride 2). The head is global average pooling and a Linear layer on the active
-channels. Sub-networks share BatchNorm *affine* parameters by slicing; their running
-statistics differ, so :func:`extract` re-estimates them on training batches (as OFA does).
+A block is Conv → BatchNorm → ReLU; the first block of every stage after the first halves
+the length (or height and width; stride 2). The head is global average pooling and a Linear
+layer on the active channels. Sub-networks share BatchNorm *affine* parameters by slicing;
+their running statistics differ, so :func:`~autocompress.elastic.train.subnet_metric`
+re-estimates them on training batches (as OFA does). :class:`ElasticCNN1d` and
+:class:`ElasticCNN2d` differ only in their number of spatial dimensions (:class:`ElasticCNN`).
 
-The interface a user-supplied elastic model needs (:class:`ElasticModel`): ``choices()``
-(per stage, the legal depth / width / kernel values), ``forward(x, config)``,
-``extract(config) -> nn.Module`` returning a standalone model with the inherited weights.
+The interface a user-supplied elastic model needs (:class:`ElasticModel`, docs/elastic.md):
+``choices()`` (per stage, the legal depth / width / kernel values), ``forward(x, config)``,
+``extract(config) -> nn.Module`` returning a standalone model with the inherited weights and
+``stage_layers(config)`` naming each stage's Conv/Linear layers in that model (where per-stage
+bit-widths go); :class:`ElasticMixin` derives ``largest``, ``smallest``, ``random`` and
+``validate`` from ``choices()``.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+STAGE_FIELDS = ("depth", "width", "kernel")
 
 
 @dataclass(frozen=True)
@@ -59,49 +67,120 @@ class SubnetConfig:
 
 @runtime_checkable
 class ElasticModel(Protocol):
+    """What the APQ machinery needs of an elastic supernet (see docs/elastic.md)."""
+
     def choices(self) -> list[dict[str, tuple]]: ...
 
     def forward(self, x: Tensor, config: SubnetConfig | None = None) -> Tensor: ...
 
     def extract(self, config: SubnetConfig) -> nn.Module: ...
 
+    def stage_layers(self, config: SubnetConfig) -> list[list[str]]: ...
+
+    def largest(self) -> SubnetConfig: ...
+
+    def smallest(self) -> SubnetConfig: ...
+
+    def random(self, rng: np.random.Generator) -> SubnetConfig: ...
+
+    def validate(self, config: SubnetConfig) -> SubnetConfig: ...
+
+
+class ElasticMixin:
+    """``largest``, ``smallest``, ``random`` and ``validate`` of a supernet, from its ``choices()``."""
+
+    def choices(self) -> list[dict[str, tuple]]:
+        raise NotImplementedError
+
+    def largest(self) -> SubnetConfig:
+        return SubnetConfig(tuple(StageConfig(*(max(c[f]) for f in STAGE_FIELDS)) for c in self.choices()))
+
+    def smallest(self) -> SubnetConfig:
+        return SubnetConfig(tuple(StageConfig(*(min(c[f]) for f in STAGE_FIELDS)) for c in self.choices()))
+
+    def random(self, rng: np.random.Generator) -> SubnetConfig:
+        """Each stage's depth, width and kernel drawn uniformly from its choices."""
+        return SubnetConfig(tuple(StageConfig(int(rng.choice(c["depth"])), float(rng.choice(c["width"])),
+                                              int(rng.choice(c["kernel"]))) for c in self.choices()))
+
+    def validate(self, config: SubnetConfig) -> SubnetConfig:
+        """``config`` itself if every stage's values are legal, else a ValueError naming the first that is not."""
+        choices = self.choices()
+        if len(config.stages) != len(choices):
+            raise ValueError(f"the supernet has {len(choices)} stages; the config gives {len(config.stages)}")
+        for i, (stage, allowed) in enumerate(zip(config.stages, choices, strict=True)):
+            for field in STAGE_FIELDS:
+                if getattr(stage, field) not in allowed[field]:
+                    raise ValueError(f"stage {i}: {field} {getattr(stage, field)!r} not allowed; "
+                                     f"allowed: {list(allowed[field])}")
+        return config
+
+
+_CONVS: dict[int, tuple[type[nn.Module], type[nn.Module]]] = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d)}
+_CONV_FNS = {1: F.conv1d, 2: F.conv2d}
+
 
 class _Block(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int) -> None:
+    """Conv → BatchNorm → ReLU at the largest kernel and width; runs (or extracts) any slice of it."""
+
+    def __init__(self, dims: int, in_channels: int, out_channels: int, kernel: int, stride: int) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
-        self.bn = nn.BatchNorm1d(out_channels)
-        self.stride = stride
+        conv, norm = _CONVS[dims]
+        self.conv = conv(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
+        self.bn = norm(out_channels)
+        self.dims, self.stride = dims, stride
 
     def sliced(self, in_channels: int, out_channels: int, kernel: int) -> tuple[Tensor, dict[str, Tensor]]:
-        full = self.conv.kernel_size[0]
-        start = (full - kernel) // 2
-        weight = self.conv.weight[:out_channels, :in_channels, start:start + kernel]
-        bn = {"weight": self.bn.weight[:out_channels], "bias": self.bn.bias[:out_channels],
-              "running_mean": self.bn.running_mean[:out_channels], "running_var": self.bn.running_var[:out_channels]}
+        """The first channels and the centre ``kernel`` of the weights; the first channels of the BN tensors."""
+        start = (self.conv.kernel_size[0] - kernel) // 2
+        crop = (slice(start, start + kernel),) * self.dims
+        weight = self.conv.weight[(slice(None, out_channels), slice(None, in_channels), *crop)]
+        bn = {name: getattr(self.bn, name)[:out_channels] for name in ("weight", "bias", "running_mean", "running_var")}
         return weight, bn
 
     def forward(self, x: Tensor, out_channels: int, kernel: int) -> Tensor:
         weight, bn = self.sliced(x.shape[1], out_channels, kernel)
-        y = F.conv1d(x, weight, stride=self.stride, padding=kernel // 2)
+        y = _CONV_FNS[self.dims](x, weight, stride=self.stride, padding=kernel // 2)
         y = F.batch_norm(y, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], self.training,
                          self.bn.momentum, self.bn.eps)
         return F.relu(y)
 
+    def extracted(self, in_channels: int, out_channels: int, kernel: int) -> nn.Sequential:
+        """A standalone ``Sequential(conv, bn, relu)`` of this slice with copied weights and BN statistics."""
+        conv_type, norm_type = _CONVS[self.dims]
+        weight, bn = self.sliced(in_channels, out_channels, kernel)
+        conv = conv_type(in_channels, out_channels, kernel, stride=self.stride, padding=kernel // 2, bias=False)
+        norm = norm_type(out_channels, eps=self.bn.eps, momentum=self.bn.momentum)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            for name, value in bn.items():
+                getattr(norm, name).copy_(value)
+        return nn.Sequential(OrderedDict(conv=conv, bn=norm, relu=nn.ReLU()))
 
-class ElasticCNN1d(nn.Module):
-    """Elastic depth / width / kernel per stage; see the module docstring."""
+
+class ElasticCNN(ElasticMixin, nn.Module):
+    """Elastic depth / width / kernel per stage over ``dims`` spatial dimensions; see the module docstring.
+
+    ``channels`` (full width per stage) and ``kernels`` default to the subclass's
+    ``default_channels`` / ``default_kernels``.
+    """
+
+    dims: ClassVar[int] = 1
+    default_channels: ClassVar[tuple[int, ...]] = (32, 64, 128)
+    default_kernels: ClassVar[tuple[int, ...]] = (3, 5, 7)
 
     def __init__(
         self,
-        channels: Sequence[int] = (32, 64, 128),
+        channels: Sequence[int] | None = None,
         depths: Sequence[int] = (1, 2, 3),
         widths: Sequence[float] = (0.5, 0.75, 1.0),
-        kernels: Sequence[int] = (3, 5, 7),
+        kernels: Sequence[int] | None = None,
         num_classes: int = 10,
         in_channels: int = 1,
     ) -> None:
         super().__init__()
+        channels = self.default_channels if channels is None else channels
+        kernels = self.default_kernels if kernels is None else kernels
         if any(k % 2 == 0 for k in kernels):
             raise ValueError(f"kernels must be odd (centre crop), got {list(kernels)}")
         if not all(0 < w <= 1 for w in widths) or min(depths) < 1:
@@ -115,7 +194,7 @@ class ElasticCNN1d(nn.Module):
             blocks = []
             for depth in range(max(self.depths)):
                 stride = 2 if (depth == 0 and index > 0) else 1
-                blocks.append(_Block(previous if depth == 0 else width, width, max(self.kernels), stride))
+                blocks.append(_Block(self.dims, previous if depth == 0 else width, width, max(self.kernels), stride))
             stages.append(nn.ModuleList(blocks))
             previous = width
         self.stages = nn.ModuleList(stages)
@@ -125,29 +204,12 @@ class ElasticCNN1d(nn.Module):
     def choices(self) -> list[dict[str, tuple]]:
         return [{"depth": self.depths, "width": self.widths, "kernel": self.kernels} for _ in self.channels]
 
-    def largest(self) -> SubnetConfig:
-        return SubnetConfig(tuple(StageConfig(max(self.depths), max(self.widths), max(self.kernels))
-                                  for _ in self.channels))
-
-    def smallest(self) -> SubnetConfig:
-        return SubnetConfig(tuple(StageConfig(min(self.depths), min(self.widths), min(self.kernels))
-                                  for _ in self.channels))
-
-    def random(self, rng: np.random.Generator) -> SubnetConfig:
-        return SubnetConfig(tuple(StageConfig(int(rng.choice(self.depths)), float(rng.choice(self.widths)),
-                                              int(rng.choice(self.kernels))) for _ in self.channels))
-
-    def validate(self, config: SubnetConfig) -> SubnetConfig:
-        if len(config.stages) != len(self.channels):
-            raise ValueError(f"the supernet has {len(self.channels)} stages; the config gives {len(config.stages)}")
-        for i, stage in enumerate(config.stages):
-            for field, allowed in (("depth", self.depths), ("width", self.widths), ("kernel", self.kernels)):
-                if getattr(stage, field) not in allowed:
-                    raise ValueError(f"stage {i}: {field} {getattr(stage, field)!r} not allowed; allowed: {list(allowed)}")
-        return config
-
     def active_channels(self, config: SubnetConfig) -> list[int]:
         return [max(1, int(round(stage.width * c))) for stage, c in zip(config.stages, self.channels, strict=True)]
+
+    def stage_layers(self, config: SubnetConfig) -> list[list[str]]:
+        """Names of each stage's convs in ``extract(config)``."""
+        return [[f"stage{i}.{b}.conv" for b in range(stage.depth)] for i, stage in enumerate(self.validate(config).stages)]
 
     # ---------------------------------------------------------------- running
     def forward(self, x: Tensor, config: SubnetConfig | None = None) -> Tensor:
@@ -155,33 +217,49 @@ class ElasticCNN1d(nn.Module):
         for stage, blocks, width in zip(config.stages, self.stages, self.active_channels(config), strict=True):
             for block in list(blocks)[: stage.depth]:
                 x = block(x, width, stage.kernel)
-        x = x.mean(dim=2)
+        x = x.flatten(2).mean(dim=2)
         return F.linear(x, self.head.weight[:, : x.shape[1]], self.head.bias)
 
     def extract(self, config: SubnetConfig) -> nn.Module:
-        """A standalone ``nn.Sequential`` of ``config`` with the inherited (copied) weights and BN statistics."""
+        """A standalone model of ``config`` with the inherited (copied) weights and BN statistics.
+
+        ``Sequential(stage0, stage1, ..., pool, head)``; stage ``i``'s block ``b`` is
+        ``stage{i}.{b}`` = ``Sequential(conv, bn, relu)`` (see :meth:`stage_layers`).
+        """
         config = self.validate(config)
-        layers: list[nn.Module] = []
+        parts: OrderedDict[str, nn.Module] = OrderedDict()
         previous = self.in_channels
-        for stage, blocks, width in zip(config.stages, self.stages, self.active_channels(config), strict=True):
+        for index, (stage, blocks, width) in enumerate(zip(config.stages, self.stages, self.active_channels(config),
+                                                           strict=True)):
+            extracted = []
             for block in list(blocks)[: stage.depth]:
-                weight, bn = block.sliced(previous, width, stage.kernel)
-                conv = nn.Conv1d(previous, width, stage.kernel, stride=block.stride, padding=stage.kernel // 2,
-                                 bias=False)
-                norm = nn.BatchNorm1d(width, eps=block.bn.eps, momentum=block.bn.momentum)
-                with torch.no_grad():
-                    conv.weight.copy_(weight)
-                    for name, value in bn.items():
-                        getattr(norm, name).copy_(value)
-                layers += [conv, norm, nn.ReLU()]
+                extracted.append(block.extracted(previous, width, stage.kernel))
                 previous = width
+            parts[f"stage{index}"] = nn.Sequential(*extracted)
         head = nn.Linear(previous, self.head.out_features)
         with torch.no_grad():
             head.weight.copy_(self.head.weight[:, :previous])
             head.bias.copy_(self.head.bias)
-        return nn.Sequential(*layers, _GlobalAvgPool(), head)
+        parts["pool"] = _GlobalAvgPool()
+        parts["head"] = head
+        return nn.Sequential(parts)
+
+
+class ElasticCNN1d(ElasticCNN):
+    """Elastic 1D CNN for MNIST-1D (inputs (N, C, L)): channels 32/64/128, kernels 3/5/7 by default."""
+
+    dims = 1
+
+
+class ElasticCNN2d(ElasticCNN):
+    """Elastic 2D CNN for the 8x8 digits (inputs (N, C, H, W)): channels 16/32/64 (as the zoo's
+    digits CNN), kernels 3/5 by default; 8x8 → 4x4 → 2x2 over the three stages."""
+
+    dims = 2
+    default_channels = (16, 32, 64)
+    default_kernels = (3, 5)
 
 
 class _GlobalAvgPool(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
-        return x.mean(dim=2)
+        return x.flatten(2).mean(dim=2)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autocompress.elastic.supernet import ElasticCNN1d, SubnetConfig
+from autocompress.elastic.supernet import ElasticModel, SubnetConfig
 from autocompress.finetune import (
     _batches,
     _budget_steps,
@@ -28,7 +28,7 @@ from autocompress.task import Task
 
 
 def train_supernet(
-    supernet: ElasticCNN1d,
+    supernet: ElasticModel,
     task: Task,
     *,
     epochs: float = 10.0,
@@ -69,7 +69,7 @@ def train_supernet(
     return {"steps": total, "seconds": time.perf_counter() - start, "final_loss": sum(tail) / len(tail)}
 
 
-def subnet_metric(supernet: ElasticCNN1d, config: SubnetConfig, task: Task, split: str = "val", *,
+def subnet_metric(supernet: ElasticModel, config: SubnetConfig, task: Task, split: str = "val", *,
                   bn_batches: int = 20, seed: int = 0) -> tuple[float, nn.Module]:
     """The task metric of ``config``'s extracted model (BN statistics re-estimated), and that model."""
     model = supernet.extract(config)

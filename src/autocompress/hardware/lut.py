@@ -163,6 +163,9 @@ class LatencyTable:
     def open(cls, target: Target | str, path: str | Path | None = None, *, cache: bool = True,
              timer: object = None) -> LatencyTable:
         target = parse_target(target)
+        if target.runtime == "ort-cpu-int8":
+            raise ValueError("lookup tables time fp32 layers; ort-cpu-int8 latencies are measured whole "
+                             "(latency: {estimate: false}); allowed runtimes for tables: ort-cpu, torch-cpu, torch-cuda")
         if cache and path is None:
             from autocompress.zoo.datasets import cache_dir
 

@@ -4,6 +4,8 @@ A :class:`Target` is a runtime on a device plus everything that changes a timing
 threads, batch size, warm-up and repeats. Targets are written as text:
 
     ort-cpu                      ONNX Runtime, CPU (the default: 1 thread, batch 32)
+    ort-cpu-int8                 ONNX Runtime, CPU, the model as deployed by deploy_dynamic: its
+                                 8-bit layers (dynamic activations) in int8, the rest fp32
     torch-cpu                    PyTorch eager, CPU
     torch-cuda                   PyTorch eager, CUDA (timed with CUDA events)
     ort-cpu:threads=2,batch=1    options after a colon: threads, batch, warmup, repeats
@@ -27,7 +29,7 @@ from torch import Tensor, nn
 from autocompress.hardware.latency import LatencyResult, measure_ort_latency, measure_torch_latency
 from autocompress.trace import as_inputs
 
-RUNTIMES = ("ort-cpu", "torch-cpu", "torch-cuda")
+RUNTIMES = ("ort-cpu", "ort-cpu-int8", "torch-cpu", "torch-cuda")
 _OPTIONS = ("threads", "batch", "warmup", "repeats")
 
 
@@ -66,7 +68,7 @@ class Target:
             "cores": str(os.cpu_count()),
             "torch": torch.__version__,
         }
-        if self.runtime == "ort-cpu":
+        if self.runtime.startswith("ort-cpu"):
             import onnxruntime
 
             info["onnxruntime"] = onnxruntime.__version__
@@ -117,11 +119,15 @@ def measure(model: nn.Module, example_input: Tensor | tuple, target: Target | st
     """Whole-model latency of ``model`` on ``target`` at the target's batch size (model not modified)."""
     target = parse_target(target)
     inputs = batched(example_input, target.batch)
-    if target.runtime == "ort-cpu":
+    if target.runtime.startswith("ort-cpu"):
+        from autocompress.deploy_dynamic import export_dynamic_int8
         from autocompress.export import export_onnx
 
         with tempfile.TemporaryDirectory() as folder:
-            path = export_onnx(model, Path(folder) / "m.onnx", inputs, check=False)
+            if target.runtime == "ort-cpu-int8":
+                path = export_dynamic_int8(model, Path(folder) / "m.onnx", inputs, min_cosine=None).path
+            else:
+                path = export_onnx(model, Path(folder) / "m.onnx", inputs, check=False)
             return measure_ort_latency(path, inputs, threads=target.threads, warmup=target.warmup,
                                        repeats=target.repeats)
     device = "cuda" if target.runtime == "torch-cuda" else "cpu"

@@ -15,8 +15,8 @@ seed: 0
 workers: 1
 finetune_epochs: 1.0
 evaluator: {lr: 0.001, distill: 0.0}
-space: {methods: [prune, lowrank, quant], exclude: []}
-latency: {batch: 32, threads: 1, runtime: ort-cpu, estimate: false}   # estimate: lookup tables
+space: {methods: [prune, lowrank, quant], exclude: [], activations: static}   # dynamic: see examples/minilm.yaml
+latency: {batch: 32, threads: 1, runtime: ort-cpu, estimate: false}   # estimate: lookup tables; ort-cpu-int8: as deployed
 ```
 
 Unknown keys are errors; every error names the field and what is allowed.
@@ -57,6 +57,8 @@ class SpaceConfig(BaseModel):
     act_bits_choices: list[int] | None = None
     channel_multiple: int = Field(1, ge=1)
     rank_multiple: int = Field(1, ge=1)
+    activations: Literal["static", "dynamic"] = Field(
+        "static", description="dynamic: per-call input ranges, act_bits = weight_bits (ONNX Runtime dynamic int8)")
 
     def kwargs(self) -> dict[str, Any]:
         values = {k: v for k, v in self.model_dump().items() if v is not None}
@@ -89,7 +91,7 @@ class LatencyConfig(BaseModel):
     batch: int = Field(32, ge=1)
     threads: int = Field(1, ge=1)
     repeats: int = Field(30, ge=1)
-    runtime: str = Field("ort-cpu", description="ort-cpu, torch-cpu or torch-cuda")
+    runtime: str = Field("ort-cpu", description="ort-cpu, ort-cpu-int8, torch-cpu or torch-cuda")
     estimate: bool = Field(False, description="per-layer lookup table + calibrated overhead instead of a measurement")
 
     @field_validator("runtime")

@@ -58,6 +58,15 @@ class EvaluationSpec:
     evaluator: dict[str, Any] = field(default_factory=dict)  # Evaluator keyword arguments
     latency: dict[str, Any] | None = None  # {"batch": 32, "threads": 1, "repeats": 30} to measure ORT latency
     threads: int | None = None  # torch threads in a worker process
+    elastic: Any = None  # APQ: an autocompress.elastic.ElasticSpace for policies naming a sub-network (policy.arch)
+
+    def target(self, policy: Policy) -> tuple[nn.Module, SearchSpace]:
+        """The model ``policy`` applies to and its space: the search's, or the sub-network ``policy.arch``."""
+        if policy.arch is None:
+            return self.model, self.space
+        if self.elastic is None:
+            raise ValueError("the policy names a sub-network (arch); the search needs search(..., elastic=supernet)")
+        return self.elastic.subnet(policy.arch)
 
 
 _EVALUATORS: dict[int, Evaluator] = {}
@@ -82,17 +91,19 @@ def original_values(spec: EvaluationSpec) -> dict[str, float]:
 
 def evaluate_values(spec: EvaluationSpec, policy: Policy) -> dict[str, float]:
     """Evaluate one policy; the values stored in the study (raises on failure or NaN)."""
-    result = _evaluator(spec).evaluate(spec.model, policy, space=spec.space)
+    model, space = spec.target(policy)
+    result = _evaluator(spec).evaluate(model, policy, space=space)
     if not math.isfinite(result.metric):
         raise FloatingPointError(f"the metric is {result.metric}")
+    metric_original, original_cost = _evaluator(spec).baseline(spec.model)  # a sub-network's too: the search's model
     values = {
         "metric": result.metric,
         "metric_before_finetune": result.metric_before_finetune,
-        "metric_original": result.metric_original,
-        "accuracy_drop": result.metric_original - result.metric,
+        "metric_original": metric_original,
+        "accuracy_drop": metric_original - result.metric,
     }
     values.update({k: float(v) for k, v in result.cost.as_dict().items()})
-    values.update({f"{k}_ratio": float(v) for k, v in result.ratios.items()})
+    values.update({f"{k}_ratio": float(v) for k, v in result.cost.ratio_to(original_cost).items()})
     if spec.latency:
         values["latency_ms"] = _latency(spec, result.model)
     return values
@@ -193,6 +204,7 @@ class SearchRun:
         self.study = study
         self.spec = spec
         self.space = spec.space
+        self.elastic = spec.elastic
         self.objectives: tuple[Objective, ...] = study.objectives
         self.constraints = tuple(constraints)
         self.budget = int(budget)
@@ -220,7 +232,7 @@ class SearchRun:
         return self._original
 
     def cost(self, policy: Policy) -> CostReport:
-        return self.space.cost(policy)
+        return self.spec.target(policy)[1].cost(policy)
 
     def history(self) -> list[Record]:
         return self.study.records()
@@ -254,7 +266,7 @@ class SearchRun:
             if key not in active:
                 if room <= 0:
                     continue
-                self.study.enqueue(self.space.validate(policy), tags)
+                self.study.enqueue(self.spec.target(policy)[1].validate(policy), tags)
                 room -= 1
             wanted[key] = policy
         self._drive(wanted, tags)
@@ -429,13 +441,16 @@ def search(
     progress: bool = True,
     console: Console | None = None,
     config: dict[str, Any] | None = None,
+    elastic: nn.Module | None = None,
 ) -> Study:
     """Search compression policies of ``model`` on ``task``; returns the (persistent) study.
 
     Run it again with the same storage and study name to resume: finished candidates are
     not evaluated again. ``budget`` is the total number of real evaluations. ``config``:
     the search configuration (stored in the study, so that ``autocompress worker`` and
-    ``autocompress export`` can rebuild the model and task).
+    ``autocompress export`` can rebuild the model and task). ``elastic``: an elastic supernet
+    (:class:`~autocompress.elastic.ElasticModel`) whose sub-networks policies may name (``Policy.arch``;
+    the ``apq`` strategy); ``model`` is then the reference they are compared with, e.g. its largest sub-network.
     """
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
@@ -454,6 +469,11 @@ def search(
     study.set_meta(strategy=chosen.name, seed=seed, budget=budget, config=config)
     settings = {"finetune_epochs": finetune_epochs, "seed": seed, "device": "auto", **(evaluator or {})}
     spec = EvaluationSpec(model=model, task=task, space=space, evaluator=settings, latency=latency)
+    if elastic is not None:
+        from autocompress.elastic import ElasticSpace
+
+        spec.elastic = ElasticSpace(elastic, task, reference=model, bn_batches=settings.get("bn_batches", 20),
+                                    split=settings.get("split", "val"), seed=seed)
     SearchRun(
         study, spec, strategy_name=chosen.name, constraints=parsed, budget=budget, seed=seed, workers=workers,
         console=console, progress=progress,

@@ -47,9 +47,12 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def policy_key(policy: Policy) -> str:
-    """Identity of a policy's genes (input spec excluded); identity genes are dropped."""
+    """Identity of a policy's genes (input spec excluded); identity genes are dropped; a sub-network's ``arch`` counts."""
     layers = {name: genes.model_dump() for name, genes in sorted(policy.layers.items()) if not genes.is_identity}
-    return hashlib.sha1(json.dumps(layers, sort_keys=True).encode()).hexdigest()[:16]
+    identity: object = layers if policy.arch is None else {"arch": list(policy.arch), "layers": layers}
+    if policy.activations != "static" and layers:  # the same bits with per-call input ranges are another model
+        identity = {"activations": policy.activations, "layers": identity}
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def storage_url(storage: str | Path) -> str:

@@ -73,13 +73,13 @@ def apply_policy(
     small = copy.deepcopy(model)
     device = next((p.device for p in small.parameters()), torch.device("cpu"))
     inputs = tuple(t.to(device) for t in inputs)
-    prune_groups(small, inputs, space.channel_plan(policy), importance)
+    prune_groups(small, inputs, space.channel_plan(policy), importance, space.multiples())
     for name, genes in policy.layers.items():
         if name not in space.layers or genes.is_identity:
             continue
         layer = small.get_submodule(name)
         layer = factorize(layer, genes.rank, space.rank_multiple, name=name)
-        layer = quantize_layer(layer, genes.weight_bits, genes.act_bits)
+        layer = quantize_layer(layer, genes.weight_bits, genes.act_bits, dynamic=policy.activations == "dynamic")
         set_submodule(small, name, layer)
     modes = {name: m.training for name, m in model.named_modules()}
     for name, module in small.named_modules():

@@ -49,6 +49,13 @@ class ChannelGroup:
     members: tuple[GroupMember, ...]
     prunable: bool = True
     reason: str = ""
+    #: channels are removed in blocks of this many (an attention head: its ``head_dim`` channels)
+    multiple: int = 1
+
+    @property
+    def units(self) -> int:
+        """Removable units: channels, or heads of ``multiple`` channels."""
+        return self.channels // self.multiple
 
     def outputs(self) -> list[str]:
         return [m.module for m in self.members if m.role == "out"]
@@ -140,13 +147,41 @@ def channel_scores(group: object, importance: Importance) -> torch.Tensor:
     return torch.as_tensor(scores).flatten().float()
 
 
+def head_size(model: nn.Module, leader: str) -> int:
+    """Channels per attention head when ``leader`` is the query/key/value projection of an
+    attention module (its parent has ``attention_head_size`` or ``head_dim``), else 1."""
+    parent_name = leader.rpartition(".")[0]
+    parent = model.get_submodule(parent_name) if parent_name else model
+    for attribute in ("attention_head_size", "head_dim"):
+        value = getattr(parent, attribute, None)
+        if isinstance(value, int) and value > 1:
+            return value
+    return 1
+
+
+def _blocks_to_drop(scores: torch.Tensor, count: int, multiple: int) -> list[int]:
+    """The ``count`` channels of the least important whole blocks of ``multiple`` channels."""
+    if multiple == 1:
+        return torch.argsort(scores, stable=True)[:count].tolist()
+    if count % multiple:
+        raise ValueError(f"{count} channels cannot be removed in whole blocks of {multiple}")
+    per_block = scores.reshape(-1, multiple).sum(dim=1)
+    blocks = torch.argsort(per_block, stable=True)[: count // multiple].tolist()
+    return [b * multiple + i for b in blocks for i in range(multiple)]
+
+
 def prune_groups(
     model: nn.Module,
     inputs: tuple[torch.Tensor, ...],
     remove: dict[str, int],
     importance: Importance | None = None,
+    multiples: dict[str, int] | None = None,
 ) -> None:
-    """Remove ``remove[leader]`` least important channels of each group, in place."""
+    """Remove ``remove[leader]`` least important channels of each group, in place.
+
+    ``multiples[leader]`` > 1 removes whole blocks of that many channels (attention heads),
+    ranked by the sum of their channels' importance.
+    """
     remove = {name: n for name, n in remove.items() if n > 0}
     if not remove:
         return
@@ -162,7 +197,7 @@ def prune_groups(
             raise ValueError(
                 f"importance gave {scores.numel()} scores for group '{leader_name}' of {channels} channels"
             )
-        drop = torch.argsort(scores, stable=True)[:count].tolist()
+        drop = _blocks_to_drop(scores, count, (multiples or {}).get(leader_name, 1))
         graph.get_pruning_group(leader, pruner.prune_out_channels, sorted(drop)).prune()
 
 

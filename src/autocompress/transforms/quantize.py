@@ -2,7 +2,8 @@
 
 * Weights: symmetric, per output channel, ``bits`` in 2..8 (32 = float).
 * Activations (the wrapped layer's *input*): asymmetric per tensor, range tracked as an
-  exponential moving average while training and fixed in eval (see ``ActivationQuantizer``).
+  exponential moving average while training and fixed in eval (see ``ActivationQuantizer``),
+  or *dynamic*: each call's own min/max (ONNX Runtime's dynamic int8, see ``deploy_dynamic.py``).
 * Gradients use the straight-through estimator (STE).
 
 Only elementary ops (div, round, clamp, mul, add) are used, so a model with these
@@ -82,9 +83,11 @@ class ActivationQuantizer(nn.Module):
     used always includes 0. The gradient is the STE, zero outside the range (clipped).
     """
 
-    def __init__(self, bits: int = 8) -> None:
+    def __init__(self, bits: int = 8, dynamic: bool = False) -> None:
         super().__init__()
         self.bits = check_bits(bits)
+        #: True: every call uses its own input's min/max (ONNX Runtime's DynamicQuantizeLinear); nothing tracked
+        self.dynamic = dynamic
         self.calibrating = False  # set by calibrate_activations: exact min/max, no quantization
         self.register_buffer("min_val", torch.zeros(()))
         self.register_buffer("max_val", torch.zeros(()))
@@ -92,7 +95,7 @@ class ActivationQuantizer(nn.Module):
         self._known_initialized = False  # caches a True `initialized` (no device sync)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        return f"bits={self.bits}" + (", dynamic" if self.dynamic else "")
 
     def reset(self) -> None:
         """Forget the tracked range."""
@@ -140,8 +143,10 @@ class ActivationQuantizer(nn.Module):
         return scale, zero_point
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.bits == FLOAT_BITS:
+        if self.bits == FLOAT_BITS or (self.dynamic and self.calibrating):
             return x
+        if self.dynamic:
+            return self._quantize(x, *_dynamic_range(x.detach(), self.bits))
         if torch.jit.is_tracing():  # exporting: the range must already be known
             if not self._is_initialized():
                 raise RuntimeError(
@@ -152,10 +157,11 @@ class ActivationQuantizer(nn.Module):
             self._observe(x)
         if self.calibrating:
             return x
-        levels = float(2**self.bits - 1)
         scale, zero_point = self.scale_zero_point()
-        scale = scale.to(device=x.device, dtype=x.dtype)
-        zero_point = zero_point.to(device=x.device, dtype=x.dtype)
+        return self._quantize(x, scale.to(device=x.device, dtype=x.dtype), zero_point.to(device=x.device, dtype=x.dtype))
+
+    def _quantize(self, x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
+        levels = float(2**self.bits - 1)
         q = torch.clamp(torch.round(x / scale) + zero_point, 0.0, levels)
         out = (q - zero_point) * scale
         if not _needs_grad(x):
@@ -163,6 +169,17 @@ class ActivationQuantizer(nn.Module):
         low, high = (0.0 - zero_point) * scale, (levels - zero_point) * scale
         inside = ((x >= low) & (x <= high)).to(x.dtype)
         return (x - x.detach()) * inside + out.detach()
+
+
+def _dynamic_range(x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """(scale, zero_point) of ``x``'s own range including 0, as ONNX's DynamicQuantizeLinear computes them."""
+    levels = 2**bits - 1
+    low = torch.clamp(x.min(), max=0.0)
+    high = torch.clamp(x.max(), min=0.0)
+    scale = (high - low) / levels
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    zero_point = torch.clamp(torch.round(-low / scale), 0.0, float(levels))
+    return scale, zero_point
 
 
 _QUANTIZABLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -183,17 +200,17 @@ def check_quantizable(layer: nn.Module, name: str | None = None) -> None:
 class QuantWrapper(nn.Module):
     """A Linear/Conv1d/Conv2d (``self.layer``) with fake-quantized weights and input."""
 
-    def __init__(self, layer: nn.Module, weight_bits: int, act_bits: int) -> None:
+    def __init__(self, layer: nn.Module, weight_bits: int, act_bits: int, dynamic: bool = False) -> None:
         super().__init__()
         check_quantizable(layer)
         self.weight_bits = check_bits(weight_bits, "weight_bits")
         self.act_bits = check_bits(act_bits, "act_bits")
         self.layer = layer
-        self.act_quant = ActivationQuantizer(self.act_bits).to(device=layer.weight.device)
+        self.act_quant = ActivationQuantizer(self.act_bits, dynamic).to(device=layer.weight.device)
         self.weight_frozen = False  # True: layer.weight already holds its quantized values
 
     def extra_repr(self) -> str:
-        return f"weight_bits={self.weight_bits}, act_bits={self.act_bits}"
+        return f"weight_bits={self.weight_bits}, act_bits={self.act_bits}" + (", dynamic" if self.act_quant.dynamic else "")
 
     def forward(self, x: Tensor) -> Tensor:
         layer = self.layer
@@ -222,8 +239,8 @@ def freeze_weights(model: nn.Module) -> nn.Module:
     return frozen
 
 
-def quantize_layer(layer: nn.Module, weight_bits: int, act_bits: int) -> nn.Module:
-    """Fake-quantize ``layer`` (a copy; the input is not modified).
+def quantize_layer(layer: nn.Module, weight_bits: int, act_bits: int, dynamic: bool = False) -> nn.Module:
+    """Fake-quantize ``layer`` (a copy; the input is not modified); ``dynamic``: per-call input ranges.
 
     Returns ``layer`` itself at 32/32. A :class:`LowRank` gets each factor wrapped (a new
     LowRank with the same attributes); a :class:`QuantWrapper` is re-wrapped at the new
@@ -234,14 +251,14 @@ def quantize_layer(layer: nn.Module, weight_bits: int, act_bits: int) -> nn.Modu
     if weight_bits == FLOAT_BITS and act_bits == FLOAT_BITS:
         return layer
     if isinstance(layer, LowRank):
-        factors = [quantize_layer(child, weight_bits, act_bits) for child in layer]
+        factors = [quantize_layer(child, weight_bits, act_bits, dynamic) for child in layer]
         wrapped = LowRank(
             *factors, kind=layer.kind, ranks=layer.ranks, original_type=layer.original_type
         )
         return wrapped.train(layer.training)
     inner = layer.layer if isinstance(layer, QuantWrapper) else layer
     check_quantizable(inner)
-    wrapper = QuantWrapper(copy.deepcopy(inner), weight_bits, act_bits)
+    wrapper = QuantWrapper(copy.deepcopy(inner), weight_bits, act_bits, dynamic)
     return wrapper.train(layer.training)
 
 

@@ -18,6 +18,7 @@ STRATEGIES = {
     "given": "autocompress.search.strategies.given:GivenStrategy",
     "seernet": "autocompress.search.strategies.seernet:SeerNetStrategy",
     "predicted": "autocompress.search.strategies.predicted_evolution:PredictedEvolutionStrategy",
+    "apq": "autocompress.search.strategies.apq:APQStrategy",
 }
 
 

@@ -34,6 +34,7 @@ class SearchContext(Protocol):
     budget: int  # real evaluations allowed, in total, over every resume
     seed: int
     rng: np.random.Generator  # seeded from `seed`; the strategy's only source of randomness
+    elastic: Any  # an autocompress.elastic.ElasticSpace when the search has a supernet (apq), else None
 
     def remaining(self) -> int:
         """Real evaluations left (cached results do not count)."""

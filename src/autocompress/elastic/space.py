@@ -1,0 +1,131 @@
+"""A supernet's sub-networks as search candidates: their models, search spaces, exact costs, cheap labels.
+
+:class:`ElasticSpace` is what a search holds to evaluate policies whose ``arch`` names a
+sub-network (``search(..., elastic=supernet)``): the runner asks it for the extracted model
+and its :class:`~autocompress.space.SearchSpace`, and evaluates the policy on them like any
+other; the ``apq`` strategy asks it for exact costs of thousands of candidates and for cheap
+full-precision labels. Everything per architecture is computed once and kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from autocompress.cost import FP32_BITS, CostReport, count_cost
+from autocompress.elastic.encoding import QuantSubnet
+from autocompress.elastic.supernet import ElasticModel, SubnetConfig
+from autocompress.elastic.train import subnet_metric
+from autocompress.finetune import recalibrate_batchnorm
+from autocompress.policy import InputSpec, Policy
+from autocompress.space import LAYER_TYPES, SearchSpace, _linear_cost
+from autocompress.task import Task
+
+Arch = tuple[float, ...]
+
+
+class ElasticSpace:
+    """Sub-networks of ``supernet`` on ``task``, cached per architecture.
+
+    ``reference``: the model the search compresses and compares with (its ``original``),
+    usually the largest sub-network; latency estimates use its lookup-table calibration.
+    ``bn_batches``, ``split``, ``seed``: how sub-networks get their BatchNorm statistics and
+    full-precision metric (as :func:`~autocompress.elastic.train.subnet_metric`).
+    """
+
+    def __init__(self, supernet: ElasticModel, task: Task, *, reference: nn.Module | None = None,
+                 bn_batches: int = 20, split: str = "val", seed: int = 0) -> None:
+        if not isinstance(supernet, ElasticModel):
+            raise TypeError(f"{type(supernet).__name__} is not an elastic model: it needs choices(), forward(x, config), "
+                            "extract(config), stage_layers(config), largest(), smallest(), random(rng), validate(config) "
+                            "(see docs/elastic.md)")
+        self.supernet, self.task, self.reference = supernet, task, reference
+        self.bn_batches, self.split, self.seed = bn_batches, split, seed
+        self.example = task.example_input(1)
+        self.inputs = (InputSpec.of(self.example),)
+        self._subnets: dict[Arch, tuple[nn.Module, SearchSpace]] = {}
+        self._rows: dict[Arch, tuple[CostReport, dict[str, int]]] = {}
+        self._fp: dict[Arch, float] = {}
+        self._latency: dict[Arch, float] = {}
+
+    def config(self, arch: Sequence[float]) -> SubnetConfig:
+        """The (validated) architecture of an ``arch`` vector."""
+        return self.supernet.validate(SubnetConfig.from_vector(arch))
+
+    # ---------------------------------------------------------------- policies
+    def policy(self, candidate: QuantSubnet) -> Policy:
+        return candidate.to_policy(self.supernet, self.inputs)
+
+    def candidate(self, policy: Policy) -> QuantSubnet:
+        return QuantSubnet.from_policy(policy, self.supernet)
+
+    # ---------------------------------------------------------------- models
+    def subnet(self, arch: Sequence[float]) -> tuple[nn.Module, SearchSpace]:
+        """The extracted sub-network (BatchNorm statistics re-estimated, eval mode) and its SearchSpace
+        (quantization only): what a policy with this ``arch`` is applied to and evaluated on."""
+        key = _key(arch)
+        if key not in self._subnets:
+            model = self.supernet.extract(self.config(key))
+            recalibrate_batchnorm(model, self.task, batches=self.bn_batches, seed=self.seed)
+            space = SearchSpace.from_model(model.eval(), self.example, methods=["quant"])
+            self._subnets[key] = (model, space)  # kept: the evaluator caches baselines by model identity
+        return self._subnets[key]
+
+    def fp_metric(self, config: SubnetConfig) -> float:
+        """The full-precision metric of ``config`` with inherited weights: one cheap label (no fine-tuning)."""
+        key = _key(config.to_vector())
+        if key not in self._fp:
+            self._fp[key] = subnet_metric(self.supernet, config, self.task, self.split, bn_batches=self.bn_batches,
+                                          seed=self.seed)[0]
+        return self._fp[key]
+
+    # ---------------------------------------------------------------- costs
+    def cost(self, candidate: QuantSubnet | Policy) -> CostReport:
+        """Exact per-sample cost: equal, row by row, to ``count_cost(apply_policy(extract(config), policy))``.
+
+        The full-precision sub-network is counted once per architecture; a quantized layer's
+        row is re-priced at its bits (BitOps = MACs × weight bits × activation bits; its weight at
+        weight bits / 8 bytes). A policy that also prunes or factorizes is priced by the
+        sub-network's SearchSpace.
+        """
+        policy = candidate if isinstance(candidate, Policy) else self.policy(candidate)
+        if policy.arch is None:
+            raise ValueError("the policy names no sub-network (policy.arch is None)")
+        if any(genes.prune > 0 or genes.rank < 1 for genes in policy.layers.values()):
+            return self.subnet(policy.arch)[1].cost(policy)
+        rows, weights = self._full_precision_rows(policy.arch)
+        priced = []
+        for row in rows.layers:
+            genes = policy.layers.get(row.name)
+            if genes is None or (genes.weight_bits, genes.act_bits) == (FP32_BITS, FP32_BITS):
+                priced.append(row)
+            else:
+                w = weights[row.name]
+                priced.append(_linear_cost(row.name, row.type, row.macs, w, row.params - w, genes.weight_bits,
+                                           genes.act_bits))
+        return CostReport(tuple(priced))
+
+    def latency_ms(self, config: SubnetConfig, table: object) -> float:
+        """Estimated latency (ms per batch of the table's target) of ``config``'s sub-network from a
+        :class:`~autocompress.hardware.lut.LatencyTable`, with the calibration of ``reference``.
+
+        Fake-quantized layers are timed as float layers (hardware/lut.py), so bits do not change it.
+        """
+        key = _key(config.to_vector())
+        if key not in self._latency:
+            model = self.supernet.extract(config)
+            self._latency[key] = table.estimate(model, self.example, original=self.reference).total_ms
+        return self._latency[key]
+
+    def _full_precision_rows(self, arch: Sequence[float]) -> tuple[CostReport, dict[str, int]]:
+        key = _key(arch)
+        if key not in self._rows:
+            model = self.supernet.extract(self.config(key))
+            weights = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+            self._rows[key] = (count_cost(model, self.example), weights)
+        return self._rows[key]
+
+
+def _key(arch: Sequence[float]) -> Arch:
+    return tuple(float(v) for v in arch)

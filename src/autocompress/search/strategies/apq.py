@@ -1,0 +1,242 @@
+"""``apq``: joint search of architecture and mixed precision on an elastic supernet.
+
+APQ (Wang, Wang, Cai, Lin, Liu, Han, "APQ: Joint Search for Network Architecture, Pruning and
+Quantization Policy", CVPR 2020; code mit-han-lab/apq). The search needs an elastic supernet:
+``search(reference, task, elastic=supernet, strategy="apq")`` (docs/elastic.md). A candidate
+is a :class:`~autocompress.elastic.QuantSubnet` — (depth, width, kernel) per stage, width being
+APQ's channel pruning, and (weight, activation) bits per stage — stored in the study as a
+Policy with ``arch`` set, so its records, costs and Pareto front are those of every strategy.
+
+1. **Full-precision labels** (cheap, not in the study): ``fp_samples`` random architectures,
+   each measured with its inherited weights after BatchNorm re-estimation
+   (:meth:`~autocompress.elastic.ElasticSpace.fp_metric`); a predictor
+   (:class:`~autocompress.predict.AccuracyPredictor`, ``kind``) is fitted on them.
+2. **Quantized labels** (real evaluations, ``phase="label"``): ``q_samples`` random candidates
+   within at least one budget, quantized, calibrated and fine-tuned quantization-aware by the
+   search's evaluator.
+3. **Predictor transfer**: the full-precision predictor fine-tuned on the quantized labels
+   (``AccuracyPredictor.fit(..., warm_start=...)``); ``transfer=False`` fits one from scratch.
+   Features: :meth:`~autocompress.elastic.QuantSubnet.features`.
+4. **Evolution** per budget (:func:`~autocompress.search.evolution.evolve`, the paper's
+   population, parent ratio, mutation ratio and mutate probability; iterations scaled down from
+   ~500 for a CPU), every individual within the budget by exact count (children that violate it
+   are redrawn), crossover children kept (the public code drops them).
+5. **Final candidates** (``phase="final"``, ``target=...``, ``pipeline=...``): the ``final`` best distinct
+   individuals of each budget, fine-tuned quantization-aware and measured by the evaluator (its
+   fine-tune budget is the search's; ``confirm()`` does not take a supernet yet).
+
+Budgets (``targets``, default the search's cost constraints, else ``DEFAULT_RATIOS`` of
+``cost``): exact costs (``bitops``, ``flops``, ``macs``, ``params``, ``bytes``; ratios of the
+search's model) from :meth:`~autocompress.elastic.ElasticSpace.cost`, or latency (``"latency<=2"``
+ms, ``"latency_ratio<=0.5"``) from the search space's lookup table (``latency={"estimate": True}``),
+which times fake-quantized layers as float ones: a latency budget then bounds the architecture only.
+Pruning genes other than the width (per-layer prune ratios, low rank) are not searched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from autocompress.elastic import ElasticSpace, QuantSubnet
+from autocompress.elastic.encoding import PER_STAGE
+from autocompress.policy import Policy, check_bits
+from autocompress.predict import AccuracyPredictor
+from autocompress.search.evolution import Evolution, check_settings, evolve
+from autocompress.search.objectives import COST_KEYS, Record
+from autocompress.search.strategies.allocate import LATENCY_KEYS
+from autocompress.search.strategies.base import SearchContext, Strategy
+from autocompress.search.strategies.greedy import cost_bounds, parse_target
+from autocompress.threads import single_threaded
+
+DEFAULT_RATIOS = (0.03, 0.01, 0.005)
+PREDICTOR_KINDS = ("mlp", "ensemble")  # the ones a warm start can transfer
+PIPELINES = ("joint", "staged")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One budget: ``cost(candidate) <= bound`` (absolute units of ``key``), labelled as given."""
+
+    key: str
+    bound: float
+    label: str
+    cost: Callable[[QuantSubnet], float]
+
+    def allows(self, candidate: QuantSubnet) -> bool:
+        return self.cost(candidate) <= self.bound
+
+
+@dataclass(kw_only=True)
+class APQStrategy(Strategy):
+    """APQ (module docstring). Defaults scaled for a CPU: the paper's population 100 and ~500
+    iterations, its parent ratio 0.25, mutation ratio 0.5 and mutate probability 0.1.
+    ``kind`` / ``epochs``: the predictors (an MLP or an ensemble, trained for ``epochs``).
+    ``pipeline="staged"``: the baseline that chooses the architecture, then the bits (:meth:`_evolve`)."""
+
+    name: ClassVar[str] = "apq"
+    targets: Sequence[str | float] | None = None
+    cost: str = "bitops"
+    weight_bits: Sequence[int] = (4, 6, 8)
+    act_bits: Sequence[int] = (4, 6, 8)
+    fp_samples: int = 100
+    q_samples: int = 16
+    transfer: bool = True
+    kind: str = "mlp"
+    epochs: int = 600
+    population: int = 50
+    parent_ratio: float = 0.25
+    mutation_ratio: float = 0.5
+    mutate_prob: float = 0.1
+    iterations: int = 40
+    final: int = 2
+    max_tries: int = 100
+    pipeline: str = "joint"
+
+    def __post_init__(self) -> None:
+        if self.cost not in COST_KEYS:
+            raise ValueError(f"apq: cost must be one of {list(COST_KEYS)}, got {self.cost!r}")
+        if self.kind not in PREDICTOR_KINDS:
+            raise ValueError(f"apq: kind must be one of {list(PREDICTOR_KINDS)} (transferable), got {self.kind!r}")
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"apq: pipeline must be one of {list(PIPELINES)}, got {self.pipeline!r}")
+        if self.fp_samples < 2 or self.q_samples < 0 or self.final < 1:
+            raise ValueError(f"apq: need fp_samples >= 2, q_samples >= 0, final >= 1; "
+                             f"got {self.fp_samples}, {self.q_samples}, {self.final}")
+        self.weight_bits = tuple(check_bits(b, "weight_bits") for b in self.weight_bits)
+        self.act_bits = tuple(check_bits(b, "act_bits") for b in self.act_bits)
+        if isinstance(self.targets, (str, int, float)):
+            self.targets = [self.targets]
+        self._parsed = None if self.targets is None else [parse_target(t, self.cost) for t in self.targets]
+        check_settings(**self._evolution())
+
+    def _evolution(self) -> dict[str, Any]:
+        return {"population": self.population, "parent_ratio": self.parent_ratio, "mutation_ratio": self.mutation_ratio,
+                "mutate_prob": self.mutate_prob, "iterations": self.iterations, "max_tries": self.max_tries}
+
+    # ------------------------------------------------------------------ run
+    def run(self, ctx: SearchContext) -> None:
+        elastic: ElasticSpace | None = getattr(ctx, "elastic", None)
+        if elastic is None:
+            raise ValueError("apq: the search has no elastic supernet; run search(reference, task, elastic=supernet, "
+                             "strategy='apq') (docs/elastic.md)")
+        budgets = self.budgets(ctx, elastic)
+        choices = self.choices(elastic)
+        with single_threaded():  # small sub-networks: one thread is faster, and much faster on a busy machine
+            predictor = self._fp_predictor(ctx, elastic)
+        quantized = self._quantized_predictor(ctx, elastic, predictor, choices, budgets)
+        if quantized is None:
+            return
+        for index, budget in enumerate(budgets):
+            if ctx.remaining() <= 0:
+                return
+            with single_threaded():
+                result = self._evolve(budget, choices, predictor, quantized, np.random.default_rng([ctx.seed, 43, index]))
+            if not result.population:
+                ctx.log(f"apq: no candidate within {budget.label} in {self.max_tries * self.population} random draws; skipped")
+                continue
+            chosen = result.best(self.final)
+            kept = sum(h.get("crossover", 0) for h in result.history)
+            ctx.log(f"apq: {budget.label}: predicted {', '.join(f'{c.fitness:.2f}' for c in chosen)}; "
+                    f"{kept} crossover children joined the population over {self.iterations} generations")
+            policies = [elastic.policy(QuantSubnet.from_vector(c.vector)) for c in chosen]
+            records = ctx.evaluate_many(policies, phase="final", target=budget.label, pipeline=self.pipeline)
+            if any(r.state == "skipped" for r in records):
+                return
+
+    def _evolve(self, budget: Budget, choices: list[tuple[float, ...]], fp: AccuracyPredictor,
+                quantized: AccuracyPredictor, rng: np.random.Generator) -> Evolution:
+        """``joint``: one evolution over architecture and bits on the quantization-aware predictor.
+        ``staged``: the architecture first, on the full-precision predictor with every stage at the
+        highest bits, then the bits of that architecture on the quantization-aware one (both within the budget)."""
+
+        def run(genes: list[tuple[float, ...]], predictor: AccuracyPredictor) -> Evolution:
+            return evolve(genes, lambda rows: predictor.predict(_features(rows)),
+                          lambda v: budget.allows(QuantSubnet.from_vector(v)), rng, **self._evolution())
+
+        if self.pipeline == "joint":
+            return run(choices, quantized)
+        architecture = run([c if i % PER_STAGE < 3 else (max(c),) for i, c in enumerate(choices)], fp)
+        if not architecture.population:
+            return architecture
+        chosen = architecture.population[0].vector
+        return run([(chosen[i],) if i % PER_STAGE < 3 else c for i, c in enumerate(choices)], quantized)
+
+    # ------------------------------------------------------------------ parts
+    def choices(self, elastic: ElasticSpace) -> list[tuple[float, ...]]:
+        """Legal values of each gene of :meth:`QuantSubnet.to_vector`, stage by stage."""
+        out: list[tuple[float, ...]] = []
+        for stage in elastic.supernet.choices():
+            out += [tuple(map(float, stage[f])) for f in ("depth", "width", "kernel")]
+            out += [tuple(map(float, self.weight_bits)), tuple(map(float, self.act_bits))]
+        return out
+
+    def budgets(self, ctx: SearchContext, elastic: ElasticSpace) -> list[Budget]:
+        """The budgets searched, in the order given, each with its exact cost function."""
+        parsed = self._parsed or cost_bounds(ctx.constraints) or [(self.cost, r, True) for r in DEFAULT_RATIOS]
+        out = []
+        for key, bound, is_ratio in parsed:
+            if key in LATENCY_KEYS:
+                latency = getattr(ctx.space, "latency_model", None)
+                if latency is None:
+                    raise ValueError("apq: a latency budget needs the lookup tables: search(..., latency={'estimate': True})")
+                cost = _latency_cost(elastic, latency.table)
+                base = float(latency.ms(Policy()))
+            else:
+                cost = _exact_cost(elastic, key)
+                base = float(ctx.original.values[key])
+            label = f"{key}_ratio<={bound:g}" if is_ratio else f"{key}<={bound:g}"
+            out.append(Budget(key, bound * base if is_ratio else bound, label, cost))
+        return out
+
+    def _fp_predictor(self, ctx: SearchContext, elastic: ElasticSpace) -> AccuracyPredictor:
+        rng = np.random.default_rng([ctx.seed, 41])
+        configs = [elastic.supernet.random(rng) for _ in range(self.fp_samples)]
+        X = np.array([QuantSubnet.full_precision(c).features() for c in configs])
+        y = [elastic.fp_metric(c) for c in configs]
+        ctx.log(f"apq: {self.fp_samples} full-precision labels, metric {np.mean(y):.2f} ± {np.std(y):.2f}")
+        return AccuracyPredictor(self.kind, epochs=self.epochs, seed=ctx.seed).fit(X, y)
+
+    def _quantized_predictor(self, ctx: SearchContext, elastic: ElasticSpace, source: AccuracyPredictor,
+                             choices: list[tuple[float, ...]], budgets: list[Budget]) -> AccuracyPredictor | None:
+        """The quantization-aware predictor (None: the budget ran out on the labels)."""
+        if self.q_samples == 0:
+            return source
+        rng = np.random.default_rng([ctx.seed, 42])
+        candidates: list[QuantSubnet] = []
+        for _ in range(self.max_tries * self.q_samples):
+            if len(candidates) == self.q_samples:
+                break
+            candidate = QuantSubnet.from_vector([c[rng.integers(len(c))] for c in choices])
+            if any(b.allows(candidate) for b in budgets):
+                candidates.append(candidate)
+        records = ctx.evaluate_many([elastic.policy(c) for c in candidates], phase="label")
+        if any(r.state == "skipped" for r in records):
+            return None
+        labelled = [(c, r) for c, r in zip(candidates, records, strict=True) if r.ok]
+        if len(labelled) < 2:
+            ctx.log(f"apq: {len(labelled)} quantized labels succeeded; searching on the full-precision predictor")
+            return source
+        X = np.array([c.features() for c, _ in labelled])
+        y = [_metric(r) for _, r in labelled]
+        fresh = AccuracyPredictor(self.kind, epochs=self.epochs, seed=ctx.seed)
+        return fresh.fit(X, y, warm_start=source if self.transfer else None)
+
+
+def _features(rows: np.ndarray) -> np.ndarray:
+    return np.array([QuantSubnet.from_vector(v).features() for v in rows])
+
+
+def _metric(record: Record) -> float:
+    return float(record.values["metric"])
+
+
+def _exact_cost(elastic: ElasticSpace, key: str) -> Callable[[QuantSubnet], float]:
+    return lambda candidate: float(getattr(elastic.cost(candidate), key))
+
+
+def _latency_cost(elastic: ElasticSpace, table: object) -> Callable[[QuantSubnet], float]:
+    return lambda candidate: elastic.latency_ms(candidate.config, table)

@@ -1,0 +1,172 @@
+"""apq: the evolution (budget, crossover children kept, determinism) and the strategy on a digits supernet."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from fake_search import FakeContext, records_of
+from test_lut import Counter
+
+from autocompress.cost import count_cost
+from autocompress.elastic import (
+    ElasticCNN2d,
+    ElasticSpace,
+    QuantSubnet,
+    subnet_metric,
+    train_supernet,
+)
+from autocompress.hardware.lut import LatencyTable
+from autocompress.hardware.targets import Target
+from autocompress.policy import Policy
+from autocompress.search.evolution import evolve
+from autocompress.search.objectives import parse_objectives
+from autocompress.search.runner import search
+from autocompress.search.strategies.apq import APQStrategy
+from autocompress.search.study import policy_key
+from autocompress.threads import single_threaded
+from autocompress.transforms.apply import apply_policy
+from autocompress.zoo import load_task
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
+TARGETS = ["bitops_ratio<=0.02", "bitops_ratio<=0.005"]
+
+
+@pytest.fixture(scope="module")
+def elastic() -> ElasticSpace:
+    task = load_task("digits", seed=0)
+    torch.manual_seed(0)
+    net = ElasticCNN2d(channels=(8, 16, 32))
+    with single_threaded():
+        train_supernet(net, task, epochs=1, seed=0, sandwich=1)
+        _, reference = subnet_metric(net, net.largest(), task, bn_batches=4)
+    return ElasticSpace(net, task, reference=reference, bn_batches=4)
+
+
+class ApqContext(FakeContext):
+    """The fake search context over a supernet's candidates: exact costs, a synthetic metric, the study's keys.
+
+    The search's model (the reference) is the largest sub-network at full precision.
+    """
+
+    def __init__(self, elastic: ElasticSpace, budget: int, seed: int = 0, cache: dict | None = None) -> None:
+        reference = elastic.policy(QuantSubnet.full_precision(elastic.supernet.largest()))
+        space = SimpleNamespace(cost=lambda p: elastic.cost(reference if p.arch is None else p), latency_model=None)
+        super().__init__(space, budget, seed, cache)
+        self.elastic = elastic
+        self.objectives = parse_objectives(["accuracy", "bitops"])
+
+    def key(self, policy: Policy) -> str:
+        return policy_key(policy)
+
+    def accuracy(self, policy: Policy) -> float:
+        candidate = self.elastic.candidate(policy)
+        arch = sum(2 * s.depth + 8 * s.width + s.kernel for s in candidate.config.stages)
+        return 50.0 + arch + sum(min(w, 8) + 0.5 * min(a, 8) for w, a in candidate.bits)
+
+
+def built_cost(elastic: ElasticSpace, policy: Policy):  # noqa: ANN201
+    """The cost counted on the built model: extract, apply the policy, count."""
+    model = elastic.supernet.extract(elastic.config(policy.arch))
+    return count_cost(apply_policy(model, policy, elastic.example), elastic.example)
+
+
+def test_evolution_keeps_crossover_children_within_the_budget_deterministically():
+    choices = [tuple(range(6))] * 8
+    weights = np.arange(1.0, 9.0)
+
+    def feasible(vector: np.ndarray) -> bool:
+        return float(vector @ weights) <= 60.0
+
+    def fitness(rows: np.ndarray) -> np.ndarray:
+        return rows.sum(1) - 0.1 * (rows**2).sum(1)
+
+    def run(seed: int):  # noqa: ANN202
+        return evolve(choices, fitness, feasible, np.random.default_rng(seed), population=20, iterations=12)
+
+    first, again, other = run(0), run(0), run(1)
+    assert len(first.population) == 20 and all(feasible(i.vector) for i in first.population)
+    assert first.history[0] == {"random": 20}
+    # parents 5, mutants 10, crossovers 5 per generation: every feasible crossover child joins the population
+    assert first.history[1:] == [{"mutation": 10, "crossover": 5, "dropped": 0}] * 12
+    assert any(i.origin == "crossover" and i.generation > 0 for i in first.population)
+    assert [i.fitness for i in first.population] == sorted((i.fitness for i in first.population), reverse=True)
+    assert first.population[0].fitness > max(fitness(np.array([i.vector for i in first.population
+                                                                 if i.origin == "random"] or [np.zeros(8)])))
+    assert all(np.array_equal(a.vector, b.vector) for a, b in zip(first.population, again.population, strict=True))
+    assert not all(np.array_equal(a.vector, b.vector) for a, b in zip(first.population, other.population, strict=True))
+    best = first.best(3)
+    assert len({tuple(i.vector) for i in best}) == 3
+    assert evolve(choices, fitness, lambda v: False, np.random.default_rng(0), population=4).population == []
+
+
+def test_apq_keeps_every_candidate_within_its_budget_by_exact_count(elastic):
+    strategy = APQStrategy(targets=TARGETS, fp_samples=12, q_samples=6, population=20, iterations=8, final=2, epochs=100)
+    ctx = ApqContext(elastic, budget=12)
+    strategy.run(ctx)
+    labels, finals = records_of(ctx, phase="label"), records_of(ctx, phase="final")
+    assert len(labels) == 6 and len(finals) == 4 and len(ctx.real) == 10
+    base = ctx.original.values["bitops"]
+    bounds = {"bitops_ratio<=0.02": 0.02 * base, "bitops_ratio<=0.005": 0.005 * base}
+    assert [r.tags["target"] for r in finals] == [TARGETS[0]] * 2 + [TARGETS[1]] * 2
+    for record in finals:
+        assert built_cost(elastic, record.policy).bitops <= bounds[record.tags["target"]]
+    for record in labels:  # the quantized labels are drawn within the loosest budget
+        assert built_cost(elastic, record.policy).bitops <= bounds[TARGETS[0]]
+    assert any("crossover children joined" in m for m in ctx.logs)
+    again = ApqContext(elastic, budget=12)
+    strategy.run(again)
+    assert again.requested == ctx.requested  # deterministic for a seed (a resumed search replays it from the study)
+
+
+def test_the_staged_pipeline_fixes_the_architecture_before_the_bits(elastic):
+    ctx = ApqContext(elastic, budget=5)
+    APQStrategy(targets=TARGETS[:1], pipeline="staged", fp_samples=6, q_samples=2, population=12, iterations=4,
+                final=2, epochs=50).run(ctx)
+    finals = records_of(ctx, phase="final")
+    assert len(finals) == 2 and {r.tags["pipeline"] for r in finals} == {"staged"}
+    assert len({r.policy.arch for r in finals}) == 1  # one architecture, several bit allocations
+    bound = 0.02 * ctx.original.values["bitops"]
+    assert all(built_cost(elastic, r.policy).bitops <= bound for r in finals)
+    with pytest.raises(ValueError, match="pipeline must be one of"):
+        APQStrategy(pipeline="sequential")
+
+
+def test_apq_latency_budget_from_the_lookup_table(elastic):
+    table = LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=Counter())
+    reference_ms = table.estimate(elastic.reference, elastic.example).total_ms
+    ctx = ApqContext(elastic, budget=4)
+    ctx.space.latency_model = SimpleNamespace(table=table, ms=lambda policy: reference_ms)
+    APQStrategy(targets=["latency_ratio<=0.8"], fp_samples=6, q_samples=2, population=12, iterations=4, epochs=50).run(ctx)
+    finals = records_of(ctx, phase="final")
+    assert len(finals) == 2
+    for record in finals:
+        model = elastic.supernet.extract(elastic.config(record.policy.arch))
+        assert table.estimate(model, elastic.example, original=elastic.reference).total_ms <= 0.8 * reference_ms
+    with pytest.raises(ValueError, match="latency budget needs the lookup tables"):
+        APQStrategy(targets=["latency<=1"], fp_samples=2, q_samples=0).run(ApqContext(elastic, budget=2))
+
+
+def test_apq_results_land_in_the_same_study_as_other_strategies(elastic, tmp_path):
+    common = {"objectives": ["accuracy", "bitops"], "storage": tmp_path / "study.db", "study_name": "joint",
+              "finetune_epochs": 0, "evaluator": {"finetune_steps": 2, "bn_batches": 4}, "progress": False}
+    search(elastic.reference, elastic.task, strategy="uniform", strategy_params={"fields": ["weight_bits"]}, budget=2,
+           **common)
+    apq = APQStrategy(targets=["bitops_ratio<=0.02"], fp_samples=6, q_samples=2, population=12, iterations=3, final=1,
+                      epochs=50)
+    study = search(elastic.reference, elastic.task, strategy=apq, elastic=elastic.supernet, budget=5, **common)
+    records = study.records()
+    assert [r.tags["strategy"] for r in records] == ["uniform"] * 2 + ["apq"] * 3
+    original = study.meta["original"]
+    for record in records[2:]:
+        assert record.ok and record.policy.arch is not None
+        cost = built_cost(elastic, record.policy)
+        assert record.values["bitops"] == cost.bitops  # measured on the built sub-network: the exact count
+        assert record.values["bitops_ratio"] == pytest.approx(cost.bitops / original["bitops"])
+        assert record.values["metric_original"] == original["metric"]  # compared with the search's model
+    assert records[-1].values["bitops_ratio"] <= 0.02
+    assert {r.number for r in study.pareto_front()} <= {r.number for r in records}
+    again = search(elastic.reference, elastic.task, strategy=apq, elastic=elastic.supernet, budget=5, **common)
+    assert len(again.records()) == 5  # resumed: replayed from the study, nothing evaluated again
