@@ -10,10 +10,13 @@ from typer.testing import CliRunner
 
 import autocompress as ac
 from autocompress import cli, count_cost
+from autocompress.finetune import evaluate_loss, train
 from autocompress.task import Task
 from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.prune import activation_std_importance
 from autocompress.transforms.refine import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_REGRESSION_LOSS_TOLERANCE,
     SweepPoint,
     choose_epsilon,
     refine_dense,
@@ -238,6 +241,8 @@ def test_bad_arguments_name_the_problem():
         refine_dense(model, _task(), "auto", tolerance=-1.0)
     with pytest.raises(ValueError, match="loss_tolerance must be a number >= 0, 'auto' or None, got 'big'"):
         refine_dense(model, _task(), "auto", loss_tolerance="big")
+    with pytest.raises(ValueError, match="confidence must be a finite number >= 0"):
+        refine_dense(model, _task(), "auto", confidence=-1.0)
     with pytest.raises(TypeError, match="data must be an input tensor or a Task"):
         refine_dense(model, [[1.0] * 6], 0.1)
 
@@ -310,11 +315,57 @@ def test_refine_dense_is_exported():
 
 
 def test_the_loss_gate_rejects_a_point_that_only_the_coarse_metric_passes():
-    from autocompress.transforms.refine import SweepPoint
-
     points = [SweepPoint(epsilon=e, params=100 - int(100 * e), hidden=[1], metric_before_retrain=90.0, metric=90.0,
                          loss=loss) for e, loss in ((0.3, 0.10), (0.5, 0.14), (0.7, 0.40))]
     assert choose_epsilon(points, 90.0, 0.5).epsilon == 0.7  # accuracy alone cannot tell them apart
     chosen = choose_epsilon(points, 90.0, 0.5, original_loss=0.10, loss_tolerance=0.05)
     assert chosen.epsilon == 0.5  # 0.7 lost confidence: its loss is 0.30 above the original's
     assert choose_epsilon(points, 90.0, 0.5, original_loss=0.01, loss_tolerance=0.05) is None
+
+
+def test_the_confidence_gate_rejects_a_loss_gap_that_only_a_small_sample_hides():
+    def point(epsilon, gap, se):
+        return SweepPoint(epsilon=epsilon, params=100 - int(100 * epsilon), hidden=[1], metric_before_retrain=90.0,
+                          metric=90.0, loss=0.1 + gap, loss_gap=gap, loss_gap_se=se)
+
+    points = [point(0.3, 0.00, 0.01), point(0.5, 0.02, 0.01), point(0.7, 0.04, 0.02)]
+    gate = {"original_loss": 0.1, "loss_tolerance": 0.05}
+    assert choose_epsilon(points, 90.0, 0.5, **gate).epsilon == 0.7  # the mean gap alone: 0.04 <= 0.05
+    assert choose_epsilon(points, 90.0, 0.5, **gate, confidence=1.0).epsilon == 0.5  # 0.04 + 0.02 > 0.05
+    assert choose_epsilon(points, 90.0, 0.5, **gate, confidence=4.0).epsilon == 0.3  # 0.02 + 0.04 > 0.05
+    assert choose_epsilon(points, 90.0, 0.5, **gate, confidence=6.0) is None  # 0.00 + 0.06 > 0.05
+
+
+def test_sweep_points_carry_the_paired_loss_gap_to_the_original():
+    model, task = _mlp(), _task()
+    original_loss = evaluate_loss(model, task, "val")
+    (same, _), (smaller, _) = sweep_epsilon(model, task, [0.0, 0.6], retrain_epochs=0)
+    assert same.loss_gap == 0.0 and same.loss_gap_se == 0.0  # epsilon 0 without retraining: the original
+    assert smaller.loss_gap == pytest.approx(smaller.loss - original_loss, abs=1e-6)  # mean of differences
+    assert smaller.loss_gap_se > 0
+
+
+def _regression_task(n: int = 240) -> Task:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 6, generator=generator)
+    y = (x[:, :1] - 0.5 * x[:, 1:2]) + 0.1 * torch.randn(n, 1, generator=generator)
+    third = n // 3
+    splits = (x[: 2 * third], y[: 2 * third]), (x[2 * third :], y[2 * third :])
+    return Task("toy-regression", *splits, splits[1], metric="neg_rmse", loss="mse", batch_size=32)
+
+
+def test_regression_gets_a_relative_loss_gate():
+    """The MSE may exceed the original's by 2 % (plus the margin); a looser metric tolerance alone lets 0.3 through."""
+    torch.manual_seed(0)
+    model, task = TabularMLP(6, 1, hidden=(32, 24), batchnorm=False), _regression_task()
+    train(model, task, epochs=20)
+    model.eval()
+    grid = {"retrain_epochs": 2, "epsilons": [0.0, 0.3, 0.5, 0.7, 0.9], "tolerance": 0.05}
+    _, metric_only = refine_dense(model, task, "auto", loss_tolerance=None, **grid)
+    assert metric_only.epsilon == 0.3 and metric_only.params_removed > 0.3
+    _, gated = refine_dense(model, task, "auto", **grid)
+    assert gated.loss_tolerance == pytest.approx(DEFAULT_REGRESSION_LOSS_TOLERANCE * gated.loss_original)
+    assert gated.confidence == DEFAULT_CONFIDENCE
+    rejected = next(p for p in gated.sweep if p.epsilon == 0.3)
+    assert rejected.loss_gap > gated.loss_tolerance  # 2.4 % of the MSE worse: rejected
+    assert gated.epsilon == 0.0 and gated.met_tolerance  # the retrained full-width model passes
