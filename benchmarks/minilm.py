@@ -42,9 +42,10 @@ import onnxruntime
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from autocompress.deploy import run_batched
 from autocompress.deploy_dynamic import export_dynamic_int8
 from autocompress.evaluate import Evaluator
-from autocompress.export import export_onnx, onnx_session, run_session
+from autocompress.export import export_onnx
 from autocompress.hardware.latency import compare_latency
 from autocompress.hardware.targets import cpu_model
 from autocompress.policy import LayerGenes, Policy
@@ -109,11 +110,6 @@ def fidelity(outputs: np.ndarray, targets: torch.Tensor) -> dict[str, float]:
     return {"cosine": float(cos.mean()), "cosine_min": float(cos.min()), "spearman": pairwise_spearman(out, targets)}
 
 
-def ort_outputs(path: Path, inputs: torch.Tensor, threads: int) -> np.ndarray:
-    session = onnx_session(path, threads=threads)
-    return np.concatenate([run_session(session, (chunk,))[0] for chunk in inputs.split(64)])
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -150,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         quantize_dynamic(str(fp32), str(ort_int8), weight_type=QuantType.QInt8)
         files = {"ORT fp32 (original)": fp32, "ORT dynamic int8, every layer (defaults)": ort_int8}
         for name, path in files.items():
-            rows.append({"name": name, "kind": "baseline", **fidelity(ort_outputs(path, inputs, args.threads), targets),
+            rows.append({"name": name, "kind": "baseline", **fidelity(run_batched(path, (inputs,), 64, args.threads), targets),
                          "val_cosine": None, "mb": path.stat().st_size / 2**20})
         seen = set()
         for index, record in enumerate(records):
@@ -163,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             path = folder / f"c{index}.onnx"
             deployed = export_dynamic_int8(result.model, path, inputs[:2], check_inputs=inputs[:64])
             files[name] = path
-            rows.append({"name": name, "kind": "candidate", **fidelity(ort_outputs(path, inputs, args.threads), targets),
+            rows.append({"name": name, "kind": "candidate", **fidelity(run_batched(path, (inputs,), 64, args.threads), targets),
                          "val_cosine": record.values.get("metric"), "search_latency_ms": record.values.get("latency_ms"),
                          "int8_layers": len(deployed.int8_layers), "params": result.cost.params,
                          "export_min_cosine_vs_pytorch": deployed.min_cosine, "mb": path.stat().st_size / 2**20,

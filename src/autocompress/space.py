@@ -31,7 +31,6 @@ from autocompress.transforms import lowrank
 from autocompress.transforms.prune import (
     ChannelGroup,
     discover_groups,
-    head_size,
     is_depthwise,
     prune_groups,
 )
@@ -236,7 +235,6 @@ class SearchSpace:
             group_error = f"channel dependencies could not be traced ({type(error).__name__}: {error})"
         else:
             group_error = ""
-        groups = [replace(g, multiple=h) if (h := head_size(model, g.name)) > 1 and g.channels % h == 0 else g for g in groups]
         groups = _verify_groups(model, inputs, groups, trace.output_shapes)
         space.groups = {g.name: g for g in groups}
         owner = {m.module: g.name for g in groups for m in g.members if m.role in ("out", "both")}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch_pruning as tp
@@ -136,8 +136,14 @@ def discover_groups(
     order = {name: i for i, (name, _) in enumerate(work.named_modules())}
     ignored_modules = [work.get_submodule(name) for name in ignored]
     groups = graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=(nn.Conv1d, nn.Conv2d, nn.Linear))
-    described = [_describe(graph, group, names, order) for group in groups]
+    described = [_heads(work, _describe(graph, group, names, order)) for group in groups]
     return sorted(described, key=lambda g: order[g.name])
+
+
+def _heads(model: nn.Module, group: ChannelGroup) -> ChannelGroup:
+    """``group`` removed in whole attention heads when its leader projects into heads."""
+    size = head_size(model, group.name)
+    return replace(group, multiple=size) if size > 1 and group.channels % size == 0 else group
 
 
 def channel_scores(group: object, importance: Importance) -> torch.Tensor:

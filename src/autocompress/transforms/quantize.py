@@ -134,13 +134,7 @@ class ActivationQuantizer(nn.Module):
 
     def scale_zero_point(self) -> tuple[Tensor, Tensor]:
         """Current ``(scale, zero_point)``; ``zero_point`` is an integer-valued float."""
-        levels = 2**self.bits - 1
-        low = torch.clamp(self.min_val, max=0.0)
-        high = torch.clamp(self.max_val, min=0.0)
-        scale = (high - low) / levels
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        zero_point = torch.clamp(torch.round(-low / scale), 0.0, float(levels))
-        return scale, zero_point
+        return _scale_zero_point(self.min_val, self.max_val, self.bits)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.bits == FLOAT_BITS or (self.dynamic and self.calibrating):
@@ -171,15 +165,21 @@ class ActivationQuantizer(nn.Module):
         return (x - x.detach()) * inside + out.detach()
 
 
-def _dynamic_range(x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
-    """(scale, zero_point) of ``x``'s own range including 0, as ONNX's DynamicQuantizeLinear computes them."""
+def _scale_zero_point(low: Tensor, high: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """Asymmetric ``(scale, zero_point)`` of the range [low, high] widened to include 0 (as ONNX's
+    DynamicQuantizeLinear computes them); ``zero_point`` is an integer-valued float."""
     levels = 2**bits - 1
-    low = torch.clamp(x.min(), max=0.0)
-    high = torch.clamp(x.max(), min=0.0)
+    low = torch.clamp(low, max=0.0)
+    high = torch.clamp(high, min=0.0)
     scale = (high - low) / levels
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zero_point = torch.clamp(torch.round(-low / scale), 0.0, float(levels))
     return scale, zero_point
+
+
+def _dynamic_range(x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """(scale, zero_point) of ``x``'s own range."""
+    return _scale_zero_point(x.min(), x.max(), bits)
 
 
 _QUANTIZABLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
