@@ -12,10 +12,12 @@ same seed). Parameters and MACs per sub-network are counted on the extracted mod
 
 Section ``predictor``: full-precision labels of random sub-networks (cheap: extract, BN
 re-estimation, validation accuracy) train a predictor; quantized labels (each conv's weights and
-inputs fake-quantized at per-stage bits, a short quantization-aware fine-tune) are few; the
-quantization-aware predictor trained from scratch on n of them vs the full-precision one
-fine-tuned on the same n (``AccuracyPredictor.fit(..., warm_start=...)``). The trained supernet
-and the labels are kept under ``--runs`` (a second run re-uses them).
+inputs fake-quantized at per-stage bits, a short quantization-aware fine-tune) are few. On n of
+them: predictors from scratch (MLP, ensemble, GP), APQ's transfer (the full-precision MLP
+fine-tuned, ``AccuracyPredictor.fit(..., warm_start=...)``) and ours
+(:class:`~autocompress.predict.ResidualTransfer` on a full-precision GP); Kendall τ on held-out
+labels, and the paper's check (transfer with ⌈n/4⌉ labels against the best from-scratch τ with
+n). The trained supernet and the labels are kept under ``--runs`` (a second run re-uses them).
 
 Section ``search`` (not run by default; ~15 min on 2 cores with the supernet kept in ``--runs``)::
 
@@ -66,10 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--q-pool", type=int, default=150, help="quantized labels the predictors may use")
     parser.add_argument("--q-test", type=int, default=100, help="held-out quantized labels")
     parser.add_argument("--qat-steps", type=int, default=20, help="quantization-aware fine-tune steps per quantized label")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 50, 100, 150])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 38, 40, 50, 100, 150])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--arms", nargs="+", default=list(SEARCH_ARMS), choices=SEARCH_ARMS, help="section search")
     parser.add_argument("--search-budget", type=int, default=40, help="real evaluations per arm (section search)")
+    parser.add_argument("--transfer", default="residual", choices=["residual", "warm", "none"],
+                        help="the APQ arms' predictor transfer (section search)")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.03, 0.01, 0.005], help="BitOps ratios")
     parser.add_argument("--wall-seconds", type=float, default=None,
                         help="compare the arms' candidates finished within this time "
@@ -170,35 +174,64 @@ def labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, 
     return out
 
 
+PREDICTOR_ARMS = ("scratch_mlp", "scratch_ensemble", "scratch_gp", "warm", "residual")
+ARM_NAMES = {"scratch_mlp": "scratch MLP", "scratch_ensemble": "scratch ensemble", "scratch_gp": "scratch GP",
+             "warm": "transfer: warm start (APQ)", "residual": "transfer: residual (ours)"}
+
+
 def predictor_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict:  # noqa: ANN001
-    from autocompress.predict import AccuracyPredictor, ranking_metrics
+    """Quantization-aware predictors on n of the ``--q-pool`` labels, Kendall τ / RMSE on the held-out ones:
+    from scratch (MLP, ensemble, GP), APQ's warm start (the full-precision MLP fine-tuned) and the residual
+    transfer (:class:`~autocompress.predict.ResidualTransfer` on a full-precision GP)."""
+    from autocompress.predict import AccuracyPredictor, ResidualTransfer, ranking_metrics
 
     data = labels(supernet, task, args)
     pool_X, pool_y = data["q_X"][: args.q_pool], data["q_y"][: args.q_pool]
     test_X, test_y = data["q_X"][args.q_pool:], data["q_y"][args.q_pool:]
-    source = AccuracyPredictor("mlp", seed=args.seed).fit(data["fp_X"], data["fp_y"])
-    zero_shot = ranking_metrics(test_y, source.predict(test_X))
+    sources = {kind: AccuracyPredictor(kind, seed=args.seed).fit(data["fp_X"], data["fp_y"]) for kind in ("mlp", "gp")}
+    zero_shot = {kind: ranking_metrics(test_y, source.predict(test_X)) for kind, source in sources.items()}
+    fits = {
+        "scratch_mlp": lambda X, y, seed: AccuracyPredictor("mlp", seed=seed).fit(X, y),
+        "scratch_ensemble": lambda X, y, seed: AccuracyPredictor("ensemble", seed=seed).fit(X, y),
+        "scratch_gp": lambda X, y, seed: AccuracyPredictor("gp", seed=seed).fit(X, y),
+        "warm": lambda X, y, seed: AccuracyPredictor("mlp", seed=seed).fit(X, y, warm_start=sources["mlp"]),
+        "residual": lambda X, y, seed: ResidualTransfer(sources["gp"], seed=seed).fit(X, y),
+    }
     rows = []
     for seed in args.seeds:
         order = np.random.default_rng([seed, 23]).permutation(args.q_pool)
         for n in args.sizes:
             picked = order[:n]
-            arms = {"scratch": AccuracyPredictor("mlp", seed=seed).fit(pool_X[picked], pool_y[picked]),
-                    "transfer": AccuracyPredictor("mlp", seed=seed, epochs=600, lr=0.01).fit(
-                        pool_X[picked], pool_y[picked], warm_start=source)}
-            for arm, predictor in arms.items():
+            for arm in PREDICTOR_ARMS:
+                predictor = fits[arm](pool_X[picked], pool_y[picked], seed)
                 rows.append({"seed": seed, "n": n, "arm": arm, **ranking_metrics(test_y, predictor.predict(test_X))})
-        print(f"seed {seed}: " + ", ".join(f"{r['arm']}@{r['n']} {r['kendall_tau']:.3f}" for r in rows[-2 * len(args.sizes):]),
-              flush=True)
+        done = [r for r in rows if r["seed"] == seed and r["arm"] in ("scratch_gp", "residual")]
+        print(f"seed {seed}: " + ", ".join(f"{r['arm']}@{r['n']} {r['kendall_tau']:.3f}" for r in done), flush=True)
     summary = {}
-    for arm in ("scratch", "transfer"):
+    for arm in PREDICTOR_ARMS:
         for n in args.sizes:
             cell = [r for r in rows if r["arm"] == arm and r["n"] == n]
             summary[f"{arm}@{n}"] = {k: (float(np.mean([c[k] for c in cell])), float(np.std([c[k] for c in cell])))
                                      for k in ("kendall_tau", "rmse")}
-    return {"rows": rows, "summary": summary, "zero_shot": zero_shot, "seconds": data["seconds"].tolist(),
+    return {"rows": rows, "summary": summary, "zero_shot": zero_shot, "quarter": quarter_check(summary, args.sizes),
+            "seconds": data["seconds"].tolist(),
             "label_stats": {"fp_mean": float(data["fp_y"].mean()), "fp_std": float(data["fp_y"].std()),
                             "q_mean": float(data["q_y"].mean()), "q_std": float(data["q_y"].std())}}
+
+
+def quarter_check(summary: dict, sizes: list[int]) -> list[dict]:
+    """The paper's goal: each transfer's τ with ⌈n/4⌉ labels against the best from-scratch τ with n."""
+    out = []
+    for n in sizes:
+        few = -(-n // 4)
+        if few not in sizes:
+            continue
+        best = max((a for a in PREDICTOR_ARMS if a.startswith("scratch")), key=lambda a: summary[f"{a}@{n}"]["kendall_tau"][0])
+        row = {"n": n, "few": few, "scratch_arm": best, "scratch_tau": summary[f"{best}@{n}"]["kendall_tau"][0]}
+        for arm in ("warm", "residual"):
+            row[arm] = summary[f"{arm}@{few}"]["kendall_tau"][0]
+        out.append(row)
+    return out
 
 
 # ------------------------------------------------------------------ joint search vs the others
@@ -214,7 +247,8 @@ def arm_strategy(arm: str, args: argparse.Namespace):  # noqa: ANN201
     if arm in ("apq", "staged"):
         final = 2
         return APQStrategy(targets=targets, fp_samples=args.fp_labels, final=final, pipeline="staged" if arm == "staged" else "joint",
-                           q_samples=max(0, args.search_budget - final * len(targets)))
+                           q_samples=max(0, args.search_budget - final * len(targets)), transfer=args.transfer,
+                           kind="mlp" if args.transfer == "warm" else "auto")
     if arm == "seernet":
         return make_strategy("seernet", targets=targets, cost="bitops")
     return make_strategy("genecai", cost="bitops", fields=["prune", "rank", "weight_bits", "act_bits"])
@@ -240,6 +274,8 @@ def search_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> di
     studies = {}
     for arm in args.arms:
         name = f"{arm}-seed{args.seed}-e{args.epochs:g}-b{args.search_budget}-qat{args.qat_steps}"
+        if arm in ("apq", "staged") and args.transfer != "warm":  # "warm" (APQ's own) was the first studies' transfer
+            name = f"{arm}-{args.transfer}-" + name.split("-", 1)[1]
         study = Study.open(storage, name, objectives=["accuracy", "bitops"])
         if "seconds" not in study.meta:
             start = time.time()
@@ -311,15 +347,26 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
                   f"{args.q_pool + args.q_test} random (sub-network, bits per stage in {list(BITS)}) pairs, weights and "
                   f"inputs of every conv fake-quantized, {args.qat_steps} quantization-aware fine-tune steps (mean "
                   f"{ls['q_mean']:.1f}, std {ls['q_std']:.1f}; {p['seconds'][1]:.0f} s). Features: (depth, width, kernel) "
-                  "per stage + 2^-bits per stage (0 at full precision). SeerNet MLP predictors; Kendall τ / RMSE on "
-                  f"{args.q_test} held-out quantized labels, mean ± std over seeds {args.seeds}; the full-precision "
-                  f"predictor alone (zero-shot) τ {p['zero_shot']['kendall_tau']:.3f}.", "",
-                  "| quantized labels | from scratch τ | transfer τ | from scratch RMSE | transfer RMSE |",
-                  "|---:|---:|---:|---:|---:|"]
+                  "per stage + 2^-bits per stage (0 at full precision). Kendall τ on "
+                  f"{args.q_test} held-out quantized labels, mean ± std over seeds {args.seeds} (which n labels of the "
+                  f"{args.q_pool} are used). Full-precision predictors (on all {args.fp_labels} cheap labels) alone, zero-shot: "
+                  f"MLP τ {p['zero_shot']['mlp']['kendall_tau']:.3f}, GP τ {p['zero_shot']['gp']['kendall_tau']:.3f}. "
+                  "Arms: from scratch on the n quantized labels (SeerNet's MLP, an ensemble of 5, a GP); APQ's warm start "
+                  "(the full-precision MLP's networks trained further on the n labels); the residual transfer "
+                  "(`ResidualTransfer`: the full-precision GP kept, a GP fitted on the n residuals with the bits and the "
+                  "full-precision prediction as inputs).", "",
+                  "| quantized labels | " + " | ".join(f"{ARM_NAMES[a]} τ" for a in PREDICTOR_ARMS) + " | residual RMSE |",
+                  "|---:|" + "---:|" * (len(PREDICTOR_ARMS) + 1)]
         for n in args.sizes:
-            a, b = p["summary"][f"scratch@{n}"], p["summary"][f"transfer@{n}"]
-            lines.append(f"| {n} | {a['kendall_tau'][0]:.3f} ± {a['kendall_tau'][1]:.3f} | "
-                         f"{b['kendall_tau'][0]:.3f} ± {b['kendall_tau'][1]:.3f} | {a['rmse'][0]:.2f} | {b['rmse'][0]:.2f} |")
+            cells = [p["summary"][f"{a}@{n}"]["kendall_tau"] for a in PREDICTOR_ARMS]
+            lines.append(f"| {n} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in cells)
+                         + f" | {p['summary'][f'residual@{n}']['rmse'][0]:.2f} |")
+        lines += ["", "The paper's goal, transfer with a quarter of the quantized labels at the from-scratch τ (the best "
+                  "from-scratch kind at n):", "",
+                  "| n | best from scratch at n | transfer at ⌈n/4⌉ | warm start | residual |", "|---:|---|---:|---:|---:|"]
+        for q in p["quarter"]:
+            warm, residual = (f"**{q[a]:.3f}**" if q[a] >= q["scratch_tau"] else f"{q[a]:.3f}" for a in ("warm", "residual"))
+            lines.append(f"| {q['n']} | {ARM_NAMES[q['scratch_arm']]} {q['scratch_tau']:.3f} | {q['few']} | {warm} | {residual} |")
     if "search" in result:
         lines += search_markdown(result["search"], args)
     return "\n".join(lines) + "\n"
@@ -331,7 +378,8 @@ def search_markdown(section: dict, args: argparse.Namespace) -> list[str]:
              f"Objectives (accuracy, BitOps) of the largest sub-network (validation accuracy "
              f"{section['metric_original']:.2f}); {args.search_budget} real evaluations per arm, each with "
              f"{args.qat_steps} quantization-aware fine-tune steps. apq: the joint search ({args.fp_labels} cheap "
-             "full-precision labels, the rest of the budget quantized labels, 2 finalists per target); staged: the same "
+             f"full-precision labels, the rest of the budget quantized labels, predictor transfer `{args.transfer}`, 2 "
+             "finalists per target); staged: the same "
              "predictors, architecture first (at the highest bits), then bits; seernet / genecai: per-layer prune, "
              f"rank and bits of the largest sub-network. Best validation accuracy among the candidates finished within "
              f"{section['horizon']:.0f} s of each arm's start (equal wall-clock), per BitOps ratio target:", "",

@@ -1,7 +1,10 @@
 import json
 
+import numpy as np
 import pytest
+import torch
 from rich.console import Console
+from torch import nn
 from typer.testing import CliRunner
 
 from autocompress import cli
@@ -125,3 +128,58 @@ def test_profile_prints_layers_and_whole_model_latency(tmp_path, monkeypatch):
     assert "0 layer configurations timed now" in again.output  # the table file is reused
     bad = runner.invoke(app, ["profile", "--zoo", "wine-mlp", "--target", "tpu"])
     assert bad.exit_code != 0 and "allowed: ort-cpu, ort-cpu-int8, torch-cpu, torch-cuda" in bad.output
+
+
+def test_an_apq_search_from_yaml_names_its_supernet_and_exports_a_sub_network(tmp_path):
+    import onnxruntime as ort
+
+    from autocompress.search import Study
+    from autocompress.search.config import ConfigError, load_config
+
+    storage = tmp_path / "apq.db"
+    config = tmp_path / "apq.yaml"
+    config.write_text(
+        "elastic: elastic_fixtures:digits_supernet\ntask: elastic_fixtures:digits_task\nobjectives: [accuracy, bitops]\n"
+        "strategy: apq\nstrategy_params: {targets: ['bitops_ratio<=0.02'], fp_samples: 8, q_samples: 2, population: 12, "
+        f"iterations: 4, final: 1, epochs: 50}}\nbudget: 3\nstorage: {storage}\nstudy: digits-apq\nfinetune_epochs: 0.0\n"
+    )
+    result = runner.invoke(app, ["search", str(config)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    study = Study.open(storage, "digits-apq", create=False)
+    final = next(r for r in study.completed() if r.tags.get("phase") == "final")
+    assert final.policy.arch is not None and final.values["bitops_ratio"] <= 0.02
+    result = runner.invoke(app, ["export", str(storage), "--trial", str(final.number), "--out", str(tmp_path / "best")])
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(tmp_path / "best" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = load_config(config).load_model_and_task()[1].example_input(4).numpy()
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (4, 10)
+    # the exported model is the candidate's sub-network, not the largest one
+    from elastic_fixtures import digits_supernet
+
+    from autocompress.elastic import SubnetConfig
+
+    params = sum(p.numel() for p in digits_supernet().extract(SubnetConfig.from_vector(final.policy.arch)).parameters())
+    saved = torch_load_params(tmp_path / "best" / "state_dict.pt")
+    assert saved == params < sum(p.numel() for p in digits_supernet().extract(digits_supernet().largest()).parameters())
+    from autocompress.search.runner import run_candidate, spec_from_config
+
+    values, error, _ = run_candidate(spec_from_config(load_config(config)), final.policy)  # what `autocompress worker` runs
+    assert error is None and values["metric"] == pytest.approx(final.values["metric"])
+    from autocompress.saving import load
+
+    with torch.no_grad():  # saved and loaded from the supernet: the exported file's outputs
+        loaded = load(tmp_path / "best", digits_supernet())(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(loaded, session.run(None, {session.get_inputs()[0].name: x})[0], atol=1e-4)
+    with pytest.raises(ValueError, match="pass that supernet as `model`"):
+        load(tmp_path / "best", nn.Linear(64, 10))
+    result = runner.invoke(app, ["confirm", str(storage), "--best", "bitops_ratio<=0.02", "--top", "1", "--finetune-epochs", "0.2"],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ConfigError, match="not an elastic supernet"):
+        load_config({"elastic": "elastic_fixtures:not_a_supernet", "task": "elastic_fixtures:digits_task"}).load_elastic()
+    with pytest.raises(ConfigError, match="`model` may be left out"):
+        load_config({"task": "elastic_fixtures:digits_task"})
+
+
+def torch_load_params(path) -> int:  # noqa: ANN001
+    return sum(t.numel() for k, t in torch.load(path).items() if k.endswith(("weight", "bias")) and t.dtype.is_floating_point)

@@ -10,6 +10,7 @@ from fake_search import Net
 from autocompress.policy import Policy
 from autocompress.predict import (
     AccuracyPredictor,
+    ResidualTransfer,
     evolve_informative,
     policy_features,
     ranking_metrics,
@@ -176,3 +177,38 @@ def test_warm_start_learns_an_input_the_source_never_saw_vary(data):
     quantized = y - 20 * X[:, 5]  # the new input now drives the metric
     transferred = AccuracyPredictor("mlp", epochs=300).fit(X[:30], quantized[:30], warm_start=source)
     assert ranking_metrics(quantized[150:], transferred.predict(X[150:]))["kendall_tau"] > 0.7
+
+
+def test_residual_transfer_learns_the_new_input_from_few_labels_and_keeps_the_source(data):
+    X, y = data
+    full_precision = X.copy()
+    full_precision[:, 5] = 0.0  # the quantization step: constant over the cheap labels
+    source = AccuracyPredictor("gp").fit(full_precision[:150], y[:150])
+    quantized = y - 10 * X[:, 5] * (1 + (y.max() - y) / 5)  # the new input costs more where the landscape is low
+    few = np.random.default_rng(0).choice(150, 12, replace=False)
+    transfer = ResidualTransfer(source).fit(X[few], quantized[few])
+    assert transfer.columns_.tolist() == [5]  # found from the source's constant column
+    tau = lambda p: ranking_metrics(quantized[150:], p.predict(X[150:]))["kendall_tau"]  # noqa: E731
+    scratch = AccuracyPredictor("gp").fit(X[few], quantized[few])
+    warm = AccuracyPredictor("mlp", epochs=300).fit(
+        X[few], quantized[few], warm_start=AccuracyPredictor("mlp", epochs=300).fit(full_precision[:150], y[:150]))
+    assert tau(transfer) > 0.9 and tau(transfer) > tau(scratch) + 0.1 and tau(transfer) > tau(warm) + 0.1
+    mean, std = transfer.predict(X[150:], return_std=True)
+    assert mean.shape == std.shape == (50,) and (std >= 0).all()
+    # nothing new to learn: the correction stays near zero, so the source's ranking is kept
+    same = ResidualTransfer(source).fit(full_precision[few], source.predict(full_precision[few]))
+    assert np.abs(same.predict(full_precision[150:]) - source.predict(full_precision[150:])).max() < 0.05 * y.std()
+
+
+def test_residual_transfer_rejects_bad_input(data):
+    X, y = data
+    source = AccuracyPredictor("linear").fit(X, y)
+    assert ResidualTransfer(source).fit(X[:10], y[:10]).columns_.tolist() == list(range(6))  # no constant column: all
+    with pytest.raises(TypeError, match="fitted predictor with predict"):
+        ResidualTransfer(object())
+    with pytest.raises(ValueError, match="columns must index the 6 features"):
+        ResidualTransfer(source, columns=[6]).fit(X[:10], y[:10])
+    with pytest.raises(ValueError, match="source was fitted on 6 features; X has 3"):
+        ResidualTransfer(source).fit(X[:10, :3], y[:10])
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        ResidualTransfer(source).predict(X)

@@ -134,6 +134,26 @@ def test_the_staged_pipeline_fixes_the_architecture_before_the_bits(elastic):
         APQStrategy(pipeline="sequential")
 
 
+@pytest.mark.parametrize(("transfer", "kind"), [("residual", "auto"), ("residual", "linear"), ("warm", "mlp"), ("none", "mlp")])
+def test_each_predictor_transfer_searches_within_the_budget(elastic, transfer, kind):
+    ctx = ApqContext(elastic, budget=6)
+    strategy = APQStrategy(targets=TARGETS[:1], transfer=transfer, kind=kind, fp_samples=12, q_samples=4, population=12,
+                           iterations=4, final=2, epochs=50)
+    strategy.run(ctx)
+    finals = records_of(ctx, phase="final")
+    assert len(finals) == 2 and len(records_of(ctx, phase="label")) == 4
+    assert all(built_cost(elastic, r.policy).bitops <= 0.02 * ctx.original.values["bitops"] for r in finals)
+
+
+def test_apq_rejects_a_transfer_it_cannot_make():
+    with pytest.raises(ValueError, match=r"transfer must be one of \['residual', 'warm', 'none'\], got 'fine-tune'"):
+        APQStrategy(transfer="fine-tune")
+    with pytest.raises(ValueError, match=r"with transfer='warm', kind must be one of \['mlp', 'ensemble'\], got 'gp'"):
+        APQStrategy(transfer="warm", kind="gp")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        APQStrategy(kind="forest")
+
+
 def test_apq_latency_budget_from_the_lookup_table(elastic):
     table = LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=Counter())
     reference_ms = table.estimate(elastic.reference, elastic.example).total_ms

@@ -343,7 +343,12 @@ def export_cmd(
         record = opened.record(trial)
     except KeyError as error:
         _fail(str(error))
-    config, (model, task, space) = _stored_config(opened)
+    config, spec = _stored_config(opened)
+    task = spec.task
+    try:
+        model, space = spec.target(record.policy)  # an APQ candidate: its sub-network of the supernet
+    except ValueError as error:
+        _fail(f"#{trial}: {error}")
     settings = config.evaluator_kwargs()
     if finetune_epochs is not None:
         settings["finetune_epochs"] = finetune_epochs
@@ -392,14 +397,15 @@ def _export_int8(model, task, out: Path, calibration_batches: int) -> None:  # n
 
 
 def _stored_config(opened):  # noqa: ANN202
-    """The search configuration a study stores, and the (model, task, space) it builds."""
+    """The search configuration a study stores, and the evaluation spec it builds (model, task, space, supernet)."""
     from autocompress.search.config import load_config
+    from autocompress.search.runner import spec_from_config
 
     stored = opened.meta.get("config")
     if not stored:
         _fail("this study stores no configuration (it was made from Python): use autocompress.search.confirm / apply_policy")
     config = load_config(stored)
-    return config, config.build()
+    return config, spec_from_config(config)
 
 
 @app.command("confirm")
@@ -415,12 +421,14 @@ def confirm_cmd(
     from autocompress.search.confirm import confirm
 
     opened = _open_study(storage, study)
-    config, (model, task, space) = _stored_config(opened)
+    config, spec = _stored_config(opened)
+    task = spec.task
     settings = {k: v for k, v in config.evaluator_kwargs().items() if k not in ("finetune_epochs", "finetune_steps", "seed")}
     constraints = [c.strip() for c in best.split(",")]
     try:
-        confirmed = confirm(opened, model, task, space, constraints=constraints, top=top, finetune_epochs=finetune_epochs,
-                            evaluator=settings, seed=config.seed, workers=workers, console=console)
+        confirmed = confirm(opened, spec.model, task, spec.space, constraints=constraints, top=top,
+                            finetune_epochs=finetune_epochs, evaluator=settings, seed=config.seed, workers=workers,
+                            console=console, elastic=config.load_elastic())
         winner = confirmed.best(constraints, objective="accuracy")
     except (LookupError, ValueError) as error:
         _fail(str(error))
@@ -543,14 +551,15 @@ def optimize(
     from autocompress.search.strategies.seernet import fit_predictor
 
     opened = _open_study(storage, study)
-    _config, (_model, task, space) = _stored_config(opened)
+    _config, spec = _stored_config(opened)
+    task, space = spec.task, spec.space
     key, _, value = budget.partition("=")
     key, value = key.strip(), value.strip()
     if value and key in COST_KEYS:
         bound = f"{key}_ratio<={value}"
     elif value and key == "latency":
         bound = f"latency<={value.removesuffix('ms')}" if value.endswith("ms") else f"latency_ratio<={value}"
-        _attach_latency(space, _model, task, opened, target)
+        _attach_latency(space, spec.model, task, opened, target)
     elif not value:
         bound = budget
     else:

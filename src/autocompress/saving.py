@@ -61,7 +61,10 @@ def save(obj: nn.Module | EvalResult, directory: str | Path, *, policy: Policy |
 
 
 def load(directory: str | Path, model: nn.Module) -> nn.Module:
-    """Rebuild the compressed model saved in ``directory`` from the original ``model``."""
+    """Rebuild the compressed model saved in ``directory`` from the original ``model``.
+
+    A candidate of the ``apq`` strategy (its policy names a sub-network, ``policy.arch``) is
+    rebuilt from the elastic supernet it was searched on: pass that supernet as ``model``."""
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.exists():
@@ -70,6 +73,13 @@ def load(directory: str | Path, model: nn.Module) -> nn.Module:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{directory}: unknown format {meta.get('format')!r}; this version reads {FORMAT}")
     policy = Policy.load(directory / "policy.json")
+    if policy.arch is not None:
+        from autocompress.elastic import ElasticModel, SubnetConfig
+
+        if not isinstance(model, ElasticModel):
+            raise ValueError(f"{directory} holds a sub-network of an elastic supernet (its policy has `arch`): "
+                             f"pass that supernet as `model`, not a {type(model).__name__}")
+        model = model.extract(SubnetConfig.from_vector(policy.arch))
     small = apply_policy(model, policy)
     state = torch.load(directory / "state_dict.pt", map_location="cpu", weights_only=True)
     device = next((p.device for p in small.parameters()), torch.device("cpu"))

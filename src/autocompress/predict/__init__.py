@@ -9,5 +9,6 @@ from autocompress.predict.predictor import (
     ranking_metrics,
 )
 from autocompress.predict.selection import evolve_informative, select_from_pool
+from autocompress.predict.transfer import ResidualTransfer
 
-__all__ = ["GP_FROM", "KINDS", "AccuracyPredictor", "default_kind", "evolve_informative", "policy_features", "ranking_metrics", "select_from_pool"]
+__all__ = ["GP_FROM", "KINDS", "AccuracyPredictor", "default_kind", "evolve_informative", "policy_features", "ResidualTransfer", "ranking_metrics", "select_from_pool"]

@@ -4,6 +4,8 @@
 zoo: mnist1d-cnn                 # a bundled model and its task; or both of:
 # model: mypackage.models:trained_model   # a function returning the trained nn.Module
 # task: mypackage.data:make_task          # a function returning an autocompress.Task
+# elastic: mypackage.nets:trained_supernet  # strategy apq: a function returning a trained elastic supernet
+#                                           # (docs/elastic.md); without `model`, its largest sub-network is the model
 objectives: [accuracy, flops]    # 1-3 of: accuracy, flops, macs, params, bitops, bytes, latency
 constraints: ["accuracy_drop<=2.0"]
 strategy: genecai                # random, uniform, greedy, nsga2, genecai, allocate, seernet, given
@@ -29,7 +31,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 from autocompress.search.objectives import OBJECTIVES, Constraint
@@ -110,6 +120,7 @@ class SearchConfig(BaseModel):
     zoo: str | None = None
     model: str | None = Field(None, description="module:function returning the trained nn.Module")
     task: str | None = Field(None, description="module:function returning an autocompress.Task")
+    elastic: str | None = Field(None, description="module:function returning a trained elastic supernet (strategy apq)")
     objectives: list[str] = ["accuracy", "flops"]
     constraints: list[str] = []
     strategy: str = "genecai"
@@ -123,6 +134,7 @@ class SearchConfig(BaseModel):
     evaluator: EvaluatorConfig = EvaluatorConfig()
     space: SpaceConfig = SpaceConfig()
     latency: LatencyConfig | None = None
+    _supernet: nn.Module | None = PrivateAttr(None)
 
     @field_validator("objectives")
     @classmethod
@@ -150,8 +162,9 @@ class SearchConfig(BaseModel):
 
     @model_validator(mode="after")
     def _source(self) -> SearchConfig:
-        if self.zoo is None and (self.model is None or self.task is None):
-            raise ValueError("give either `zoo: <name>` or both `model: module:function` and `task: module:function`")
+        if self.zoo is None and (self.task is None or (self.model is None and self.elastic is None)):
+            raise ValueError("give either `zoo: <name>` or both `model: module:function` and `task: module:function` "
+                             "(with `elastic: module:function`, `model` may be left out: the supernet's largest sub-network)")
         if self.zoo is not None and (self.model or self.task):
             raise ValueError("give either `zoo` or `model` + `task`, not both")
         return self
@@ -169,6 +182,20 @@ class SearchConfig(BaseModel):
             raise ConfigError(f"space: {error}") from error
         return model, task, space
 
+    def load_elastic(self) -> nn.Module | None:
+        """The elastic supernet ``elastic`` names (loaded once per configuration), or None."""
+        if self.elastic is None:
+            return None
+        if self._supernet is None:
+            from autocompress.elastic import ElasticModel
+
+            supernet = resolve(self.elastic, "elastic")()
+            if not isinstance(supernet, ElasticModel):
+                raise ConfigError(f"elastic: {self.elastic} returned {type(supernet).__name__}, not an elastic supernet "
+                                  "(choices, forward(x, config), extract, stage_layers: docs/elastic.md)")
+            self._supernet = supernet
+        return self._supernet
+
     def load_model_and_task(self) -> tuple[nn.Module, Task]:
         if self.zoo is not None:
             from autocompress.zoo import list_zoo, load_zoo
@@ -177,12 +204,19 @@ class SearchConfig(BaseModel):
                 raise ConfigError(f"zoo: unknown model {self.zoo!r}; allowed: {', '.join(list_zoo())}")
             entry = load_zoo(self.zoo, pretrained=True, seed=self.seed, progress=True)
             return entry.model, entry.task
-        model = resolve(self.model, "model")()
+        make_model = resolve(self.model, "model") if self.model is not None else None
         task = resolve(self.task, "task")()
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"model: {self.model} returned {type(model).__name__}, not an nn.Module")
         if not isinstance(task, Task):
             raise ConfigError(f"task: {self.task} returned {type(task).__name__}, not an autocompress.Task")
+        if make_model is None:  # the elastic supernet's largest sub-network, BatchNorm statistics re-estimated
+            from autocompress.elastic import subnet_metric
+
+            supernet = self.load_elastic()
+            return subnet_metric(supernet, supernet.largest(), task, bn_batches=self.evaluator.bn_batches,
+                                 seed=self.seed)[1], task
+        model = make_model()
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model: {self.model} returned {type(model).__name__}, not an nn.Module")
         return model, task
 
 

@@ -46,11 +46,13 @@ def confirm(
     workers: int = 1,
     progress: bool = True,
     console: Console | None = None,
+    elastic: nn.Module | None = None,
 ) -> Study:
     """Re-evaluate the ``top`` best candidates of ``study`` meeting ``constraints`` with a longer fine-tune.
 
     ``evaluator``: more Evaluator settings (lr, split, distill, ...); ``finetune_epochs`` and
-    ``seed`` are the confirmation's. Candidates are ranked by ``objective`` (default the
+    ``seed`` are the confirmation's. ``elastic``: the search's supernet, for candidates naming a
+    sub-network (the ``apq`` strategy's). Candidates are ranked by ``objective`` (default the
     metric) as the search measured it. Raises LookupError, saying how close the nearest
     came, when no candidate meets the constraints. Returns the companion study holding the
     confirmed results (run it again: nothing is evaluated twice; a larger ``top`` adds the
@@ -81,7 +83,7 @@ def confirm(
         objectives=objectives, strategy="given", strategy_params={"policies": finalists},
         budget=budget, storage=study.storage, study_name=name, seed=seed, workers=workers,
         finetune_epochs=finetune_epochs, evaluator={k: v for k, v in settings.items() if k not in ("finetune_epochs", "seed")},
-        progress=progress, console=console,
+        progress=progress, console=console, elastic=elastic,
         config=companion_config(study.meta.get("config"), settings, name, finalists, budget),
     )
 

@@ -470,15 +470,32 @@ def search(
     settings = {"finetune_epochs": finetune_epochs, "seed": seed, "device": "auto", **(evaluator or {})}
     spec = EvaluationSpec(model=model, task=task, space=space, evaluator=settings, latency=latency)
     if elastic is not None:
-        from autocompress.elastic import ElasticSpace
-
-        spec.elastic = ElasticSpace(elastic, task, reference=model, bn_batches=settings.get("bn_batches", 20),
-                                    split=settings.get("split", "val"), seed=seed)
+        spec.elastic = elastic_space(elastic, task, model, settings)
     SearchRun(
         study, spec, strategy_name=chosen.name, constraints=parsed, budget=budget, seed=seed, workers=workers,
         console=console, progress=progress,
     ).run(chosen)
     return study
+
+
+def elastic_space(supernet: nn.Module, task: Task, reference: nn.Module, settings: dict[str, Any]) -> Any:
+    """The :class:`~autocompress.elastic.ElasticSpace` evaluations use for policies naming a sub-network."""
+    from autocompress.elastic import ElasticSpace
+
+    return ElasticSpace(supernet, task, reference=reference, bn_batches=settings.get("bn_batches", 20),
+                        split=settings.get("split", "val"), seed=settings.get("seed", 0))
+
+
+def spec_from_config(config: SearchConfig) -> EvaluationSpec:
+    """What a process needs to evaluate (or rebuild) the candidates of a search a configuration describes."""
+    model, task, space = config.build()
+    settings = config.evaluator_kwargs()
+    spec = EvaluationSpec(model=model, task=task, space=space, evaluator=settings,
+                          latency=config.latency.model_dump() if config.latency else None)
+    supernet = config.load_elastic()
+    if supernet is not None:
+        spec.elastic = elastic_space(supernet, task, model, settings)
+    return spec
 
 
 def search_from_config(config: SearchConfig, *, workers: int | None = None, progress: bool = True, console: Console | None = None) -> Study:
@@ -503,4 +520,5 @@ def search_from_config(config: SearchConfig, *, workers: int | None = None, prog
         progress=progress,
         console=console,
         config=config.model_dump(mode="json"),
+        elastic=config.load_elastic(),
     )

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from autocompress.policy import Policy
 from autocompress.search.config import ConfigError, load_config
-from autocompress.search.runner import EvaluationSpec, _Heartbeat, run_candidate
+from autocompress.search.runner import _Heartbeat, run_candidate, spec_from_config
 from autocompress.search.study import Study
 
 
@@ -37,9 +37,7 @@ def run_worker(
             f"study {study_name!r} has no stored configuration: start it with `autocompress search CONFIG.yaml`"
         )
     config = load_config(stored)
-    model, task, space = config.build()
-    spec = EvaluationSpec(model=model, task=task, space=space, evaluator=config.evaluator_kwargs(),
-                          latency=config.latency.model_dump() if config.latency else None)
+    spec = spec_from_config(config)
     heartbeat = _Heartbeat(study)
     console.print(f"worker ready: taking candidates of study {study_name!r}")
     done, idle_since = 0, time.monotonic()
