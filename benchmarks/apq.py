@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", default=["supernet", "predictor"],
                         choices=["supernet", "predictor", "search"])
     parser.add_argument("--fp-labels", type=int, default=300, help="full-precision sub-network labels (cheap)")
+    parser.add_argument("--fp-extra", type=int, default=0,
+                        help="more full-precision labels for the predictor section, drawn apart (the quantized labels stay)")
     parser.add_argument("--q-pool", type=int, default=150, help="quantized labels the predictors may use")
     parser.add_argument("--q-test", type=int, default=100, help="held-out quantized labels")
     parser.add_argument("--qat-steps", type=int, default=20, help="quantization-aware fine-tune steps per quantized label")
@@ -174,6 +176,24 @@ def labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, 
     return out
 
 
+def extra_fp_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """``--fp-extra`` more full-precision labels, from their own random stream (the other labels stay as they are)."""
+    path = args.runs / f"fp-extra-seed{args.seed}-e{args.epochs:g}-n{args.fp_extra}.npz"
+    if path.exists():
+        return dict(np.load(path))
+    rng = np.random.default_rng([args.seed, 19])
+    start = time.perf_counter()
+    X, y = [], []
+    for _ in range(args.fp_extra):
+        config = supernet.random(rng)
+        X.append(features(config, (32,) * len(config.stages)))
+        y.append(subnet_metric(supernet, config, task, "val", seed=args.seed)[0])
+    print(f"{args.fp_extra} more full-precision labels in {time.perf_counter() - start:.0f} s", flush=True)
+    out = {"fp_X": np.array(X), "fp_y": np.array(y), "seconds": np.array(time.perf_counter() - start)}
+    np.savez(path, **out)
+    return out
+
+
 PREDICTOR_ARMS = ("scratch_mlp", "scratch_ensemble", "scratch_gp", "warm", "residual")
 ARM_NAMES = {"scratch_mlp": "scratch MLP", "scratch_ensemble": "scratch ensemble", "scratch_gp": "scratch GP",
              "warm": "transfer: warm start (APQ)", "residual": "transfer: residual (ours)"}
@@ -186,6 +206,10 @@ def predictor_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) ->
     from autocompress.predict import AccuracyPredictor, ResidualTransfer, ranking_metrics
 
     data = labels(supernet, task, args)
+    if args.fp_extra:
+        extra = extra_fp_labels(supernet, task, args)
+        data["fp_X"], data["fp_y"] = np.concatenate([data["fp_X"], extra["fp_X"]]), np.concatenate([data["fp_y"], extra["fp_y"]])
+        data["seconds"] = data["seconds"] + np.array([float(extra["seconds"]), 0.0])
     pool_X, pool_y = data["q_X"][: args.q_pool], data["q_y"][: args.q_pool]
     test_X, test_y = data["q_X"][args.q_pool:], data["q_y"][args.q_pool:]
     sources = {kind: AccuracyPredictor(kind, seed=args.seed).fit(data["fp_X"], data["fp_y"]) for kind in ("mlp", "gp")}
@@ -342,14 +366,14 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         p = result["predictor"]
         ls = p["label_stats"]
         lines += ["", "## Predictor transfer", "",
-                  f"Labels: {args.fp_labels} random sub-networks at full precision (validation accuracy of the extracted model, "
+                  f"Labels: {args.fp_labels + args.fp_extra} random sub-networks at full precision (validation accuracy of the extracted model, "
                   f"mean {ls['fp_mean']:.1f}, std {ls['fp_std']:.1f}; {p['seconds'][0]:.0f} s) and "
                   f"{args.q_pool + args.q_test} random (sub-network, bits per stage in {list(BITS)}) pairs, weights and "
                   f"inputs of every conv fake-quantized, {args.qat_steps} quantization-aware fine-tune steps (mean "
                   f"{ls['q_mean']:.1f}, std {ls['q_std']:.1f}; {p['seconds'][1]:.0f} s). Features: (depth, width, kernel) "
                   "per stage + 2^-bits per stage (0 at full precision). Kendall τ on "
                   f"{args.q_test} held-out quantized labels, mean ± std over seeds {args.seeds} (which n labels of the "
-                  f"{args.q_pool} are used). Full-precision predictors (on all {args.fp_labels} cheap labels) alone, zero-shot: "
+                  f"{args.q_pool} are used). Full-precision predictors (on all {args.fp_labels + args.fp_extra} cheap labels) alone, zero-shot: "
                   f"MLP τ {p['zero_shot']['mlp']['kendall_tau']:.3f}, GP τ {p['zero_shot']['gp']['kendall_tau']:.3f}. "
                   "Arms: from scratch on the n quantized labels (SeerNet's MLP, an ensemble of 5, a GP); APQ's warm start "
                   "(the full-precision MLP's networks trained further on the n labels); the residual transfer "

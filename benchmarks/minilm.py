@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=32)
     parser.add_argument("--finetune-epochs", type=float, default=3.0)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--augment", type=int, default=0, help="variants of each training sentence to distil on")
     parser.add_argument("--search-budget", type=int, default=0, help="NSGA-II candidates after the ladder")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     load_start = os.getloadavg()[0]
     model, tokenizer = load_minilm()
-    task = fidelity_task(model, tokenizer, seq_len=args.seq_len, seed=args.seed)
+    task = fidelity_task(model, tokenizer, seq_len=args.seq_len, seed=args.seed, augment=args.augment)
     log(f"task: {task.num_samples} sentences, {args.seq_len} tokens")
     space = SearchSpace.from_model(model, task.example_input(2), methods=("prune", "quant"), prune_choices=(0.0, 0.25, 0.5),
                                    weight_bits_choices=(32, 8), activations="dynamic", exclude_output=False)
@@ -127,10 +128,10 @@ def main(argv: list[str] | None = None) -> None:
                   finetune_epochs=args.finetune_epochs, evaluator=evaluator, latency=latency, progress=False)
     Path(args.storage).parent.mkdir(parents=True, exist_ok=True)
     study = search(model, task, space, strategy="given", strategy_params={"policies": list(named.values())},
-                   study_name=f"minilm-ladder-ft{args.finetune_epochs}", **common)
+                   study_name=f"minilm-ladder-ft{args.finetune_epochs}-aug{args.augment}", **common)
     records = [r for r in study.records() if r.state == "complete"]
     if args.search_budget:
-        searched = search(model, task, space, strategy="nsga2", study_name=f"minilm-nsga2-ft{args.finetune_epochs}",
+        searched = search(model, task, space, strategy="nsga2", study_name=f"minilm-nsga2-ft{args.finetune_epochs}-aug{args.augment}",
                           **{**common, "budget": args.search_budget})
         records += [r for r in searched.records() if r.state == "complete"]
     log(f"search: {len(records)} candidates in the Study(s) ({time.time() - start:.0f} s)")
@@ -200,7 +201,9 @@ def write(meta: dict[str, Any], rows: list[dict[str, Any]], output: Path) -> Non
         f"{meta['threads']} ONNX Runtime threads; latency = median ms per batch over {meta['rounds']}×{meta['repeats']} "
         "calls, every file side by side round-robin. Fidelity of the ONNX Runtime outputs on the test split against the "
         "original model's embeddings: mean (and lowest) cosine, Spearman of all pairwise similarities. Candidates: "
-        f"distilled for {meta['finetune_epochs']} epochs (lr {meta['lr']}) on the train split, then deployed with "
+        f"distilled for {meta['finetune_epochs']} epochs (lr {meta['lr']}) on the train split"
+        + (f" with {meta['augment']} variants of each sentence (`augmented`)" if meta.get("augment") else "")
+        + ", then deployed with "
         "`export_dynamic_int8` (8-bit layers ORT dynamic int8 with per-channel weights, the rest fp32).",
         "",
         "| model | latency ms | × vs fp32 | cosine (min) | Spearman | val cosine (search) | MB | front |",

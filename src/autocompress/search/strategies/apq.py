@@ -17,7 +17,7 @@ Policy with ``arch`` set, so its records, costs and Pareto front are those of ev
 3. **Predictor transfer** (``transfer``): ``"residual"`` (default) keeps the full-precision
    predictor and fits a correction on the quantized labels' residuals, with the bits and the
    full-precision prediction as inputs (:class:`~autocompress.predict.ResidualTransfer`; on
-   MNIST-1D it ranks at τ 0.82 with 25 quantized labels, APQ's own transfer at 0.61,
+   MNIST-1D it ranks at τ 0.82 with 25 quantized labels, APQ's own transfer at 0.55,
    ``benchmarks/results/apq.md``); ``"warm"`` is APQ's: the full-precision MLP fine-tuned on
    them (``AccuracyPredictor.fit(..., warm_start=...)``, ``kind`` "mlp" or "ensemble");
    ``"none"`` fits one from scratch. Features: :meth:`~autocompress.elastic.QuantSubnet.features`.
