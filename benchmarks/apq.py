@@ -148,17 +148,23 @@ def quantized_metric(supernet: ElasticCNN1d, config, bits: tuple[int, ...], task
     return evaluate_metric(model, task, "val")
 
 
+def fp_labels(supernet: ElasticCNN1d, task, count: int, rng: np.random.Generator, seed: int) -> tuple[list, list]:  # noqa: ANN001
+    """``count`` random sub-networks: features at full precision and validation metric (inherited weights, BN re-estimated)."""
+    X, y = [], []
+    for _ in range(count):
+        config = supernet.random(rng)
+        X.append(features(config, (32,) * len(config.stages)))
+        y.append(subnet_metric(supernet, config, task, "val", seed=seed)[0])
+    return X, y
+
+
 def labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
     path = args.runs / f"labels-seed{args.seed}-e{args.epochs:g}-fp{args.fp_labels}-q{args.q_pool + args.q_test}-qat{args.qat_steps}.npz"
     if path.exists():
         return dict(np.load(path))
     rng = np.random.default_rng([args.seed, 17])
     start = time.perf_counter()
-    fp_X, fp_y = [], []
-    for _ in range(args.fp_labels):
-        config = supernet.random(rng)
-        fp_X.append(features(config, (32,) * len(config.stages)))
-        fp_y.append(subnet_metric(supernet, config, task, "val", seed=args.seed)[0])
+    fp_X, fp_y = fp_labels(supernet, task, args.fp_labels, rng, args.seed)
     fp_seconds = time.perf_counter() - start
     print(f"{args.fp_labels} full-precision labels in {fp_seconds:.0f} s", flush=True)
     q_X, q_y = [], []
@@ -181,13 +187,8 @@ def extra_fp_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> d
     path = args.runs / f"fp-extra-seed{args.seed}-e{args.epochs:g}-n{args.fp_extra}.npz"
     if path.exists():
         return dict(np.load(path))
-    rng = np.random.default_rng([args.seed, 19])
     start = time.perf_counter()
-    X, y = [], []
-    for _ in range(args.fp_extra):
-        config = supernet.random(rng)
-        X.append(features(config, (32,) * len(config.stages)))
-        y.append(subnet_metric(supernet, config, task, "val", seed=args.seed)[0])
+    X, y = fp_labels(supernet, task, args.fp_extra, np.random.default_rng([args.seed, 19]), args.seed)
     print(f"{args.fp_extra} more full-precision labels in {time.perf_counter() - start:.0f} s", flush=True)
     out = {"fp_X": np.array(X), "fp_y": np.array(y), "seconds": np.array(time.perf_counter() - start)}
     np.savez(path, **out)
