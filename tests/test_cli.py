@@ -151,10 +151,11 @@ def test_an_apq_search_from_yaml_names_its_supernet_and_exports_a_sub_network(tm
     result = runner.invoke(app, ["export", str(storage), "--trial", str(final.number), "--out", str(tmp_path / "best")])
     assert result.exit_code == 0, result.output
     session = ort.InferenceSession(str(tmp_path / "best" / "model.onnx"), providers=["CPUExecutionProvider"])
-    x = load_config(config).load_model_and_task()[1].example_input(4).numpy()
+    from elastic_fixtures import digits_supernet, digits_task
+
+    x = digits_task().example_input(4).numpy()
     assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (4, 10)
     # the exported model is the candidate's sub-network, not the largest one
-    from elastic_fixtures import digits_supernet
 
     from autocompress.elastic import SubnetConfig
 

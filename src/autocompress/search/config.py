@@ -209,11 +209,12 @@ class SearchConfig(BaseModel):
         if not isinstance(task, Task):
             raise ConfigError(f"task: {self.task} returned {type(task).__name__}, not an autocompress.Task")
         if make_model is None:  # the elastic supernet's largest sub-network, BatchNorm statistics re-estimated
-            from autocompress.elastic import subnet_metric
+            from autocompress.finetune import recalibrate_batchnorm
 
             supernet = self.load_elastic()
-            return subnet_metric(supernet, supernet.largest(), task, bn_batches=self.evaluator.bn_batches,
-                                 seed=self.seed)[1], task
+            model = supernet.extract(supernet.largest())
+            recalibrate_batchnorm(model, task, batches=self.evaluator.bn_batches, seed=self.seed)
+            return model.eval(), task
         model = make_model()
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model: {self.model} returned {type(model).__name__}, not an nn.Module")
