@@ -15,6 +15,7 @@ from autocompress.space import LayerInfo, ModelTraceError, PolicyError, SearchSp
 from autocompress.task import Task
 from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.refine import refine_dense as refine_dense
+from autocompress.transforms.refine_study import sweep_study as sweep_study
 
 __version__ = "0.1.0"
 

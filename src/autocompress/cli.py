@@ -402,6 +402,10 @@ def _stored_config(opened):  # noqa: ANN202
     from autocompress.search.runner import spec_from_config
 
     stored = opened.meta.get("config")
+    if "refine" in opened.meta:
+        _fail("this study holds an epsilon sweep of `autocompress refine`: a refined model is rebuilt from the units it "
+              "keeps, not from a policy; rebuild one with `autocompress refine --zoo ZOO --epsilon E --out DIR` "
+              "(each candidate's epsilon is in its tags)")
     if not stored:
         _fail("this study stores no configuration (it was made from Python): use autocompress.search.confirm / apply_policy")
     config = load_config(stored)
@@ -464,6 +468,36 @@ def _units_table(report, title: str):  # noqa: ANN001, ANN202 - a RefineReport -
     return table
 
 
+def _refine_sweep(entry, storage: str, name: str, epsilon: float | str, tolerance: float | None, retrain_epochs: float,  # noqa: ANN001
+                  statistic: str, seed: int) -> float | str:
+    """``refine --storage``: the whole epsilon sweep into a study, its front printed; the epsilon to refine at."""
+    from autocompress.transforms.refine import DEFAULT_CONFIDENCE, SweepPoint, _gate, choose_epsilon
+    from autocompress.transforms.refine_study import sweep_study
+
+    try:
+        opened = sweep_study(entry.model, entry.task, storage, name, statistic=statistic, retrain_epochs=retrain_epochs,
+                             seed=seed, progress=True)
+    except ValueError as error:
+        _fail(str(error))
+    records = opened.completed()
+    console.print(_front_table(opened, opened.pareto_front(), f"epsilon sweep: Pareto front (accuracy, params) of "
+                                                              f"{len(records)} refined models (validation, after retraining)"))
+    console.print(f"storage {storage}, study {name}: `autocompress front {storage} --study {name} --plot front.png`")
+    if epsilon != "auto":
+        return epsilon
+    gate = _gate(entry.model, entry.task, tolerance, "auto", DEFAULT_CONFIDENCE)
+    points = [SweepPoint(epsilon=r.tags["epsilon"], params=int(r.values["params"]), hidden=r.tags["hidden"],
+                         metric_before_retrain=r.values["metric_before_finetune"], metric=r.values["metric"],
+                         loss_gap=r.tags["loss_gap"], loss_gap_se=r.tags["loss_gap_se"]) for r in records]
+    chosen = choose_epsilon(points, gate.metric, gate.tolerance, original_loss=gate.loss,
+                            loss_tolerance=gate.loss_tolerance, confidence=gate.confidence)
+    if chosen is None:
+        console.print(f"[yellow]no epsilon kept the validation metric within {gate.tolerance:g}: nothing is removed[/yellow]")
+        return 0.0
+    console.print(f"chosen from the sweep: epsilon {chosen.epsilon:g} (the largest within tolerance {gate.tolerance:g})")
+    return chosen.epsilon
+
+
 @app.command()
 def refine(
     zoo: ZooOption,
@@ -472,6 +506,8 @@ def refine(
     retrain_epochs: Annotated[float, typer.Option(help="retraining epochs of the refined model (0 = none)")] = 5.0,
     statistic: Annotated[str, typer.Option(help="unit usefulness statistic: std, std_mean, std_max, contribution, contribution_max")] = "contribution_max",
     out: Annotated[Path | None, typer.Option(help="write the refined model's state_dict.pt and report.json here")] = None,
+    storage: Annotated[str | None, typer.Option(help="sweep every epsilon of the grid into this study storage (SQLite file or RDB URL; resumes), print its Pareto front; --epsilon auto then chooses from it")] = None,
+    study: Annotated[str, typer.Option("--study", help="with --storage: the study's name")] = "refine",
     seed: SeedOption = 0,
 ) -> None:
     """ODF2NNA on a zoo MLP: keep the useful hidden units, rebuild a smaller MLP from their weights, retrain."""
@@ -497,6 +533,8 @@ def refine(
     except DenseStructureError as error:
         _fail(f"refine needs a dense network (an MLP), and {zoo!r} is not one: {error}. Zoo MLPs: {', '.join(mlps)}")
     entry = _zoo(zoo, seed, pretrained=True)
+    if storage is not None:
+        chosen_epsilon = _refine_sweep(entry, storage, study, chosen_epsilon, tolerance, retrain_epochs, statistic, seed)
     refined, report = refine_dense(entry.model, entry.task, chosen_epsilon, tolerance=tolerance,
                                    retrain_epochs=retrain_epochs, statistic=statistic, seed=seed)
     test = {"original": evaluate_metric(entry.model, entry.task, "test"), "refined": evaluate_metric(refined, entry.task, "test")}
