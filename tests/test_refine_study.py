@@ -77,7 +77,7 @@ def test_cli_refine_storage_sweeps_chooses_and_its_study_has_a_front_but_no_expo
     db = str(tmp_path / "refine.db")
     result = runner.invoke(cli.app, ["refine", "--zoo", "wine-mlp", "--retrain-epochs", "0.5", "--storage", db])
     assert result.exit_code == 0, result.output
-    assert "epsilon sweep: Pareto front (accuracy, params)" in result.output and "chosen from the sweep: epsilon" in result.output
+    assert "Pareto front (accuracy, params) marked" in result.output and "chosen from the sweep: epsilon" in result.output
     study = Study.open(db, "refine")
     chosen = float(result.output.split("chosen from the sweep: epsilon ")[1].split()[0])
     assert f"epsilon {chosen:g}" in result.output  # the refined model printed is the chosen one

@@ -479,9 +479,19 @@ def _refine_sweep(entry, storage: str, name: str, epsilon: float | str, toleranc
                              seed=seed, progress=True)
     except ValueError as error:
         _fail(str(error))
-    records = opened.completed()
-    console.print(_front_table(opened, opened.pareto_front(), f"epsilon sweep: Pareto front (accuracy, params) of "
-                                                              f"{len(records)} refined models (validation, after retraining)"))
+    from rich.table import Table
+
+    records = sorted(opened.completed(), key=lambda r: r.tags["epsilon"])
+    front = {r.number for r in opened.pareto_front()}
+    table = Table(title=f"epsilon sweep: {len(records)} refined models (validation split), Pareto front (accuracy, params) marked")
+    for column in ("#", "epsilon", "hidden", "params", "params %", "before retrain", "after retrain", "loss gap", "front"):
+        table.add_column(column, justify="right")
+    for r in records:
+        v = r.values
+        table.add_row(str(r.number), f"{r.tags['epsilon']:g}", "-".join(map(str, r.tags["hidden"])), f"{int(v['params']):,}",
+                      f"{100 * v['params_ratio']:.1f}", f"{v['metric_before_finetune']:.3f}", f"{v['metric']:.3f}",
+                      f"{r.tags['loss_gap']:+.4f} ± {r.tags['loss_gap_se']:.4f}", "✓" if r.number in front else "")
+    console.print(table)
     console.print(f"storage {storage}, study {name}: `autocompress front {storage} --study {name} --plot front.png`")
     if epsilon != "auto":
         return epsilon
