@@ -1,7 +1,7 @@
 """ODF2NNA's epsilon sweep stored as a Study (transforms/refine_study.py) and `autocompress refine --storage`."""
 
 import pytest
-from test_units import _mlp, _snapshot, _task, one_thread  # noqa: F401 - the module-scoped one-thread fixture
+from test_units import _mlp, _snapshot, _task, one_thread, wide_console  # noqa: F401 - autouse fixtures: one thread, wide console
 from typer.testing import CliRunner
 
 from autocompress import cli, count_cost
