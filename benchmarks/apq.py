@@ -274,9 +274,14 @@ def arm_strategy(arm: str, args: argparse.Namespace):  # noqa: ANN201
         return APQStrategy(targets=targets, fp_samples=args.fp_labels, final=final, pipeline="staged" if arm == "staged" else "joint",
                            q_samples=max(0, args.search_budget - final * len(targets)), transfer=args.transfer,
                            kind="mlp" if args.transfer == "warm" else "auto")
-    if arm == "seernet":
-        return make_strategy("seernet", targets=targets, cost="bitops")
+    if arm == "seernet":  # its schedule spends the whole budget: first labels + 2 rounds of 6 + one per target
+        return make_strategy("seernet", targets=targets, cost="bitops", initial=seernet_initial(args))
     return make_strategy("genecai", cost="bitops", fields=["prune", "rank", "weight_bits", "act_bits"])
+
+
+def seernet_initial(args: argparse.Namespace) -> int:
+    """SeerNet's first labels when its 2 selection rounds of 6 and one evaluation per target fill the budget."""
+    return max(2, args.search_budget - 2 * 6 - len(args.targets))
 
 
 def finished_within(study, seconds: float) -> list:  # noqa: ANN001
@@ -301,6 +306,8 @@ def search_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> di
         name = f"{arm}-seed{args.seed}-e{args.epochs:g}-b{args.search_budget}-qat{args.qat_steps}"
         if arm in ("apq", "staged") and args.transfer != "warm":  # "warm" (APQ's own) was the first studies' transfer
             name = f"{arm}-{args.transfer}-" + name.split("-", 1)[1]
+        if arm == "seernet":  # the first studies used SeerNet's default schedule (27 of the 40 evaluations)
+            name = f"{arm}-initial{seernet_initial(args)}-" + name.split("-", 1)[1]
         study = Study.open(storage, name, objectives=["accuracy", "bitops"])
         if "seconds" not in study.meta:
             start = time.time()
@@ -406,7 +413,8 @@ def search_markdown(section: dict, args: argparse.Namespace) -> list[str]:
              f"full-precision labels, the rest of the budget quantized labels, predictor transfer `{args.transfer}`, 2 "
              "finalists per target); staged: the same "
              "predictors, architecture first (at the highest bits), then bits; seernet / genecai: per-layer prune, "
-             f"rank and bits of the largest sub-network. Best validation accuracy among the candidates finished within "
+             f"rank and bits of the largest sub-network (seernet: {seernet_initial(args)} first labels, 2 rounds of 6, one "
+             "evaluation per target). Best validation accuracy among the candidates finished within "
              f"{section['horizon']:.0f} s of each arm's start (equal wall-clock), per BitOps ratio target:", "",
              "| arm | evaluations | seconds | within the wall-clock | " + " | ".join(f"BitOps ≤ {t}" for t in targets) + " |",
              "|---|---:|---:|---:|" + "---:|" * len(targets)]
