@@ -61,8 +61,10 @@ def test_a_stopped_sweep_resumes_without_retraining_what_is_stored(tmp_path, mon
 def test_a_sweep_is_never_mixed_with_other_settings_or_a_search(tmp_path):
     model, task = _mlp(), _task()
     sweep_study(model, task, tmp_path / "s.db", epsilons=[0.3], retrain_epochs=0.5)
-    with pytest.raises(ValueError, match="holds a sweep with settings"):
+    with pytest.raises(ValueError, match=r"holds a sweep of other settings .*'retrain_epochs': \(0.5, 1.0\)"):
         sweep_study(model, task, tmp_path / "s.db", epsilons=[0.3], retrain_epochs=1.0)
+    with pytest.raises(ValueError, match="holds a sweep of other settings .*'model'"):
+        sweep_study(_mlp(seed=1), task, tmp_path / "s.db", epsilons=[0.3], retrain_epochs=0.5)
     search = Study.open(tmp_path / "s.db", "search", objectives=["accuracy", "params"])
     search.enqueue(Policy(), {})
     with pytest.raises(ValueError, match="holds a search, not an epsilon sweep"):

@@ -63,8 +63,8 @@ def sweep_study(
     """Sweep ``epsilons`` (default :data:`DEFAULT_EPSILONS`) into study ``study_name`` of ``storage``.
 
     One completed record per distinct set of kept units (module docstring); returns the Study.
-    The same study name with other settings (statistic, retraining, seed) is refused rather
-    than mixed. ``model`` is never changed.
+    The same study name with other settings (statistic, retraining, seed) or another model
+    (a digest of its weights) is refused rather than mixed. ``model`` is never changed.
     """
     _check_statistic(statistic)
     if epsilons is None and statistic not in _NORMALISED:
@@ -77,14 +77,16 @@ def sweep_study(
         _check_epsilon(epsilon)
     if not retrain_epochs >= 0:
         raise ValueError(f"sweep_study: retrain_epochs must be >= 0, got {retrain_epochs}")
-    settings = {"statistic": statistic, "retrain_epochs": float(retrain_epochs), "lr": float(lr), "seed": int(seed)}
+    settings = {"statistic": statistic, "retrain_epochs": float(retrain_epochs), "lr": float(lr), "seed": int(seed),
+                "model": _model_digest(model)}
     study = Study.open(storage, study_name, objectives=["accuracy", "params"])
     stored = study.meta.get("refine")
     if stored is None and study.records():
         raise ValueError(f"study {study_name!r} in {storage} holds a search, not an epsilon sweep; use another study name")
     if stored is not None and stored != settings:
-        raise ValueError(f"study {study_name!r} in {storage} holds a sweep with settings {stored}, not {settings}; "
-                         "use another study name")
+        differ = {k: (stored.get(k), v) for k, v in settings.items() if stored.get(k) != v}
+        raise ValueError(f"study {study_name!r} in {storage} holds a sweep of other settings (stored, given: {differ}; "
+                         "'model' is a digest of the weights); use another study name")
     example = task.example_input(1)
     original = {**count_cost(model, example).as_dict(), "metric": evaluate_metric(model, task, "val")}
     if stored is None:
@@ -114,6 +116,15 @@ def sweep_study(
 
 
 _COSTS = ("flops", "macs", "params", "bitops", "bytes")
+
+
+def _model_digest(model: nn.Module) -> str:
+    """A short fingerprint of ``model``'s weights and buffers, so a study never mixes two models' sweeps."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _units_key(kept: dict) -> str:

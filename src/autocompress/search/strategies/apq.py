@@ -27,7 +27,7 @@ Policy with ``arch`` set, so its records, costs and Pareto front are those of ev
    are redrawn), crossover children kept (the public code drops them).
 5. **Final candidates** (``phase="final"``, ``target=...``, ``pipeline=...``): the ``final`` best distinct
    individuals of each budget, fine-tuned quantization-aware and measured by the evaluator (its
-   fine-tune budget is the search's; ``confirm()`` does not take a supernet yet).
+   fine-tune budget is the search's; ``confirm(..., elastic=supernet)`` fine-tunes the best longer).
 
 Budgets (``targets``, default the search's cost constraints, else ``DEFAULT_RATIOS`` of
 ``cost``): exact costs (``bitops``, ``flops``, ``macs``, ``params``, ``bytes``; ratios of the
