@@ -307,7 +307,7 @@ def test_cli_refine_bad_input(args, message):
     assert result.exit_code == 2
     assert message in result.output
     if "digits-cnn" in args:
-        assert "Zoo MLPs: breast-cancer-mlp, wine-mlp, diabetes-mlp" in result.output
+        assert "Zoo MLPs: breast-cancer-mlp, wine-mlp, diabetes-mlp, tabular-mlp" in result.output
 
 
 def test_refine_dense_is_exported():

@@ -51,6 +51,7 @@ def test_names_and_unknown_names() -> None:
         "breast-cancer-mlp",
         "wine-mlp",
         "diabetes-mlp",
+        "tabular-mlp",
     ]
     assert list_tasks() == ["mnist1d", "digits", "breast_cancer", "wine", "diabetes"]
     with pytest.raises(
@@ -104,6 +105,9 @@ def test_parameter_counts_by_hand() -> None:
         + linear(128, 10)
     )  # fmt: skip
     assert n_params(Mnist1dResNetDW()) == resnet == 47_562
+    wide = linear(30, 512) + linear(512, 512) + linear(512, 2)  # tabular-mlp: no BatchNorm
+    assert wide == 279_554
+    assert n_params(load_zoo("tabular-mlp", pretrained=False).model) == wide
 
 
 @pytest.mark.parametrize(
@@ -238,7 +242,7 @@ def test_mnist1d_task_is_generated_once_and_cached(
 
 
 @pytest.mark.parametrize(
-    ("name", "outputs"), [("digits-cnn", 10), ("breast-cancer-mlp", 2), ("diabetes-mlp", 1)]
+    ("name", "outputs"), [("digits-cnn", 10), ("breast-cancer-mlp", 2), ("diabetes-mlp", 1), ("tabular-mlp", 2)]
 )
 def test_random_init_is_seeded(cache: Path, name: str, outputs: int) -> None:
     first = load_zoo(name, pretrained=False, seed=3)

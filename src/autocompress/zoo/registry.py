@@ -71,6 +71,11 @@ def _tabular(task: Task) -> nn.Module:
     return TabularMLP(task.train[0].shape[1], out_features)
 
 
+def _wide_dense(task: Task) -> nn.Module:
+    """ODF2NNA's starting point: a wide plain dense network (Linear+ReLU, no BatchNorm), 512 x 512."""
+    return TabularMLP(task.train[0].shape[1], int(task.train[1].max()) + 1, hidden=(512, 512), batchnorm=False)
+
+
 ZOO: dict[str, ZooEntry] = {
     "mnist1d-cnn": ZooEntry(
         "mnist1d",
@@ -107,6 +112,12 @@ ZOO: dict[str, ZooEntry] = {
         _tabular,
         Recipe(epochs=10, lr=1e-3, batch_size=32),
         "sklearn diabetes regression, MLP 10-256-256-1 (Linear+BN+ReLU), MSE",
+    ),
+    "tabular-mlp": ZooEntry(
+        "breast_cancer",
+        _wide_dense,
+        Recipe(epochs=30, lr=1e-3, batch_size=64),
+        "sklearn breast cancer, wide dense MLP 30-512-512-2 (Linear+ReLU, no BN): ODF2NNA's setting",
     ),
 }
 
