@@ -204,22 +204,18 @@ def run_cell(name: str, seed: int, args: argparse.Namespace) -> tuple[dict[str, 
         sweep = [p.model_dump() for p, _ in sweep_epsilon(original, task, DEFAULT_EPSILONS, retrain_epochs=retrain, seed=seed)]
         for point in sweep:
             point["metric"], point["metric_before_retrain"] = shown(task, point["metric"]), shown(task, point["metric_before_retrain"])
-    scratch = reinitialized(refined, seed=seed + 1000)
-    train(scratch, task, epochs=setting.epochs + retrain, seed=seed)
-    test_original = shown(task, evaluate_metric(original, task, "test"))
+    test = arm_tests(original, refined, task, setting.epochs + retrain, seed)
+    params_original = params(original, task)
     fixed = {}
     if args.fixed_epsilon >= 0:
         small, small_report = refine_dense(original, task, args.fixed_epsilon, retrain_epochs=retrain, seed=seed)
-        small_scratch = reinitialized(small, seed=seed + 1000)
-        train(small_scratch, task, epochs=setting.epochs + retrain, seed=seed)
-        fixed = {"dataset": name, "seed": seed, "epsilon": args.fixed_epsilon, "params_original": params(original, task),
+        fixed = {"dataset": name, "seed": seed, "epsilon": args.fixed_epsilon, "params_original": params_original,
                  "params_refined": params(small, task), "hidden": small_report.hidden,
-                 "test": {"original": test_original, "transfer": shown(task, evaluate_metric(small, task, "test")),
-                          "scratch": shown(task, evaluate_metric(small_scratch, task, "test"))}}
+                 "test": arm_tests(original, small, task, setting.epochs + retrain, seed)}
     cell = {
         "dataset": name,
         "seed": seed,
-        "params_original": params(original, task),
+        "params_original": params_original,
         "params_refined": params(refined, task),
         "hidden": report.hidden,
         "epsilon": report.epsilon,
@@ -228,8 +224,7 @@ def run_cell(name: str, seed: int, args: argparse.Namespace) -> tuple[dict[str, 
         "loss_tolerance": report.loss_tolerance,
         "confidence": report.confidence,
         "val": {"original": shown(task, report.metric_original), "transfer": shown(task, report.metric_retrained or report.metric_original)},
-        "test": {"original": test_original, "transfer": shown(task, evaluate_metric(refined, task, "test")),
-                 "scratch": shown(task, evaluate_metric(scratch, task, "test"))},
+        "test": test,
         "fixed": fixed,
         "val_before_retrain": shown(task, report.metric_before_retrain),
         "auto_sweep": [p.model_dump() for p in report.sweep],
@@ -237,6 +232,15 @@ def run_cell(name: str, seed: int, args: argparse.Namespace) -> tuple[dict[str, 
         "seconds": {"train": trained_s, "refine_auto": refined_s, "total": time.perf_counter() - start},
     }
     return cell, original, task
+
+
+def arm_tests(original: nn.Module, refined: nn.Module, task: Task, scratch_epochs: float, seed: int) -> dict[str, float]:
+    """Test metric of the original, the refined (transfer) model and its architecture trained from scratch
+    (re-initialized from ``seed + 1000``, ``scratch_epochs`` epochs)."""
+    scratch = reinitialized(refined, seed=seed + 1000)
+    train(scratch, task, epochs=scratch_epochs, seed=seed)
+    return {arm: shown(task, evaluate_metric(model, task, "test"))
+            for arm, model in (("original", original), ("transfer", refined), ("scratch", scratch))}
 
 
 # --------------------------------------------------------------------------- statistic comparison
