@@ -10,7 +10,7 @@ from autocompress.search.pareto import non_dominated
 from autocompress.search.study import Study
 from autocompress.transforms import refine_study
 from autocompress.transforms.refine import refine_dense, sweep_epsilon
-from autocompress.transforms.refine_study import sweep_study
+from autocompress.transforms.refine_study import stored_points, sweep_study
 
 runner = CliRunner()
 GRID = [0.0, 0.3, 0.6, 0.9]
@@ -41,6 +41,12 @@ def test_every_distinct_refined_model_is_a_record_valued_like_a_search(tmp_path)
     mask = non_dominated([[r.values["params"], r.values["metric"]] for r in records], ["minimize", "maximize"])
     assert front == {tuple(r.tags["hidden"]) for r, on in zip(records, mask, strict=True) if on}
     assert study.meta["original"]["params"] == original.params and study.meta["refine"]["retrain_epochs"] == 0.5
+    stored = stored_points(study)  # what choose_epsilon reads back: the same points, ascending, front marked
+    assert [tuple(p.hidden) for p in stored] == [tuple(r.tags["hidden"]) for r in sorted(records, key=lambda r: r.tags["epsilon"])]
+    assert {tuple(p.hidden) for p in stored if p.on_front} == front
+    for p in stored:
+        assert (p.params, p.metric, p.loss_gap) == pytest.approx((points[tuple(p.hidden)].params, points[tuple(p.hidden)].metric,
+                                                                  points[tuple(p.hidden)].loss_gap))
 
 
 def test_a_stopped_sweep_resumes_without_retraining_what_is_stored(tmp_path, monkeypatch):

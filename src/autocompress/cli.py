@@ -471,34 +471,30 @@ def _units_table(report, title: str):  # noqa: ANN001, ANN202 - a RefineReport -
 def _refine_sweep(entry, storage: str, name: str, epsilon: float | str, tolerance: float | None, retrain_epochs: float,  # noqa: ANN001
                   statistic: str, seed: int) -> float | str:
     """``refine --storage``: the whole epsilon sweep into a study, its front printed; the epsilon to refine at."""
-    from autocompress.transforms.refine import DEFAULT_CONFIDENCE, SweepPoint, _gate, choose_epsilon
-    from autocompress.transforms.refine_study import sweep_study
+    from rich.table import Table
+
+    from autocompress.transforms.refine import DEFAULT_CONFIDENCE, _gate, choose_epsilon
+    from autocompress.transforms.refine_study import stored_points, sweep_study
 
     try:
         opened = sweep_study(entry.model, entry.task, storage, name, statistic=statistic, retrain_epochs=retrain_epochs,
                              seed=seed, progress=True)
     except ValueError as error:
         _fail(str(error))
-    from rich.table import Table
-
-    records = sorted(opened.completed(), key=lambda r: r.tags["epsilon"])
-    front = {r.number for r in opened.pareto_front()}
-    table = Table(title=f"epsilon sweep: {len(records)} refined models (validation split), Pareto front (accuracy, params) marked")
-    for column in ("#", "epsilon", "hidden", "params", "params %", "before retrain", "after retrain", "loss gap", "front"):
+    points = stored_points(opened)
+    table = Table(title=f"epsilon sweep: {len(points)} refined models (validation split), Pareto front (accuracy, params) marked")
+    for column in ("epsilon", "hidden", "params", "params %", "before retrain", "after retrain", "loss gap", "front"):
         table.add_column(column, justify="right")
-    for r in records:
-        v = r.values
-        table.add_row(str(r.number), f"{r.tags['epsilon']:g}", "-".join(map(str, r.tags["hidden"])), f"{int(v['params']):,}",
-                      f"{100 * v['params_ratio']:.1f}", f"{v['metric_before_finetune']:.3f}", f"{v['metric']:.3f}",
-                      f"{r.tags['loss_gap']:+.4f} ± {r.tags['loss_gap_se']:.4f}", "✓" if r.number in front else "")
+    original = opened.meta["original"]["params"]
+    for p in points:
+        table.add_row(f"{p.epsilon:g}", "-".join(map(str, p.hidden)), f"{p.params:,}", f"{100 * p.params / original:.1f}",
+                      f"{p.metric_before_retrain:.3f}", f"{p.metric:.3f}", f"{p.loss_gap:+.4f} ± {p.loss_gap_se:.4f}",
+                      "✓" if p.on_front else "")
     console.print(table)
     console.print(f"storage {storage}, study {name}: `autocompress front {storage} --study {name} --plot front.png`")
     if epsilon != "auto":
         return epsilon
     gate = _gate(entry.model, entry.task, tolerance, "auto", DEFAULT_CONFIDENCE)
-    points = [SweepPoint(epsilon=r.tags["epsilon"], params=int(r.values["params"]), hidden=r.tags["hidden"],
-                         metric_before_retrain=r.values["metric_before_finetune"], metric=r.values["metric"],
-                         loss_gap=r.tags["loss_gap"], loss_gap_se=r.tags["loss_gap_se"]) for r in records]
     chosen = choose_epsilon(points, gate.metric, gate.tolerance, original_loss=gate.loss,
                             loss_tolerance=gate.loss_tolerance, confidence=gate.confidence)
     if chosen is None:

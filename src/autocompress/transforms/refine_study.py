@@ -34,7 +34,7 @@ from autocompress.finetune import evaluate_metric
 from autocompress.policy import Policy
 from autocompress.search.study import Study, policy_key
 from autocompress.task import Task
-from autocompress.transforms.refine import _measure, sweep_epsilon
+from autocompress.transforms.refine import SweepPoint, _measure, sweep_epsilon
 from autocompress.transforms.units import (
     _NORMALISED,
     DEFAULT_EPSILONS,
@@ -44,7 +44,7 @@ from autocompress.transforms.units import (
     select_units,
 )
 
-__all__ = ["sweep_study"]
+__all__ = ["stored_points", "sweep_study"]
 
 
 def sweep_study(
@@ -116,6 +116,16 @@ def sweep_study(
 
 
 _COSTS = ("flops", "macs", "params", "bitops", "bytes")
+
+
+def stored_points(study: Study) -> list[SweepPoint]:
+    """The sweep a :func:`sweep_study` study holds, as :class:`SweepPoint` s in ascending epsilon (for
+    :func:`~autocompress.transforms.refine.choose_epsilon`); ``on_front`` from the study's Pareto front."""
+    front = {r.number for r in study.pareto_front()}
+    return [SweepPoint(epsilon=r.tags["epsilon"], params=int(r.values["params"]), hidden=r.tags["hidden"],
+                       metric_before_retrain=r.values["metric_before_finetune"], metric=r.values["metric"],
+                       loss_gap=r.tags["loss_gap"], loss_gap_se=r.tags["loss_gap_se"], on_front=r.number in front)
+            for r in sorted(study.completed(), key=lambda r: r.tags["epsilon"])]
 
 
 def _model_digest(model: nn.Module) -> str:
