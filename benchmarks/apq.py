@@ -275,13 +275,17 @@ def arm_strategy(arm: str, args: argparse.Namespace):  # noqa: ANN201
                            q_samples=max(0, args.search_budget - final * len(targets)), transfer=args.transfer,
                            kind="mlp" if args.transfer == "warm" else "auto")
     if arm == "seernet":  # its schedule spends the whole budget: first labels + 2 rounds of 6 + one per target
-        return make_strategy("seernet", targets=targets, cost="bitops", initial=seernet_initial(args))
+        return make_strategy("seernet", targets=targets, cost="bitops", initial=seernet_initial(args),
+                             rounds=SEERNET_ROUNDS, batch=SEERNET_BATCH)
     return make_strategy("genecai", cost="bitops", fields=["prune", "rank", "weight_bits", "act_bits"])
 
 
+SEERNET_ROUNDS, SEERNET_BATCH = 2, 6  # SeerNet's selection rounds (its defaults), given explicitly to fill the budget
+
+
 def seernet_initial(args: argparse.Namespace) -> int:
-    """SeerNet's first labels when its 2 selection rounds of 6 and one evaluation per target fill the budget."""
-    return max(2, args.search_budget - 2 * 6 - len(args.targets))
+    """SeerNet's first labels when its selection rounds and one evaluation per target fill the budget."""
+    return max(2, args.search_budget - SEERNET_ROUNDS * SEERNET_BATCH - len(args.targets))
 
 
 def finished_within(study, seconds: float) -> list:  # noqa: ANN001
