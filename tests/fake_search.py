@@ -9,6 +9,8 @@ that spans every resume (like the study's runner) and returns "skipped" records 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 from torch import nn
@@ -55,6 +57,8 @@ class FakeContext:
         self.requested: list[str] = []  # every policy asked for, cached or not, in order
         self.real: list[str] = []  # policies evaluated for real by this context
         self.logs: list[str] = []
+        self.statuses: list[str] = []
+        self.store: dict = {}  # what the strategy keeps in the study (SearchContext.keep)
         self.base = space.cost(Policy())
 
     def remaining(self) -> int:
@@ -103,6 +107,15 @@ class FakeContext:
 
     def log(self, message: str) -> None:
         self.logs.append(message)
+
+    def status(self, text: str) -> None:
+        self.statuses.append(text)
+
+    def kept(self, key: str) -> object:
+        return self.store.get(key)
+
+    def keep(self, key: str, value: object) -> None:
+        self.store[key] = json.loads(json.dumps(value))  # stored as JSON, like the study's meta
 
 
 def key_of(policy: Policy) -> str:

@@ -1,5 +1,6 @@
 """Search: persistence, resume (also after kill -9), failures, fronts, workers, config errors."""
 
+import io
 import os
 import re
 import signal
@@ -11,12 +12,15 @@ import time
 import numpy as np
 import optuna
 import pytest
+from rich.console import Console
 from workers import search_waits_for_worker
 
 import autocompress.search.study as study_module
+from autocompress.policy import Policy
 from autocompress.search import ConfigError, Study, load_config, search
 from autocompress.search import runner as runner_module
 from autocompress.search.pareto import non_dominated
+from autocompress.search.strategies.base import Strategy
 from autocompress.search.study import policy_key
 from autocompress.zoo import load_zoo
 
@@ -290,3 +294,32 @@ def test_allocate_fills_a_latency_target_estimated_from_the_lookup_table(tmp_pat
                   finetune_epochs=0.0, progress=False)
     optimized = [r for r in seer.completed() if r.tags.get("phase") == "optimize"]
     assert len(optimized) == 1 and space.latency_model.ms(optimized[0].policy) <= 0.5 * base
+
+
+class _Keeper(Strategy):
+    """Keeps a value in the study, says what it does beside the bar, then evaluates one policy."""
+
+    name = "keeper"
+
+    def __init__(self) -> None:
+        self.found: list = []
+        self.descriptions: list[str] = []
+
+    def run(self, ctx) -> None:  # noqa: ANN001
+        self.found.append(ctx.kept("work"))
+        ctx.keep("work", {"done": [1, 2.5]})
+        ctx.status("measuring 3/7")
+        self.descriptions.append(ctx._progress.tasks[ctx._task_id].description)
+        ctx.status("")
+        self.descriptions.append(ctx._progress.tasks[ctx._task_id].description)
+        ctx.evaluate(Policy())
+
+
+def test_a_strategy_keeps_work_in_the_study_and_shows_its_status(wine, tmp_path):
+    strategy, storage = _Keeper(), tmp_path / "k.db"
+    quiet = Console(file=io.StringIO())
+    study = search(wine.model, wine.task, strategy=strategy, budget=1, storage=storage, console=quiet, finetune_epochs=0)
+    assert study.meta[runner_module.KEPT_PREFIX + "work"] == {"done": [1, 2.5]}
+    assert strategy.descriptions == ["search (keeper): measuring 3/7", "search (keeper)"]
+    search(wine.model, wine.task, strategy=strategy, budget=1, storage=storage, console=quiet, finetune_epochs=0)
+    assert strategy.found == [None, {"done": [1, 2.5]}]  # the resumed run finds what the first kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -134,6 +135,62 @@ def test_the_staged_pipeline_fixes_the_architecture_before_the_bits(elastic):
         APQStrategy(pipeline="sequential")
 
 
+def counting_space(elastic: ElasticSpace, interrupt_after: int | None = None) -> tuple[ElasticSpace, list]:
+    """A fresh ElasticSpace of the same supernet (nothing cached in memory) whose cheap labels are counted;
+    the one after ``interrupt_after`` raises KeyboardInterrupt, as a user's Ctrl-C would."""
+    space = ElasticSpace(elastic.supernet, elastic.task, reference=elastic.reference, bn_batches=elastic.bn_batches)
+    measured, measure = [], space.fp_metric
+
+    def fp_metric(config):  # noqa: ANN001, ANN202
+        if interrupt_after is not None and len(measured) == interrupt_after:
+            raise KeyboardInterrupt
+        value = measure(config)
+        measured.append((config, value))
+        return value
+
+    space.fp_metric = fp_metric
+    return space, measured
+
+
+def test_apq_keeps_its_cheap_labels_in_the_study_and_a_resumed_run_measures_only_the_missing(elastic):
+    strategy = APQStrategy(targets=TARGETS[:1], fp_samples=25, q_samples=2, population=12, iterations=3, final=1, epochs=50)
+    space, measured = counting_space(elastic)
+    first = ApqContext(space, budget=3)
+    strategy.run(first)
+    key = f"apq-fp-labels-{elastic.fingerprint()}"
+    assert list(first.store) == [key]
+    labels = first.store[key]
+    assert len(measured) == len(labels) == len({tuple(c.to_vector()) for c, _ in measured})  # each architecture once
+    assert labels == {",".join(f"{v:g}" for v in c.to_vector()): value for c, value in measured}
+    assert first.statuses[0] == "apq: full-precision labels 0/25" and first.statuses[-1] == ""
+
+    interrupted, done = counting_space(elastic, interrupt_after=13)  # Ctrl-C during the 14th cheap label
+    killed = ApqContext(interrupted, budget=3)
+    with pytest.raises(KeyboardInterrupt):
+        strategy.run(killed)
+    assert len(done) == 13 and len(killed.store[key]) == 10  # the study holds the first 10 (saved every 10)
+    assert killed.real == []  # no evaluation was spent
+
+    resumed, again = counting_space(elastic)
+    ctx = ApqContext(resumed, budget=3)
+    ctx.store = dict(killed.store)
+    strategy.run(ctx)
+    assert len(again) == len(labels) - 10  # only what the study lacked
+    assert ctx.store[key] == labels and ctx.requested == first.requested  # the same predictor: the same candidates
+    assert any("10 kept from an earlier run" in m for m in ctx.logs)
+
+
+def test_cheap_labels_of_another_supernet_or_setting_are_not_reused(elastic):
+    same = ElasticSpace(elastic.supernet, elastic.task, reference=elastic.reference, bn_batches=elastic.bn_batches)
+    assert same.fingerprint() == elastic.fingerprint()
+    other_setting = ElasticSpace(elastic.supernet, elastic.task, reference=elastic.reference, bn_batches=2)
+    other = copy.deepcopy(elastic.supernet)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1e-3
+    other_weights = ElasticSpace(other, elastic.task, reference=elastic.reference, bn_batches=elastic.bn_batches)
+    assert len({elastic.fingerprint(), other_setting.fingerprint(), other_weights.fingerprint()}) == 3
+
+
 @pytest.mark.parametrize(("transfer", "kind"), [("residual", "auto"), ("residual", "linear"), ("warm", "mlp"), ("none", "mlp")])
 def test_each_predictor_transfer_searches_within_the_budget(elastic, transfer, kind):
     ctx = ApqContext(elastic, budget=6)
@@ -169,7 +226,7 @@ def test_apq_latency_budget_from_the_lookup_table(elastic):
         APQStrategy(targets=["latency<=1"], fp_samples=2, q_samples=0).run(ApqContext(elastic, budget=2))
 
 
-def test_apq_results_land_in_the_same_study_as_other_strategies(elastic, tmp_path):
+def test_apq_results_land_in_the_same_study_as_other_strategies(elastic, tmp_path, monkeypatch):
     common = {"objectives": ["accuracy", "bitops"], "storage": tmp_path / "study.db", "study_name": "joint",
               "finetune_epochs": 0, "evaluator": {"finetune_steps": 2, "bn_batches": 4}, "progress": False}
     search(elastic.reference, elastic.task, strategy="uniform", strategy_params={"fields": ["weight_bits"]}, budget=2,
@@ -188,5 +245,10 @@ def test_apq_results_land_in_the_same_study_as_other_strategies(elastic, tmp_pat
         assert record.values["metric_original"] == original["metric"]  # compared with the search's model
     assert records[-1].values["bitops_ratio"] <= 0.02
     assert {r.number for r in study.pareto_front()} <= {r.number for r in records}
+    kept = {k: v for k, v in study.meta.items() if k.startswith("kept:apq-fp-labels-")}
+    assert len(kept) == 1 and len(next(iter(kept.values()))) == 6  # the cheap labels, kept in the study
+    measured = []
+    monkeypatch.setattr(ElasticSpace, "fp_metric", lambda self, config: measured.append(config) or 0.0)
     again = search(elastic.reference, elastic.task, strategy=apq, elastic=elastic.supernet, budget=5, **common)
     assert len(again.records()) == 5  # resumed: replayed from the study, nothing evaluated again
+    assert measured == []  # nor a cheap label measured again

@@ -9,6 +9,8 @@ full-precision labels. Everything per architecture is computed once and kept.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 
 from torch import nn
@@ -19,6 +21,7 @@ from autocompress.elastic.supernet import ElasticModel, SubnetConfig
 from autocompress.elastic.train import subnet_metric
 from autocompress.finetune import recalibrate_batchnorm
 from autocompress.policy import InputSpec, Policy
+from autocompress.saving import weights_digest
 from autocompress.space import LAYER_TYPES, SearchSpace, _linear_cost
 from autocompress.task import Task
 
@@ -48,6 +51,11 @@ class ElasticSpace:
         self._rows: dict[Arch, tuple[CostReport, dict[str, int]]] = {}
         self._fp: dict[Arch, float] = {}
         self._latency: dict[Arch, float] = {}
+
+    def fingerprint(self) -> str:
+        """What a cheap label depends on: the supernet's weights, the task and how labels are measured."""
+        settings = json.dumps([weights_digest(self.supernet), self.task.name, self.bn_batches, self.split, self.seed])
+        return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
     def config(self, arch: Sequence[float]) -> SubnetConfig:
         """The (validated) architecture of an ``arch`` vector."""

@@ -20,10 +20,11 @@ source's prediction (large networks lose less to 4 bits, say). Uncertainty is th
 
 Measured by ``benchmarks/apq.py`` (Kendall τ on 100 held-out quantized sub-networks of an
 MNIST-1D supernet, 5 draws of the labels, a GP source on 300 full-precision labels), on the
-supernet it was chosen on and on two fresh ones (``--seed 1``, ``--seed 2``): with 25 quantized
-labels τ 0.82 / 0.72 / 0.76, where APQ's warm start reaches 0.55 / 0.51 / 0.50 and the best
-predictor from scratch 0.71 / 0.65 / 0.59; from scratch needs about 100 / 50–100 / 100 labels to
-rank as well. Numbers in ``benchmarks/results/apq.md``, ``apq_seed1.md`` and ``apq_seed2.md``.
+supernet it was chosen on and on three fresh ones (``--seed 1``, ``2``, ``3``): with 25 quantized
+labels τ 0.82 / 0.72 / 0.76 / 0.80, where APQ's warm start reaches 0.55 / 0.51 / 0.50 / 0.52 and
+the best predictor from scratch 0.71 / 0.65 / 0.59 / 0.64; from scratch needs about 100 / 50–100 /
+100 / 100 labels to rank as well. Numbers in ``benchmarks/results/apq.md`` and ``apq_seed1.md`` to
+``apq_seed3.md``.
 """
 
 from __future__ import annotations

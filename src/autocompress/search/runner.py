@@ -47,6 +47,8 @@ from autocompress.search.study import HEARTBEAT_SECONDS, Study, policy_key
 from autocompress.space import SearchSpace
 from autocompress.task import Task
 
+KEPT_PREFIX = "kept:"  # study meta keys of what strategies keep (SearchContext.keep)
+
 
 @dataclass
 class EvaluationSpec:
@@ -243,6 +245,17 @@ class SearchRun:
         else:
             self.console.print(message)
 
+    def status(self, text: str) -> None:
+        if self._progress is not None and self._task_id is not None:
+            name = self._progress.tasks[self._task_id].fields["name"]
+            self._progress.update(self._task_id, description=f"{name}: {text}" if text else name)
+
+    def kept(self, key: str) -> Any:
+        return self.study.meta.get(KEPT_PREFIX + key)
+
+    def keep(self, key: str, value: Any) -> None:
+        self.study.set_meta(**{KEPT_PREFIX + key: value})
+
     def spent(self) -> int:
         """Real evaluations done or under way (stale and discarded candidates do not count)."""
         return sum(1 for r in self.study.records() if r.state in ("complete", "failed", "running", "waiting"))
@@ -408,7 +421,8 @@ class SearchRun:
         try:
             if self._progress is not None:
                 self._progress.start()
-                self._task_id = self._progress.add_task(f"search ({strategy.name})", total=self.budget, front="")
+                name = f"search ({strategy.name})"
+                self._task_id = self._progress.add_task(name, total=self.budget, front="", name=name)
                 self._update_progress()
             self.finish_queue()
             strategy.run(self)

@@ -32,6 +32,7 @@ from torch import nn
 from autocompress.cost import count_cost
 from autocompress.finetune import evaluate_metric
 from autocompress.policy import Policy
+from autocompress.saving import weights_digest
 from autocompress.search.study import Study, policy_key
 from autocompress.task import Task
 from autocompress.transforms.refine import SweepPoint, _measure, sweep_epsilon
@@ -78,7 +79,7 @@ def sweep_study(
     if not retrain_epochs >= 0:
         raise ValueError(f"sweep_study: retrain_epochs must be >= 0, got {retrain_epochs}")
     settings = {"statistic": statistic, "retrain_epochs": float(retrain_epochs), "lr": float(lr), "seed": int(seed),
-                "model": _model_digest(model)}
+                "model": weights_digest(model)}
     study = Study.open(storage, study_name, objectives=["accuracy", "params"])
     stored = study.meta.get("refine")
     if stored is None and study.records():
@@ -126,15 +127,6 @@ def stored_points(study: Study) -> list[SweepPoint]:
                        metric_before_retrain=r.values["metric_before_finetune"], metric=r.values["metric"],
                        loss_gap=r.tags["loss_gap"], loss_gap_se=r.tags["loss_gap_se"], on_front=r.number in front)
             for r in sorted(study.completed(), key=lambda r: r.tags["epsilon"])]
-
-
-def _model_digest(model: nn.Module) -> str:
-    """A short fingerprint of ``model``'s weights and buffers, so a study never mixes two models' sweeps."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _units_key(kept: dict) -> str:

@@ -7,10 +7,12 @@ is a :class:`~autocompress.elastic.QuantSubnet` — (depth, width, kernel) per s
 APQ's channel pruning, and (weight, activation) bits per stage — stored in the study as a
 Policy with ``arch`` set, so its records, costs and Pareto front are those of every strategy.
 
-1. **Full-precision labels** (cheap, not in the study): ``fp_samples`` random architectures,
+1. **Full-precision labels** (cheap, not evaluations): ``fp_samples`` random architectures,
    each measured with its inherited weights after BatchNorm re-estimation
-   (:meth:`~autocompress.elastic.ElasticSpace.fp_metric`); a predictor
-   (:class:`~autocompress.predict.AccuracyPredictor`, ``kind``) is fitted on them.
+   (:meth:`~autocompress.elastic.ElasticSpace.fp_metric`), progress beside the search's bar;
+   a predictor (:class:`~autocompress.predict.AccuracyPredictor`, ``kind``) is fitted on them.
+   They are kept in the study (its meta, keyed by the supernet's weights and how labels are
+   measured) as they come, so an interrupted search resumes without measuring them again.
 2. **Quantized labels** (real evaluations, ``phase="label"``): ``q_samples`` random candidates
    within at least one budget, quantized, calibrated and fine-tuned quantization-aware by the
    search's evaluator.
@@ -45,7 +47,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from autocompress.elastic import ElasticSpace, QuantSubnet
+from autocompress.elastic import ElasticSpace, QuantSubnet, SubnetConfig
 from autocompress.elastic.encoding import PER_STAGE
 from autocompress.policy import Policy, check_bits
 from autocompress.predict import KINDS, AccuracyPredictor, ResidualTransfer
@@ -58,6 +60,7 @@ from autocompress.threads import single_threaded
 
 DEFAULT_RATIOS = (0.03, 0.01, 0.005)
 WARM_KINDS = ("mlp", "ensemble")  # the ones a warm start can transfer
+KEEP_EVERY = 10  # cheap labels measured between two saves into the study
 TRANSFERS = ("residual", "warm", "none")
 PIPELINES = ("joint", "staged")
 Predictor = AccuracyPredictor | ResidualTransfer
@@ -203,11 +206,27 @@ class APQStrategy(Strategy):
         return out
 
     def _fp_predictor(self, ctx: SearchContext, elastic: ElasticSpace) -> AccuracyPredictor:
+        """The full-precision predictor, on ``fp_samples`` cheap labels. The labels are kept in the study
+        as they are measured (every ``KEEP_EVERY``), so a resumed search measures only those it lacks and
+        fits the same predictor: it replays the same candidates."""
         rng = np.random.default_rng([ctx.seed, 41])
         configs = [elastic.supernet.random(rng) for _ in range(self.fp_samples)]
+        key = f"apq-fp-labels-{elastic.fingerprint()}"
+        labels: dict[str, float] = dict(ctx.kept(key) or {})
+        found = sum(_arch_key(c) in labels for c in configs)
+        y = []
+        for index, config in enumerate(configs):
+            if _arch_key(config) not in labels:
+                ctx.status(f"apq: full-precision labels {index}/{len(configs)}")
+                labels[_arch_key(config)] = elastic.fp_metric(config)
+                if (index + 1) % KEEP_EVERY == 0:
+                    ctx.keep(key, labels)
+            y.append(labels[_arch_key(config)])
+        ctx.keep(key, labels)
+        ctx.status("")
+        ctx.log(f"apq: {self.fp_samples} full-precision labels ({found} kept from an earlier run), "
+                f"metric {np.mean(y):.2f} ± {np.std(y):.2f}")
         X = np.array([QuantSubnet.full_precision(c).features() for c in configs])
-        y = [elastic.fp_metric(c) for c in configs]
-        ctx.log(f"apq: {self.fp_samples} full-precision labels, metric {np.mean(y):.2f} ± {np.std(y):.2f}")
         return AccuracyPredictor(self.kind, epochs=self.epochs, seed=ctx.seed).fit(X, y)
 
     def _quantized_predictor(self, ctx: SearchContext, elastic: ElasticSpace, source: AccuracyPredictor,
@@ -236,6 +255,10 @@ class APQStrategy(Strategy):
             return ResidualTransfer(source, seed=ctx.seed).fit(X, y)
         fresh = AccuracyPredictor(self.kind, epochs=self.epochs, seed=ctx.seed)
         return fresh.fit(X, y, warm_start=source if self.transfer == "warm" else None)
+
+
+def _arch_key(config: SubnetConfig) -> str:
+    return ",".join(f"{v:g}" for v in config.to_vector())
 
 
 def _features(rows: np.ndarray) -> np.ndarray:

@@ -63,6 +63,16 @@ class SearchContext(Protocol):
     def log(self, message: str) -> None:
         """A line for the progress display."""
 
+    def status(self, text: str) -> None:
+        """What the strategy is doing between evaluations, shown beside the progress bar ("" clears it)."""
+
+    def kept(self, key: str) -> Any:
+        """A JSON value the strategy kept in the study under ``key`` (None when there is none)."""
+
+    def keep(self, key: str, value: Any) -> None:
+        """Keep a JSON value in the study, so that a resumed run finds work that is not an evaluation
+        (e.g. apq's cheap labels) done: the same value, not recomputed."""
+
 
 class Strategy(ABC):
     """Proposes policies and is told their results; constructor arguments are its hyperparameters."""
