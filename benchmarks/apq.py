@@ -28,7 +28,8 @@ architecture, then bits), SeerNet and GeneCAI (per-layer prune / rank / bits of 
 sub-network) each search (accuracy, BitOps) for ``--search-budget`` real evaluations; their best
 accuracy at each BitOps target is compared among the candidates that finished within the same
 wall-clock (``--wall-seconds``, default the fastest total among the arms that spent their whole
-budget). Studies are kept in ``--runs``/search.db.
+budget). ``--bits-per block`` gives the APQ arms one bit pair per block instead of per stage.
+Studies are kept in ``--runs``/search.db.
 
 Writes benchmarks/results/apq.{json,md} (``--out``).
 """
@@ -77,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--transfer", default="residual", choices=["residual", "warm", "none"],
                         help="the APQ arms' predictor transfer (section search)")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.03, 0.01, 0.005], help="BitOps ratios")
+    parser.add_argument("--bits-per", default="stage", choices=["stage", "block"],
+                        help="the APQ arms' bit pairs: one per stage or one per block (section search)")
     parser.add_argument("--wall-seconds", type=float, default=None,
                         help="compare the arms' candidates finished within this time "
                         "(default: the fastest total of the arms that spent their whole budget)")
@@ -273,7 +276,7 @@ def arm_strategy(arm: str, args: argparse.Namespace):  # noqa: ANN201
         final = 2
         return APQStrategy(targets=targets, fp_samples=args.fp_labels, final=final, pipeline="staged" if arm == "staged" else "joint",
                            q_samples=max(0, args.search_budget - final * len(targets)), transfer=args.transfer,
-                           kind="mlp" if args.transfer == "warm" else "auto")
+                           kind="mlp" if args.transfer == "warm" else "auto", bits_per=args.bits_per)
     if arm == "seernet":  # its schedule spends the whole budget: first labels + 2 rounds of 6 + one per target
         return make_strategy("seernet", targets=targets, cost="bitops", initial=seernet_initial(args),
                              rounds=SEERNET_ROUNDS, batch=SEERNET_BATCH)
@@ -310,6 +313,8 @@ def search_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> di
         name = f"{arm}-seed{args.seed}-e{args.epochs:g}-b{args.search_budget}-qat{args.qat_steps}"
         if arm in ("apq", "staged") and args.transfer != "warm":  # "warm" (APQ's own) was the first studies' transfer
             name = f"{arm}-{args.transfer}-" + name.split("-", 1)[1]
+        if arm in ("apq", "staged") and args.bits_per == "block":
+            name = f"{arm}-block-" + name.split("-", 1)[1]
         if arm == "seernet":  # the first studies used SeerNet's default schedule (27 of the 40 evaluations)
             name = f"{arm}-initial{seernet_initial(args)}-" + name.split("-", 1)[1]
         study = Study.open(storage, name, objectives=["accuracy", "bitops"])
@@ -414,7 +419,8 @@ def search_markdown(section: dict, args: argparse.Namespace) -> list[str]:
              f"Objectives (accuracy, BitOps) of the largest sub-network (validation accuracy "
              f"{section['metric_original']:.2f}); {args.search_budget} real evaluations per arm, each with "
              f"{args.qat_steps} quantization-aware fine-tune steps. apq: the joint search ({args.fp_labels} cheap "
-             f"full-precision labels, the rest of the budget quantized labels, predictor transfer `{args.transfer}`, 2 "
+             f"full-precision labels, the rest of the budget quantized labels, predictor transfer `{args.transfer}`, "
+             f"bits per {args.bits_per}, 2 "
              "finalists per target); staged: the same "
              "predictors, architecture first (at the highest bits), then bits; seernet / genecai: per-layer prune, "
              f"rank and bits of the largest sub-network (seernet: {seernet_initial(args)} first labels, 2 rounds of 6, one "

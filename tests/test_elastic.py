@@ -117,12 +117,45 @@ def test_candidate_encoding_round_trips_through_vectors_and_policies(supernet):
         update={"arch": None}).to_dict()  # policies of a fixed model serialize as before
     with pytest.raises(ValueError, match="per stage; got 4 values"):
         QuantSubnet.from_vector([1, 2, 3, 4])
-    with pytest.raises(ValueError, match="bits for 1 stages; the architecture has 3"):
+    with pytest.raises(ValueError, match=r"1 bit pairs for 3 stages of 1 slot\(s\) each; need 3"):
         QuantSubnet(same_layers.config, ((8, 8),))
     deep = QuantSubnet(SubnetConfig((StageConfig(2, 1.0, 3),) * 3), ((8, 8),) * 3).to_policy(supernet)
     mixed = deep.model_copy(update={"layers": {**deep.layers, "stage2.1.conv": LayerGenes(weight_bits=4, act_bits=8)}})
     with pytest.raises(ValueError, match=r"stage 2: its layers have different bits \[\(4, 8\), \(8, 8\)\]"):
         QuantSubnet.from_policy(mixed, supernet)
+
+
+def test_per_block_bits_round_trip_and_reach_each_block(supernet):
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        config = supernet.random(rng)
+        bits = tuple((int(rng.choice([4, 6, 8])), int(rng.choice([4, 8, 32]))) for _ in range(3 * 3))
+        candidate = QuantSubnet(config, bits, blocks=3)
+        vector = candidate.to_vector()
+        assert vector.shape == (3 * (3 + 2 * 3),) and QuantSubnet.from_vector(vector, blocks=3) == candidate
+        policy = candidate.to_policy(supernet)
+        for i, stage in enumerate(config.stages):
+            for j in range(3):
+                pair = candidate.stage_bits(i)[j]
+                if j < stage.depth:  # each block its own pair
+                    genes = policy.genes(f"stage{i}.{j}.conv")
+                    assert (genes.weight_bits, genes.act_bits) == pair == bits[3 * i + j]
+                else:  # a slot past the stage's depth quantizes nothing
+                    assert pair == (32, 32)
+        assert QuantSubnet.from_policy(policy, supernet, blocks=3) == candidate
+        assert len(candidate.features()) == 9 + 2 * 9
+    two = QuantSubnet(SubnetConfig((StageConfig(3, 1.0, 3),) * 3), ((4, 4), (8, 8)) * 3, blocks=2)
+    layers = two.to_policy(supernet).layers  # the last slot covers the blocks after it
+    assert [(layers[f"stage0.{j}.conv"].weight_bits) for j in range(3)] == [4, 8, 8]
+    per_stage = QuantSubnet(two.config, ((6, 8),) * 3)
+    assert QuantSubnet.from_policy(per_stage.to_policy(supernet), supernet, blocks=3).bits == ((6, 8),) * 9
+    with pytest.raises(ValueError, match=r"stage 0, blocks 1\+: its layers have different bits"):
+        QuantSubnet.from_policy(two.to_policy(supernet).model_copy(update={"layers": {
+            **layers, "stage0.2.conv": LayerGenes(weight_bits=6, act_bits=8)}}), supernet, blocks=2)
+    with pytest.raises(ValueError, match=r"3 bit pairs for 3 stages of 2 slot\(s\) each; need 6"):
+        QuantSubnet(two.config, ((8, 8),) * 3, blocks=2)
+    with pytest.raises(ValueError, match="blocks .bit slots per stage. must be an integer >= 1, got 0"):
+        QuantSubnet(two.config, (), blocks=0)
 
 
 def test_elastic_space_costs_are_exact(one_thread):
@@ -140,6 +173,10 @@ def test_elastic_space_costs_are_exact(one_thread):
         assert space.cost(candidate) == built  # row by row
         assert space.subnet(policy.arch)[1].cost(policy) == built
         assert space.candidate(policy) == candidate
+        per_block = QuantSubnet(config, tuple((int(rng.choice([2, 4, 8, 32])), int(rng.choice([4, 8, 32])))
+                                              for _ in range(3 * len(config.stages))), blocks=3)
+        built = count_cost(apply_policy(net.extract(config), space.policy(per_block), space.example), space.example)
+        assert space.cost(per_block) == built
 
 
 def test_the_documented_elastic_model_example_runs(tmp_path, monkeypatch, one_thread):

@@ -63,9 +63,13 @@ class ApqContext(FakeContext):
         return policy_key(policy)
 
     def accuracy(self, policy: Policy) -> float:
-        candidate = self.elastic.candidate(policy)
-        arch = sum(2 * s.depth + 8 * s.width + s.kernel for s in candidate.config.stages)
-        return 50.0 + arch + sum(min(w, 8) + 0.5 * min(a, 8) for w, a in candidate.bits)
+        config = self.elastic.config(policy.arch)
+        arch = sum(2 * s.depth + 8 * s.width + s.kernel for s in config.stages)
+        bits = 0.0  # per stage, the mean over its layers (per-block bits differ within a stage)
+        for names in self.elastic.supernet.stage_layers(config):
+            genes = [policy.genes(n) for n in names]
+            bits += float(np.mean([min(g.weight_bits, 8) + 0.5 * min(g.act_bits, 8) for g in genes]))
+        return 50.0 + arch + bits
 
 
 def built_cost(elastic: ElasticSpace, policy: Policy):  # noqa: ANN201
@@ -100,6 +104,8 @@ def test_evolution_keeps_crossover_children_within_the_budget_deterministically(
     assert not all(np.array_equal(a.vector, b.vector) for a, b in zip(first.population, other.population, strict=True))
     best = first.best(3)
     assert len({tuple(i.vector) for i in best}) == 3
+    parity = first.best(3, key=lambda v: int(v.sum()) % 2)  # distinct by a key: at most one per parity
+    assert len(parity) == 2 and parity[0] is first.population[0]
     assert evolve(choices, fitness, lambda v: False, np.random.default_rng(0), population=4).population == []
 
 
@@ -200,6 +206,31 @@ def test_each_predictor_transfer_searches_within_the_budget(elastic, transfer, k
     finals = records_of(ctx, phase="final")
     assert len(finals) == 2 and len(records_of(ctx, phase="label")) == 4
     assert all(built_cost(elastic, r.policy).bitops <= 0.02 * ctx.original.values["bitops"] for r in finals)
+
+
+def test_per_block_bits_search_within_the_budget_and_give_blocks_their_own_bits(elastic):
+    ctx = ApqContext(elastic, budget=8)
+    strategy = APQStrategy(targets=TARGETS[:1], bits_per="block", fp_samples=12, q_samples=4, population=16,
+                           iterations=4, final=4, epochs=50)
+    strategy.run(ctx)
+    blocks = max(elastic.supernet.choices()[0]["depth"])
+    assert strategy.blocks(elastic) == blocks == 3 and len(strategy.choices(elastic)) == 3 * (3 + 2 * blocks)
+    labels, finals = records_of(ctx, phase="label"), records_of(ctx, phase="final")
+    assert len(labels) == 4 and len(finals) == 4
+    assert len({policy_key(r.policy) for r in finals}) == 4  # distinct candidates, not genotypes differing in idle slots
+    for record in finals:
+        assert built_cost(elastic, record.policy).bitops <= 0.02 * ctx.original.values["bitops"]
+    per_block = [QuantSubnet.from_policy(r.policy, elastic.supernet, blocks) for r in labels + finals]
+    # some stage of some candidate has blocks at different bits: a per-stage candidate could not say it
+    assert any(len(set(c.stage_bits(i)[:stage.depth])) > 1 for c in per_block for i, stage in enumerate(c.config.stages))
+    with pytest.raises(ValueError, match=r"bits_per must be one of \['stage', 'block'\], got 'layer'"):
+        APQStrategy(bits_per="layer")
+    net = elastic.supernet
+    two_per_block = SimpleNamespace(supernet=SimpleNamespace(  # an elastic model whose blocks hold two layers each
+        choices=net.choices, largest=net.largest, stage_layers=lambda c: [n + n for n in net.stage_layers(c)]))
+    with pytest.raises(ValueError, match=r"one quantized layer per block .* has \[6, 6, 6\] layers for depths \[3, 3, 3\]"):
+        strategy.blocks(two_per_block)
+    assert APQStrategy().blocks(two_per_block) == 1  # per stage: any layers
 
 
 def test_apq_rejects_a_transfer_it_cannot_make():

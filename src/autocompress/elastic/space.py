@@ -65,8 +65,8 @@ class ElasticSpace:
     def policy(self, candidate: QuantSubnet) -> Policy:
         return candidate.to_policy(self.supernet, self.inputs)
 
-    def candidate(self, policy: Policy) -> QuantSubnet:
-        return QuantSubnet.from_policy(policy, self.supernet)
+    def candidate(self, policy: Policy, blocks: int = 1) -> QuantSubnet:
+        return QuantSubnet.from_policy(policy, self.supernet, blocks)
 
     # ---------------------------------------------------------------- models
     def subnet(self, arch: Sequence[float]) -> tuple[nn.Module, SearchSpace]:

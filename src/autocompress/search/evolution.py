@@ -38,11 +38,15 @@ class Evolution:
     population: list[Individual]
     history: list[dict[str, int]]
 
-    def best(self, count: int) -> list[Individual]:
-        """The ``count`` fittest distinct individuals."""
+    def best(self, count: int, key: Callable[[np.ndarray], object] | None = None) -> list[Individual]:
+        """The ``count`` fittest distinct individuals (distinct by ``key(vector)``, default the vector:
+        e.g. two genotypes that differ only in genes without effect count once)."""
         out: list[Individual] = []
+        seen: set = set()
         for individual in self.population:
-            if len(out) < count and not any(np.array_equal(individual.vector, o.vector) for o in out):
+            identity = key(individual.vector) if key is not None else tuple(individual.vector.tolist())
+            if len(out) < count and identity not in seen:
+                seen.add(identity)
                 out.append(individual)
         return out
 

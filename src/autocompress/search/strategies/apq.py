@@ -4,8 +4,9 @@ APQ (Wang, Wang, Cai, Lin, Liu, Han, "APQ: Joint Search for Network Architecture
 Quantization Policy", CVPR 2020; code mit-han-lab/apq). The search needs an elastic supernet:
 ``search(reference, task, elastic=supernet, strategy="apq")`` (docs/elastic.md). A candidate
 is a :class:`~autocompress.elastic.QuantSubnet` — (depth, width, kernel) per stage, width being
-APQ's channel pruning, and (weight, activation) bits per stage — stored in the study as a
-Policy with ``arch`` set, so its records, costs and Pareto front are those of every strategy.
+APQ's channel pruning, and (weight, activation) bits per stage (per block with
+``bits_per="block"``) — stored in the study as a Policy with ``arch`` set, so its records, costs
+and Pareto front are those of every strategy.
 
 1. **Full-precision labels** (cheap, not evaluations): ``fp_samples`` random architectures,
    each measured with its inherited weights after BatchNorm re-estimation
@@ -48,7 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autocompress.elastic import ElasticSpace, QuantSubnet, SubnetConfig
-from autocompress.elastic.encoding import PER_STAGE
+from autocompress.elastic.encoding import ARCH_GENES, genes_per_stage
 from autocompress.policy import Policy, check_bits
 from autocompress.predict import KINDS, AccuracyPredictor, ResidualTransfer
 from autocompress.search.evolution import Evolution, check_settings, evolve
@@ -63,6 +64,7 @@ WARM_KINDS = ("mlp", "ensemble")  # the ones a warm start can transfer
 KEEP_EVERY = 10  # cheap labels measured between two saves into the study
 TRANSFERS = ("residual", "warm", "none")
 PIPELINES = ("joint", "staged")
+BITS_PER = ("stage", "block")
 Predictor = AccuracyPredictor | ResidualTransfer
 
 
@@ -85,7 +87,9 @@ class APQStrategy(Strategy):
     iterations, its parent ratio 0.25, mutation ratio 0.5 and mutate probability 0.1.
     ``kind`` / ``epochs``: the full-precision predictor (an :class:`AccuracyPredictor` kind or
     "auto"; MLPs trained for ``epochs``); ``transfer``: how it becomes the quantization-aware one.
-    ``pipeline="staged"``: the baseline that chooses the architecture, then the bits (:meth:`_evolve`)."""
+    ``pipeline="staged"``: the baseline that chooses the architecture, then the bits (:meth:`_evolve`).
+    ``bits_per``: ``"stage"`` (one bit pair per stage) or ``"block"`` (one per block, up to the deepest
+    stage's depth: :class:`~autocompress.elastic.QuantSubnet` ``blocks``)."""
 
     name: ClassVar[str] = "apq"
     targets: Sequence[str | float] | None = None
@@ -105,6 +109,7 @@ class APQStrategy(Strategy):
     final: int = 2
     max_tries: int = 100
     pipeline: str = "joint"
+    bits_per: str = "stage"
 
     def __post_init__(self) -> None:
         if self.cost not in COST_KEYS:
@@ -116,6 +121,8 @@ class APQStrategy(Strategy):
             raise ValueError(f"apq: with transfer={self.transfer!r}, kind must be one of {list(kinds)}, got {self.kind!r}")
         if self.pipeline not in PIPELINES:
             raise ValueError(f"apq: pipeline must be one of {list(PIPELINES)}, got {self.pipeline!r}")
+        if self.bits_per not in BITS_PER:
+            raise ValueError(f"apq: bits_per must be one of {list(BITS_PER)}, got {self.bits_per!r}")
         if self.fp_samples < 2 or self.q_samples < 0 or self.final < 1:
             raise ValueError(f"apq: need fp_samples >= 2, q_samples >= 0, final >= 1; "
                              f"got {self.fp_samples}, {self.q_samples}, {self.final}")
@@ -137,46 +144,48 @@ class APQStrategy(Strategy):
             raise ValueError("apq: the search has no elastic supernet; run search(reference, task, elastic=supernet, "
                              "strategy='apq') (docs/elastic.md)")
         budgets = self.budgets(ctx, elastic)
-        choices = self.choices(elastic)
+        choices, blocks = self.choices(elastic), self.blocks(elastic)
         with single_threaded():  # small sub-networks: one thread is faster, and much faster on a busy machine
-            predictor = self._fp_predictor(ctx, elastic)
-        quantized = self._quantized_predictor(ctx, elastic, predictor, choices, budgets)
+            predictor = self._fp_predictor(ctx, elastic, blocks)
+        quantized = self._quantized_predictor(ctx, elastic, predictor, choices, budgets, blocks)
         if quantized is None:
             return
         for index, budget in enumerate(budgets):
             if ctx.remaining() <= 0:
                 return
             with single_threaded():
-                result = self._evolve(budget, choices, predictor, quantized, np.random.default_rng([ctx.seed, 43, index]))
+                result = self._evolve(budget, choices, predictor, quantized, np.random.default_rng([ctx.seed, 43, index]),
+                                      blocks)
             if not result.population:
                 ctx.log(f"apq: no candidate within {budget.label} in {self.max_tries * self.population} random draws; skipped")
                 continue
-            chosen = result.best(self.final)
+            chosen = result.best(self.final, key=lambda v: tuple(QuantSubnet.from_vector(v, blocks).to_vector()))
             kept = sum(h.get("crossover", 0) for h in result.history)
             ctx.log(f"apq: {budget.label}: predicted {', '.join(f'{c.fitness:.2f}' for c in chosen)}; "
                     f"{kept} crossover children joined the population over {self.iterations} generations")
-            policies = [elastic.policy(QuantSubnet.from_vector(c.vector)) for c in chosen]
+            policies = [elastic.policy(QuantSubnet.from_vector(c.vector, blocks)) for c in chosen]
             records = ctx.evaluate_many(policies, phase="final", target=budget.label, pipeline=self.pipeline)
             if any(r.state == "skipped" for r in records):
                 return
 
     def _evolve(self, budget: Budget, choices: list[tuple[float, ...]], fp: AccuracyPredictor,
-                quantized: Predictor, rng: np.random.Generator) -> Evolution:
+                quantized: Predictor, rng: np.random.Generator, blocks: int) -> Evolution:
         """``joint``: one evolution over architecture and bits on the quantization-aware predictor.
         ``staged``: the architecture first, on the full-precision predictor with every stage at the
         highest bits, then the bits of that architecture on the quantization-aware one (both within the budget)."""
 
         def run(genes: list[tuple[float, ...]], predictor: Predictor) -> Evolution:
-            return evolve(genes, lambda rows: predictor.predict(_features(rows)),
-                          lambda v: budget.allows(QuantSubnet.from_vector(v)), rng, **self._evolution())
+            return evolve(genes, lambda rows: predictor.predict(_features(rows, blocks)),
+                          lambda v: budget.allows(QuantSubnet.from_vector(v, blocks)), rng, **self._evolution())
 
         if self.pipeline == "joint":
             return run(choices, quantized)
-        architecture = run([c if i % PER_STAGE < 3 else (max(c),) for i, c in enumerate(choices)], fp)
+        width = genes_per_stage(blocks)
+        architecture = run([c if i % width < ARCH_GENES else (max(c),) for i, c in enumerate(choices)], fp)
         if not architecture.population:
             return architecture
         chosen = architecture.population[0].vector
-        return run([(chosen[i],) if i % PER_STAGE < 3 else c for i, c in enumerate(choices)], quantized)
+        return run([(chosen[i],) if i % width < ARCH_GENES else c for i, c in enumerate(choices)], quantized)
 
     # ------------------------------------------------------------------ parts
     def choices(self, elastic: ElasticSpace) -> list[tuple[float, ...]]:
@@ -184,8 +193,20 @@ class APQStrategy(Strategy):
         out: list[tuple[float, ...]] = []
         for stage in elastic.supernet.choices():
             out += [tuple(map(float, stage[f])) for f in ("depth", "width", "kernel")]
-            out += [tuple(map(float, self.weight_bits)), tuple(map(float, self.act_bits))]
+            out += [tuple(map(float, self.weight_bits)), tuple(map(float, self.act_bits))] * self.blocks(elastic)
         return out
+
+    def blocks(self, elastic: ElasticSpace) -> int:
+        """Bit pairs per stage: 1, or with ``bits_per="block"`` the deepest stage's depth."""
+        if self.bits_per == "stage":
+            return 1
+        largest = elastic.supernet.largest()
+        layers = [len(names) for names in elastic.supernet.stage_layers(largest)]
+        if layers != [stage.depth for stage in largest.stages]:
+            raise ValueError(f"apq: bits_per='block' needs one quantized layer per block in stage_layers(); the largest "
+                             f"sub-network has {layers} layers for depths {[s.depth for s in largest.stages]}; "
+                             "use bits_per='stage'")
+        return int(max(max(stage["depth"]) for stage in elastic.supernet.choices()))
 
     def budgets(self, ctx: SearchContext, elastic: ElasticSpace) -> list[Budget]:
         """The budgets searched, in the order given, each with its exact cost function."""
@@ -205,7 +226,7 @@ class APQStrategy(Strategy):
             out.append(Budget(key, bound * base if is_ratio else bound, label, cost))
         return out
 
-    def _fp_predictor(self, ctx: SearchContext, elastic: ElasticSpace) -> AccuracyPredictor:
+    def _fp_predictor(self, ctx: SearchContext, elastic: ElasticSpace, blocks: int) -> AccuracyPredictor:
         """The full-precision predictor, on ``fp_samples`` cheap labels. The labels are kept in the study
         as they are measured (every ``KEEP_EVERY``), so a resumed search measures only those it lacks and
         fits the same predictor: it replays the same candidates."""
@@ -226,11 +247,11 @@ class APQStrategy(Strategy):
         ctx.status("")
         ctx.log(f"apq: {self.fp_samples} full-precision labels ({found} kept from an earlier run), "
                 f"metric {np.mean(y):.2f} ± {np.std(y):.2f}")
-        X = np.array([QuantSubnet.full_precision(c).features() for c in configs])
+        X = np.array([QuantSubnet.full_precision(c, blocks).features() for c in configs])
         return AccuracyPredictor(self.kind, epochs=self.epochs, seed=ctx.seed).fit(X, y)
 
     def _quantized_predictor(self, ctx: SearchContext, elastic: ElasticSpace, source: AccuracyPredictor,
-                             choices: list[tuple[float, ...]], budgets: list[Budget]) -> Predictor | None:
+                             choices: list[tuple[float, ...]], budgets: list[Budget], blocks: int) -> Predictor | None:
         """The quantization-aware predictor (None: the budget ran out on the labels)."""
         if self.q_samples == 0:
             return source
@@ -239,7 +260,7 @@ class APQStrategy(Strategy):
         for _ in range(self.max_tries * self.q_samples):
             if len(candidates) == self.q_samples:
                 break
-            candidate = QuantSubnet.from_vector([c[rng.integers(len(c))] for c in choices])
+            candidate = QuantSubnet.from_vector([c[rng.integers(len(c))] for c in choices], blocks)
             if any(b.allows(candidate) for b in budgets):
                 candidates.append(candidate)
         records = ctx.evaluate_many([elastic.policy(c) for c in candidates], phase="label")
@@ -261,8 +282,8 @@ def _arch_key(config: SubnetConfig) -> str:
     return ",".join(f"{v:g}" for v in config.to_vector())
 
 
-def _features(rows: np.ndarray) -> np.ndarray:
-    return np.array([QuantSubnet.from_vector(v).features() for v in rows])
+def _features(rows: np.ndarray, blocks: int) -> np.ndarray:
+    return np.array([QuantSubnet.from_vector(v, blocks).features() for v in rows])
 
 
 def _metric(record: Record) -> float:
