@@ -35,9 +35,6 @@ def genes_per_stage(blocks: int = 1) -> int:
     return ARCH_GENES + 2 * blocks
 
 
-PER_STAGE = genes_per_stage(1)  # depth, width, kernel, weight_bits, act_bits
-
-
 @dataclass(frozen=True)
 class QuantSubnet:
     """A sub-network architecture and ``blocks`` (weight, activation) bit pairs per stage (32 = float);
