@@ -99,9 +99,11 @@ class QuantSubnet:
     # ---------------------------------------------------------------- policy
     def to_policy(self, supernet: ElasticModel, inputs: tuple[InputSpec, ...] | None = None) -> Policy:
         """The Policy of this candidate on ``supernet.extract(self.config)`` (``arch`` set, each block's bits)."""
-        layers = {name: LayerGenes(weight_bits=weight, act_bits=act)
-                  for stage, names in enumerate(supernet.stage_layers(self.config))
-                  for name, (weight, act) in zip(names, self._layer_bits(stage, len(names)), strict=True)}
+        layers = {}
+        for stage, names in enumerate(supernet.stage_layers(self.config)):
+            for block, name in enumerate(names):
+                weight, act = self.block_bits(stage, block)
+                layers[name] = LayerGenes(weight_bits=weight, act_bits=act)
         return Policy(layers=layers, inputs=inputs, arch=tuple(float(v) for v in self.config.to_vector()))
 
     @classmethod
@@ -122,6 +124,3 @@ class QuantSubnet:
                                      f"({blocks} slot(s) per stage)")
                 bits.append(pairs.pop())
         return cls(config, tuple(bits), blocks)
-
-    def _layer_bits(self, stage: int, count: int) -> list[tuple[int, int]]:
-        return [self.block_bits(stage, block) for block in range(count)]

@@ -64,16 +64,18 @@ class ZooModel:
     train_info: dict = field(default_factory=dict)
 
 
+def _outputs(task: Task) -> int:
+    """A tabular model's outputs: one per class, or per regression target."""
+    return int(task.train[1].max()) + 1 if task.is_classification else task.train[1].shape[1]
+
+
 def _tabular(task: Task) -> nn.Module:
-    out_features = (
-        int(task.train[1].max()) + 1 if task.is_classification else task.train[1].shape[1]
-    )
-    return TabularMLP(task.train[0].shape[1], out_features)
+    return TabularMLP(task.train[0].shape[1], _outputs(task))
 
 
 def _wide_dense(task: Task) -> nn.Module:
     """ODF2NNA's starting point: a wide plain dense network (Linear+ReLU, no BatchNorm), 512 x 512."""
-    return TabularMLP(task.train[0].shape[1], int(task.train[1].max()) + 1, hidden=(512, 512), batchnorm=False)
+    return TabularMLP(task.train[0].shape[1], _outputs(task), hidden=(512, 512), batchnorm=False)
 
 
 ZOO: dict[str, ZooEntry] = {

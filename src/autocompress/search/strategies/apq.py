@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from autocompress.elastic import ElasticSpace, QuantSubnet, SubnetConfig
+from autocompress.elastic import ElasticSpace, QuantSubnet
 from autocompress.elastic.encoding import ARCH_GENES, genes_per_stage
 from autocompress.policy import Policy, check_bits
 from autocompress.predict import KINDS, AccuracyPredictor, ResidualTransfer
@@ -190,10 +190,10 @@ class APQStrategy(Strategy):
     # ------------------------------------------------------------------ parts
     def choices(self, elastic: ElasticSpace) -> list[tuple[float, ...]]:
         """Legal values of each gene of :meth:`QuantSubnet.to_vector`, stage by stage."""
+        bits = [tuple(map(float, self.weight_bits)), tuple(map(float, self.act_bits))] * self.blocks(elastic)
         out: list[tuple[float, ...]] = []
         for stage in elastic.supernet.choices():
-            out += [tuple(map(float, stage[f])) for f in ("depth", "width", "kernel")]
-            out += [tuple(map(float, self.weight_bits)), tuple(map(float, self.act_bits))] * self.blocks(elastic)
+            out += [tuple(map(float, stage[f])) for f in ("depth", "width", "kernel")] + bits
         return out
 
     def blocks(self, elastic: ElasticSpace) -> int:
@@ -232,18 +232,18 @@ class APQStrategy(Strategy):
         fits the same predictor: it replays the same candidates."""
         rng = np.random.default_rng([ctx.seed, 41])
         configs = [elastic.supernet.random(rng) for _ in range(self.fp_samples)]
+        arches = [",".join(f"{v:g}" for v in c.to_vector()) for c in configs]
         key = f"apq-fp-labels-{elastic.fingerprint()}"
         labels: dict[str, float] = dict(ctx.kept(key) or {})
-        found = sum(_arch_key(c) in labels for c in configs)
-        y = []
-        for index, config in enumerate(configs):
-            if _arch_key(config) not in labels:
+        found = sum(arch in labels for arch in arches)
+        for index, (config, arch) in enumerate(zip(configs, arches, strict=True)):
+            if arch not in labels:
                 ctx.status(f"apq: full-precision labels {index}/{len(configs)}")
-                labels[_arch_key(config)] = elastic.fp_metric(config)
+                labels[arch] = elastic.fp_metric(config)
                 if (index + 1) % KEEP_EVERY == 0:
                     ctx.keep(key, labels)
-            y.append(labels[_arch_key(config)])
         ctx.keep(key, labels)
+        y = [labels[arch] for arch in arches]
         ctx.status("")
         ctx.log(f"apq: {self.fp_samples} full-precision labels ({found} kept from an earlier run), "
                 f"metric {np.mean(y):.2f} ± {np.std(y):.2f}")
@@ -276,10 +276,6 @@ class APQStrategy(Strategy):
             return ResidualTransfer(source, seed=ctx.seed).fit(X, y)
         fresh = AccuracyPredictor(self.kind, epochs=self.epochs, seed=ctx.seed)
         return fresh.fit(X, y, warm_start=source if self.transfer == "warm" else None)
-
-
-def _arch_key(config: SubnetConfig) -> str:
-    return ",".join(f"{v:g}" for v in config.to_vector())
 
 
 def _features(rows: np.ndarray, blocks: int) -> np.ndarray:
