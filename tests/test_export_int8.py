@@ -163,6 +163,38 @@ def test_exclude_keeps_that_layer_in_fp32(mnist_cnn, tmp_path: Path) -> None:
     assert kept == {"/classifier/classifier.1/Gemm", "/classifier/classifier.3/Gemm"}
 
 
+def test_a_quantized_model_is_deployed_at_its_own_precision(mnist_cnn, tmp_path: Path) -> None:
+    from autocompress import Policy, SearchSpace, apply_policy
+    from autocompress.deploy import static_int8_layers
+    from autocompress.transforms.quantize import calibrate_activations
+
+    model, task = mnist_cnn.model, mnist_cnn.task
+    space = SearchSpace.from_model(model, mnist_cnn.example_input, methods=["quant"])
+    bits = {"features.0": (32, 32), "features.3": (4, 8), "features.7": (8, 8), "classifier.1": (8, 32)}
+    policy = Policy.from_dict({"layers": {n: {"weight_bits": w, "act_bits": a} for n, (w, a) in bits.items()}})
+    quantized = apply_policy(model, policy, space=space, example_input=mnist_cnn.example_input)
+    calibration = task.split("train")[0][:256]
+    calibrate_activations(quantized, calibration.split(64))
+    int8, fp32 = static_int8_layers(quantized)
+    assert int8 == ["features.3", "features.7"] and "features.0" in fp32 and "classifier.1" in fp32
+    made = export_int8(quantized, tmp_path / "q.onnx", mnist_cnn.example_input, calibration)
+    weights = _weight_is_int8(made.int8_path)
+    assert {n for n, is_int8 in weights.items() if is_int8} == {"/features/features.3/Conv", "/features/features.7/Conv"}
+    # the model's own activation fake quantization is gone: ONNX Runtime's int8 ranges replace it
+    ops = {n.op_type for n in onnx.load(str(made.int8_path)).graph.node}
+    assert not ops & {"Round", "Div", "Clip"}
+    assert made.agreement.argmax_agreement >= MIN_ARGMAX_AGREEMENT  # against the quantized model's own file
+    assert made.agreement.relative_diff <= MAX_RELATIVE_DIFF
+    pytorch = evaluate_metric(quantized, task, "test")
+    assert onnx_metric(made.int8_path, task, "test") == pytest.approx(pytorch, abs=MAX_METRIC_DROP)
+    dynamic_space = SearchSpace.from_model(model, mnist_cnn.example_input, methods=["quant"], activations="dynamic")
+    eight = {"weight_bits": 8, "act_bits": 8}
+    dynamic = apply_policy(model, Policy.from_dict({"activations": "dynamic", "layers": {"classifier.1": eight}}),
+                           space=dynamic_space, example_input=mnist_cnn.example_input)
+    with pytest.raises(ValueError, match="layer 'classifier.1' has dynamic input ranges; deploy .*export_dynamic_int8"):
+        static_int8_layers(dynamic)
+
+
 def test_layer_names_map_to_their_onnx_nodes(tmp_path: Path) -> None:
     """Every Conv/Linear of a nested model (residual blocks, shortcut Sequentials) is found."""
     entry = load_zoo("mnist1d-resnet", pretrained=False, seed=0)

@@ -12,6 +12,7 @@ from autocompress import Policy, SearchSpace, apply_policy
 from autocompress.hardware.latency import LatencyResult
 from autocompress.hardware.lut import LatencyTable, LayerConfig, config_of, layer_configs
 from autocompress.hardware.targets import Target, batched, parse_target
+from autocompress.transforms.quantize import QuantWrapper
 
 CALL_MS, OVERHEAD_MS = 0.02, 0.5
 
@@ -172,14 +173,14 @@ def test_policy_latency_derives_the_built_models_layers_without_building(zoo):
     from autocompress.zoo import load_zoo
 
     entry = load_zoo(zoo, pretrained=False)
-    space = SearchSpace.from_model(entry.model, entry.example_input, methods=["prune", "lowrank"], rank_multiple=8)
+    space = SearchSpace.from_model(entry.model, entry.example_input, methods=["prune", "lowrank", "quant"], rank_multiple=8)
     table = LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=Counter())
     latency = PolicyLatency(space, entry.model, entry.example_input, table, calibration=2)
     rng = np.random.default_rng(0)
     for _ in range(8):
         policy = space.random_policy(rng)
         built = apply_policy(entry.model, policy, space=space)
-        assert Multiset(latency.configs(policy)) == Multiset(c for _, c in layer_configs(built, entry.example_input))
+        assert Multiset(latency.configs(policy)) == Multiset(c for _, c in layer_configs(built, entry.example_input, int8=True))
         estimate = table.estimate(built, entry.example_input, original=entry.model).total_ms
         assert latency.ms(policy) == pytest.approx(estimate)
 
@@ -206,3 +207,74 @@ def test_latency_budgets_in_the_optimizer_hold_by_the_estimate(small):
     for budget in ("latency_ratio<=0.96", f"latency<={0.95 * base}ms"):  # the stub overhead is most of it
         result = optimize_policy(predictor, space, budget, cost="flops", fields=("prune", "rank"))
         assert result.key == "latency" and space.latency_model.ms(result.policy) == result.cost <= result.budget
+
+
+class Int8Half(InGraph):
+    """As :class:`InGraph`, and an int8 layer (fake-quantized at 8 bits or fewer) costs half its float time alone (it is timed
+    between a quantize and a dequantize) and a quarter in a whole model."""
+
+    def __call__(self, module: nn.Module, inputs: tuple, target: Target) -> LatencyResult:
+        wrappers = [m for m in module.modules() if isinstance(m, QuantWrapper) and max(m.weight_bits, m.act_bits) <= 8]
+        if not wrappers:
+            return super().__call__(module, inputs, target)
+        inner = {id(w.layer) for w in wrappers}  # the others (one of the two at 32 bits) run in float
+        floats = [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and id(m) not in inner]
+        self.calls += 1
+        if isinstance(module, QuantWrapper):
+            ms = CALL_MS + 0.5 * _stub_ms(module.layer)
+        else:
+            ms = 0.3 + sum(_stub_ms(m) + 0.5 * CALL_MS for m in floats)
+            ms += sum(0.25 * _stub_ms(w.layer) + 0.5 * CALL_MS for w in wrappers)
+        return LatencyResult("stub", ms, ms, ms, 1, 0, inputs[0].shape[0], target.threads, "cpu")
+
+
+def _stub_ms(layer: nn.Module) -> float:
+    return 1e-5 * sum(p.numel() for p in layer.parameters())
+
+
+def test_quantized_layers_are_listed_and_timed_in_int8_on_ort_cpu(small):
+    model, x = small
+    space = SearchSpace.from_model(model, x, methods=["quant"])
+    policy = Policy.from_dict({"layers": {"conv1": {"weight_bits": 4, "act_bits": 8},
+                                          "conv2": {"weight_bits": 8, "act_bits": 32}}})
+    quantized = apply_policy(model, policy, space=space, example_input=x)
+    float_configs = layer_configs(model, x)
+    # the wrapped layers are there (a wrapper runs its layer's weights itself: a hook on the layer never fires)
+    assert layer_configs(quantized, x) == float_configs
+    int8 = layer_configs(quantized, x, int8=True)
+    assert [(name, config.int8) for name, config in int8] == [("conv1", True), ("conv2", False), ("fc", False)]
+    assert int8[0][1].key != float_configs[0][1].key and '"int8"' not in float_configs[0][1].key
+    assert "int8" in int8[0][1].describe() and isinstance(int8[0][1].build(), QuantWrapper)
+    table = LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=Int8Half())
+    assert table.times_int8
+    estimate = table.estimate(quantized, x, original=model)
+    assert estimate.total_ms < table.estimate(model, x).total_ms
+    eager = LatencyTable.open(Target("torch-cpu", batch=4), cache=False, timer=Int8Half())
+    assert not eager.times_int8  # torch runs fake quantization in float: timed as the float layers
+    assert eager.estimate(quantized, x, original=model).total_ms == pytest.approx(eager.estimate(model, x).total_ms)
+
+
+def test_calibration_fits_int8_layers_their_own_scale(small):
+    import numpy as np
+
+    from autocompress.hardware.policy_latency import PolicyLatency
+
+    model, x = small
+    space = SearchSpace.from_model(model, x, methods=["prune", "lowrank", "quant"])  # low rank: call counts vary
+    rng = np.random.default_rng(0)
+    derived = [apply_policy(model, space.random_policy(rng), space=space) for _ in range(10)]
+    timer = Int8Half()
+    table = LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=timer)
+    k = table.calibrate(model, x, derived)
+    assert (k["scale"], k["scale_int8"], k["per_call"], k["overhead_ms"]) == pytest.approx((1.0, 0.5, 0.5, 0.3), abs=1e-6)
+    assert k["int8_models"] > 0 and k["calibration_error"] < 1e-6
+    latency = PolicyLatency(space, model, x, table)
+    for _ in range(5):
+        policy = space.random_policy(rng)
+        built = apply_policy(model, policy, space=space)
+        expected = timer(built, (x,), table.target).median_ms
+        assert table.estimate(built, x, original=model).total_ms == pytest.approx(expected)
+        assert latency.ms(policy) == pytest.approx(expected)  # derived from the policy, without building it
+    fp32_only = LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=Int8Half())
+    k = fp32_only.calibrate(model, x, [apply_policy(model, Policy.uniform(space, prune=0.5), space=space)])
+    assert k["scale_int8"] == k["scale"] and k["int8_models"] == 0  # no int8 layer measured: the float scale

@@ -27,6 +27,13 @@ int8 weights per output channel on 7 bits (``reduce_range``), min/max calibratio
   Keeping every Conv/Gemm output in float (``OpTypesToExcludeOutputQuantization``) was
   slower (the convs no longer fuse into QLinearConv), so it is not used.
 
+A fake-quantized model (a policy's, with :class:`~autocompress.transforms.quantize.QuantWrapper`
+layers) is deployed at its own precision: its layers at 8 bits or fewer (weights and inputs) run
+in int8 with their already-quantized weights, every other Conv/Linear stays fp32
+(:func:`static_int8_layers`), and its activation fake-quantization is replaced by ONNX Runtime's
+8-bit static ranges (so a 4- or 6-bit layer runs on the 8-bit grid: int8 is the narrowest type
+ONNX Runtime's CPU kernels have).
+
 Mixed precision: ``exclude`` names PyTorch modules (``"features.0"``) whose ONNX nodes
 stay in fp32. The TorchScript exporter names a node after the modules it was called
 in: module ``blocks.0.shortcut.0`` -> node ``/blocks/blocks.0/shortcut/shortcut.0/Conv``
@@ -37,6 +44,7 @@ in: module ``blocks.0.shortcut.0`` -> node ``/blocks/blocks.0/shortcut/shortcut.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 import shutil
@@ -63,6 +71,8 @@ from autocompress.export import export_onnx, input_names, onnx_session, run_sess
 from autocompress.files import atomic_write
 from autocompress.task import Task
 from autocompress.trace import as_inputs
+from autocompress.transforms.apply import set_submodule
+from autocompress.transforms.quantize import FLOAT_BITS, QuantWrapper, freeze_weights
 
 __all__ = [
     "ACTIVATION_TYPES",
@@ -72,13 +82,16 @@ __all__ = [
     "Int8Export",
     "OutputAgreement",
     "compare_onnx_outputs",
+    "deployed_int8",
     "export_int8",
+    "float_twin",
     "layer_nodes",
     "onnx_metric",
     "prepare_for_quantization",
     "quantize_onnx_int8",
     "quantized_weight_nodes",
     "run_batched",
+    "static_int8_layers",
 ]
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -543,6 +556,36 @@ def onnx_metric(
 # ---------------------------------------------------------------- model -> int8 file
 
 
+def float_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every :class:`QuantWrapper` replaced by its float layer."""
+    twin = copy.deepcopy(model)
+    if isinstance(twin, QuantWrapper):
+        return twin.layer.eval()
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, QuantWrapper):
+            set_submodule(twin, name, module.layer)
+    return twin.eval()
+
+
+def static_int8_layers(model: nn.Module) -> tuple[list[str], list[str]]:
+    """(int8, fp32): the Conv/Linear layers of a fake-quantized ``model`` that its int8 file runs in
+    int8 (weights and inputs at 8 bits or fewer) and in fp32 (the others: unquantized, or one of
+    the two at 32 bits). Names are those of :func:`float_twin`'s layers (a wrapper's own name).
+    ValueError for a layer with dynamic input ranges (deployed by ``deploy_dynamic``)."""
+    int8, fp32, inside = [], [], set()
+    for name, module in model.named_modules():
+        if isinstance(module, QuantWrapper):
+            if module.act_quant.dynamic:
+                raise ValueError(f"layer '{name}' has dynamic input ranges; deploy the model with "
+                                 "autocompress.deploy_dynamic.export_dynamic_int8 (target ort-cpu-int8)")
+            low = module.weight_bits < FLOAT_BITS and module.act_bits < FLOAT_BITS
+            (int8 if low else fp32).append(name)
+            inside.add(id(module.layer))
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) and id(module) not in inside:
+            fp32.append(name)
+    return int8, fp32
+
+
 @dataclass(frozen=True)
 class Int8Export:
     """An fp32 and an int8 ONNX file of one model.
@@ -566,6 +609,31 @@ class Int8Export:
     @property
     def max_abs_diff(self) -> float:
         return self.agreement.max_abs_diff
+
+
+def _int8_source(model: nn.Module, exclude: Iterable[str], float_path: Path, example_input: Tensor | tuple,
+                 fp32_path: Path | None = None) -> tuple[Path, list[str]]:
+    """The fp32 file to quantize and the layers to keep in fp32: ``fp32_path`` (exported from ``model``
+    when None) and ``exclude`` for a float model; for a fake-quantized one, its :func:`float_twin` with
+    frozen weights, exported at ``float_path``, and ``exclude`` plus its fp32 layers."""
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    if any(isinstance(m, QuantWrapper) for m in model.modules()):
+        twin = float_twin(freeze_weights(model))
+        return export_onnx(twin, float_path, example_input), [*exclude, *static_int8_layers(model)[1]]
+    return fp32_path or export_onnx(model, float_path, example_input), exclude
+
+
+def deployed_int8(model: nn.Module, path: str | Path, example_input: Tensor | tuple,
+                  calibration_inputs: Tensor | Sequence[Tensor] | None = None, *, float_outputs: bool = True) -> Path:
+    """Write the int8 file of ``model`` as :func:`export_int8` deploys it (default settings; a
+    fake-quantized model at its own precision), without the fp32 file or the output check: what a
+    latency measurement times. ``calibration_inputs`` default to the example input;
+    ``float_outputs=False`` keeps the outputs' quantize/dequantize pair (a layer timed alone: only
+    then does ONNX Runtime fuse it into QLinearConv / QGemm, as it does inside a network)."""
+    with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
+        source, exclude = _int8_source(model, (), Path(tmp) / "float.onnx", example_input)
+        calibration = as_inputs(example_input) if calibration_inputs is None else calibration_inputs
+        return quantize_onnx_int8(source, path, calibration, exclude=exclude, float_outputs=float_outputs)
 
 
 def _int8_path(path: Path) -> Path:
@@ -596,7 +664,9 @@ def export_int8(
     compared with the fp32 ONNX outputs on ``check_inputs`` (default: the first 256
     calibration samples); when the max abs difference exceeds ``check_tolerance`` times
     the fp32 outputs' max magnitude, :class:`Int8AccuracyError` is raised and no int8 file
-    is left behind (``None`` skips the check). The model is never modified.
+    is left behind (``None`` skips the check). A fake-quantized ``model`` is deployed at its own
+    precision (module docstring): its fp32 file is the model as it is, and the int8 outputs are
+    compared with that. The model is never modified.
     """
     path = Path(path)
     out = Path(int8_path) if int8_path is not None else _int8_path(path)
@@ -610,8 +680,9 @@ def export_int8(
         raise ValueError(f"check_tolerance must be > 0 or None, got {check_tolerance}")
     export_onnx(model, path, example_input)
     with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
+        source, exclude = _int8_source(model, exclude, Path(tmp) / "float.onnx", example_input, path)
         candidate = quantize_onnx_int8(
-            path,
+            source,
             Path(tmp) / out.name,
             calibration,
             per_channel=per_channel,

@@ -27,7 +27,6 @@ cosine of 0.98, and the figures that matter are measured on the file itself.
 
 from __future__ import annotations
 
-import copy
 import math
 import tempfile
 from collections.abc import Sequence
@@ -40,11 +39,10 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor, nn
 
-from autocompress.deploy import layer_nodes
+from autocompress.deploy import float_twin, layer_nodes
 from autocompress.export import ExportMismatchError, export_onnx, onnx_session, run_session
 from autocompress.files import atomic_write
 from autocompress.trace import as_inputs, flatten_tensors
-from autocompress.transforms.apply import set_submodule
 from autocompress.transforms.quantize import QuantWrapper
 
 __all__ = ["DynamicExport", "export_dynamic_int8", "float_twin", "int8_layers"]
@@ -75,15 +73,6 @@ def int8_layers(model: nn.Module) -> list[str]:
             raise ValueError(f"layer '{name}' is a {type(module.layer).__name__}; dynamic int8 deploys Linear layers only")
         names.append(name)
     return names
-
-
-def float_twin(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every :class:`QuantWrapper` replaced by its float layer."""
-    twin = copy.deepcopy(model)
-    for name, module in list(twin.named_modules()):
-        if isinstance(module, QuantWrapper):
-            set_submodule(twin, name, module.layer)
-    return twin.eval()
 
 
 @dataclass(frozen=True)

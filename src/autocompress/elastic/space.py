@@ -12,18 +12,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
+import numpy as np
 from torch import nn
 
 from autocompress.cost import FP32_BITS, CostReport, count_cost
-from autocompress.elastic.encoding import QuantSubnet
+from autocompress.elastic.encoding import FULL_PRECISION, QuantSubnet
 from autocompress.elastic.supernet import ElasticModel, SubnetConfig
 from autocompress.elastic.train import subnet_metric
 from autocompress.finetune import recalibrate_batchnorm
+from autocompress.hardware.lut import INT8, LatencyTable, LayerConfig, _signature, layer_configs
 from autocompress.policy import InputSpec, Policy
 from autocompress.saving import weights_digest
 from autocompress.space import LAYER_TYPES, SearchSpace, _linear_cost
 from autocompress.task import Task
+from autocompress.transforms.apply import apply_policy
 
 Arch = tuple[float, ...]
 
@@ -50,7 +54,9 @@ class ElasticSpace:
         self._subnets: dict[Arch, tuple[nn.Module, SearchSpace]] = {}
         self._rows: dict[Arch, tuple[CostReport, dict[str, int]]] = {}
         self._fp: dict[Arch, float] = {}
-        self._latency: dict[Arch, float] = {}
+        self._latency: dict[tuple, float] = {}
+        self._layer_calls: dict[Arch, list] = {}
+        self._reference_layer_calls: list | None = None
 
     def fingerprint(self) -> str:
         """What a cheap label depends on: the supernet's weights, the task and how labels are measured."""
@@ -114,17 +120,60 @@ class ElasticSpace:
                                            genes.act_bits))
         return CostReport(tuple(priced))
 
-    def latency_ms(self, config: SubnetConfig, table: object) -> float:
-        """Estimated latency (ms per batch of the table's target) of ``config``'s sub-network from a
-        :class:`~autocompress.hardware.lut.LatencyTable`, with the calibration of ``reference``.
+    def latency_ms(self, candidate: QuantSubnet | SubnetConfig, table: LatencyTable) -> float:
+        """Estimated latency (ms per batch of the table's target) of ``candidate``'s quantized sub-network
+        from a :class:`~autocompress.hardware.lut.LatencyTable`, with the calibration of ``reference``.
 
-        Fake-quantized layers are timed as float layers (hardware/lut.py), so bits do not change it.
+        On ``ort-cpu`` its layers at 8 bits or fewer are looked up in int8 (as the int8 file runs them:
+        every such bit-width alike), the others in fp32; a :class:`SubnetConfig` is the float sub-network.
+        The reference is calibrated once on it and ``calibration`` random sub-networks, some of their
+        stages int8 (:meth:`calibrate_latency`). Cached per architecture and int8 layers.
         """
-        key = _key(config.to_vector())
+        if isinstance(candidate, SubnetConfig):
+            candidate = QuantSubnet.full_precision(candidate)
+        int8 = frozenset(name for name, genes in self.policy(candidate).layers.items()
+                         if table.times_int8 and max(genes.weight_bits, genes.act_bits) <= INT8)
+        arch = _key(candidate.config.to_vector())
+        key = (arch, int8, id(table))
         if key not in self._latency:
-            model = self.supernet.extract(config)
-            self._latency[key] = table.estimate(model, self.example, original=self.reference).total_ms
+            self.calibrate_latency(table)
+            calls = [(name, replace(config, int8=name in int8)) for name, config in self._calls(arch)]
+            self._latency[key] = table.estimate_calls(calls, self._reference_calls()).total_ms
         return self._latency[key]
+
+    def reference_latency_ms(self, table: LatencyTable) -> float:
+        """The estimated latency of ``reference`` itself (what latency ratios are ratios of)."""
+        self.calibrate_latency(table)
+        calls = self._reference_calls()
+        return table.estimate_calls(calls, calls).total_ms
+
+    def calibrate_latency(self, table: LatencyTable, calibration: int = 8) -> None:
+        """Calibrate ``table`` for ``reference`` on ``calibration`` random sub-networks measured whole, each
+        stage in int8 or fp32 at random (on ``ort-cpu``; float sub-networks elsewhere), unless it already
+        is on some with int8 layers (:meth:`~autocompress.hardware.lut.LatencyTable.calibrate`)."""
+        if self.reference is None:
+            raise ValueError("latency estimates need the reference model: ElasticSpace(..., reference=model)")
+        known = table.overheads.get(_signature(self._reference_calls()), {})
+        if known.get("calibration_models", 1) > 1 and (known.get("int8_models", 0) > 0 or not table.times_int8):
+            return
+        rng = np.random.default_rng([self.seed, 47])
+        derived = []
+        for _ in range(calibration):
+            config = self.supernet.random(rng)
+            bits = tuple((INT8, INT8) if table.times_int8 and rng.random() < 0.5 else FULL_PRECISION
+                         for _ in config.stages)
+            derived.append(apply_policy(self.supernet.extract(config).eval(), self.policy(QuantSubnet(config, bits))))
+        table.calibrate(self.reference, self.example, derived)
+
+    def _calls(self, arch: Arch) -> list[tuple[str, LayerConfig]]:
+        if arch not in self._layer_calls:
+            self._layer_calls[arch] = layer_configs(self.supernet.extract(self.config(arch)), self.example)
+        return self._layer_calls[arch]
+
+    def _reference_calls(self) -> list[tuple[str, LayerConfig]]:
+        if self._reference_layer_calls is None:
+            self._reference_layer_calls = layer_configs(self.reference, self.example)
+        return self._reference_layer_calls
 
     def _full_precision_rows(self, arch: Sequence[float]) -> tuple[CostReport, dict[str, int]]:
         key = _key(arch)

@@ -8,12 +8,15 @@ policy's model is estimated in milliseconds without running it:
     estimate(model) = sum of table[config of each Conv/Linear layer] + overhead
 
 - **Configuration** (:class:`LayerConfig`): layer type, in/out channels (features),
-  kernel, stride, padding, dilation, groups, bias and the per-sample input shape. A
-  factorized layer contributes its 2-3 factor layers; a fake-quantized layer is timed as
-  its fp32 layer (the fp32 ONNX export runs quantized weights in fp32; int8 execution is
-  :mod:`autocompress.deploy`'s).
+  kernel, stride, padding, dilation, groups, bias, the per-sample input shape and, on
+  ``ort-cpu``, whether it runs in int8. A factorized layer contributes its 2-3 factor layers.
+  On ``ort-cpu`` a fake-quantized layer at 8 bits or fewer (weights and inputs) is timed in
+  int8, as :func:`autocompress.deploy.export_int8` deploys it (static QDQ int8, which ONNX
+  Runtime runs as QLinearConv / QGemm: every bit-width up to 8 runs as int8); on the other
+  targets, which run fake quantization in float, it is timed as its float layer.
 - **Timing**: a fresh layer of that configuration (random weights: latency does not
-  depend on values) alone on the target at the target's batch size, minus the latency of
+  depend on values; an int8 one with its input quantized and its output dequantized) alone
+  on the target at the target's batch size, minus the latency of
   an identity graph on the same input (the runtime's per-call cost, ~0.02 ms on ONNX
   Runtime: small layers would otherwise be counted several times over); for ``ort-cpu``
   the layer is exported to ONNX and run by ONNX Runtime.
@@ -22,7 +25,9 @@ policy's model is estimated in milliseconds without running it:
   Simplest: a constant overhead, whole-model latency minus its layer sum. Better, with a
   few models derived from it measured whole: ``whole ≈ a · Σ layer + b · Σ call + c``
   fitted by non-negative least squares (small layers in a graph cost less than alone, and
-  pay part of the per-call cost). Every estimate for a model derived from that original
+  pay part of the per-call cost), with its own scale ``a8`` for int8 layers when some of
+  the models measured have them (int8 layers in a graph skip most of the quantize /
+  dequantize steps that timing one alone includes); else ``a8 = a``. Every estimate for a model derived from that original
   uses its coefficients.
 - **Cache**: one JSON file per target fingerprint (runtime, settings, CPU model, library
   versions) under ``<cache>/latency/``; written atomically; an unreadable file is ignored
@@ -47,7 +52,9 @@ from torch import Tensor, nn
 from autocompress.hardware.latency import LatencyResult
 from autocompress.hardware.targets import Target, batched, measure, parse_target
 from autocompress.trace import as_inputs
+from autocompress.transforms.quantize import QuantWrapper
 
+INT8 = 8  # the widest bit-width ONNX Runtime's int8 kernels run; every narrower one runs as int8
 _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
@@ -65,55 +72,75 @@ class LayerConfig:
     groups: int = 1
     bias: bool = True
     input_shape: tuple[int, ...] = ()  # per sample, without the batch dim
+    int8: bool = False  # run in int8 (ort-cpu tables only)
 
     @property
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = asdict(self)
+        if not self.int8:
+            del fields["int8"]  # the keys of float layers are those of tables written before int8 entries
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     def build(self) -> nn.Module:
-        """A fresh layer of this configuration (seeded random weights)."""
+        """A fresh layer of this configuration (seeded random weights); an int8 one fake-quantized at 8 bits."""
         torch.manual_seed(0)
         if self.type == "Linear":
-            return nn.Linear(self.in_channels, self.out_channels, bias=self.bias)
-        conv = nn.Conv1d if self.type == "Conv1d" else nn.Conv2d
-        return conv(self.in_channels, self.out_channels, self.kernel, stride=self.stride, padding=self.padding,
-                    dilation=self.dilation, groups=self.groups, bias=self.bias)
+            layer: nn.Module = nn.Linear(self.in_channels, self.out_channels, bias=self.bias)
+        else:
+            conv = nn.Conv1d if self.type == "Conv1d" else nn.Conv2d
+            layer = conv(self.in_channels, self.out_channels, self.kernel, stride=self.stride, padding=self.padding,
+                         dilation=self.dilation, groups=self.groups, bias=self.bias)
+        return QuantWrapper(layer, INT8, INT8).eval() if self.int8 else layer
 
     def describe(self) -> str:
         if self.type == "Linear":
-            return f"Linear {self.in_channels}->{self.out_channels} on {list(self.input_shape)}"
+            return f"Linear {self.in_channels}->{self.out_channels} on {list(self.input_shape)}{' int8' if self.int8 else ''}"
         kernel = "x".join(map(str, self.kernel))
         extra = f" stride {'x'.join(map(str, self.stride))}" if any(s != 1 for s in self.stride) else ""
         extra += f" groups {self.groups}" if self.groups != 1 else ""
+        extra += " int8" if self.int8 else ""
         return f"{self.type} {self.in_channels}->{self.out_channels} k{kernel}{extra} on {list(self.input_shape)}"
 
 
-def config_of(module: nn.Module, input_shape: tuple[int, ...]) -> LayerConfig:
+def config_of(module: nn.Module, input_shape: tuple[int, ...], int8: bool = False) -> LayerConfig:
     """The :class:`LayerConfig` of a Conv1d/Conv2d/Linear ``module`` called on per-sample ``input_shape``."""
     if isinstance(module, nn.Linear):
         return LayerConfig("Linear", module.in_features, module.out_features, bias=module.bias is not None,
-                           input_shape=tuple(input_shape))
+                           input_shape=tuple(input_shape), int8=int8)
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         if isinstance(module.padding, str):
             raise ValueError(f"padding={module.padding!r} convs are not in the lookup table; give explicit padding")
         return LayerConfig(type(module).__name__, module.in_channels, module.out_channels, tuple(module.kernel_size),
                            tuple(module.stride), tuple(module.padding), tuple(module.dilation), module.groups,
-                           module.bias is not None, tuple(input_shape))
+                           module.bias is not None, tuple(input_shape), int8)
     raise TypeError(f"no lookup-table configuration for {type(module).__name__}; allowed: Conv1d, Conv2d, Linear")
 
 
-def layer_configs(model: nn.Module, example_input: Tensor | tuple) -> list[tuple[str, LayerConfig]]:
+def int8_layer_ids(model: nn.Module) -> set[int]:
+    """``id`` of every layer that :func:`autocompress.deploy.export_int8` runs in int8: the float layer
+    of each fake-quantized one with static input ranges and weights and inputs at 8 bits or fewer."""
+    return {id(m.layer) for m in model.modules() if isinstance(m, QuantWrapper) and not m.act_quant.dynamic
+            and m.weight_bits <= INT8 and m.act_bits <= INT8}
+
+
+def layer_configs(model: nn.Module, example_input: Tensor | tuple, *, int8: bool = False
+                  ) -> list[tuple[str, LayerConfig]]:
     """(name, configuration) of every Conv1d/Conv2d/Linear call of one forward, in call order.
 
-    A layer called twice appears twice. The model runs once in eval mode under ``no_grad``;
-    every module's mode is restored.
+    A layer called twice appears twice. ``int8``: mark the layers that the int8 file runs in int8
+    (:func:`int8_layer_ids`). The model runs once in eval mode under ``no_grad``; every module's
+    mode is restored.
     """
     calls: list[tuple[str, LayerConfig]] = []
     handles = []
+    low = int8_layer_ids(model) if int8 else set()
+    wrapped = {id(m.layer) for m in model.modules() if isinstance(m, QuantWrapper)}
     for name, module in model.named_modules():
-        if isinstance(module, _LAYER_TYPES):
-            def hook(mod: nn.Module, args: tuple, _out: object, name: str = name) -> None:
-                calls.append((name, config_of(mod, tuple(args[0].shape[1:]))))
+        # a fake-quantized layer is called through its wrapper (which runs the layer's weights itself)
+        layer = module.layer if isinstance(module, QuantWrapper) else module
+        if isinstance(module, QuantWrapper) or (isinstance(module, _LAYER_TYPES) and id(module) not in wrapped):
+            def hook(_mod: nn.Module, args: tuple, _out: object, name: str = name, layer: nn.Module = layer) -> None:
+                calls.append((name, config_of(layer, tuple(args[0].shape[1:]), id(layer) in low)))
 
             handles.append(module.register_forward_hook(hook))
     modes = [(m, m.training) for m in model.modules()]
@@ -164,8 +191,9 @@ class LatencyTable:
              timer: object = None) -> LatencyTable:
         target = parse_target(target)
         if target.runtime == "ort-cpu-int8":
-            raise ValueError("lookup tables time fp32 layers; ort-cpu-int8 latencies are measured whole "
-                             "(latency: {estimate: false}); allowed runtimes for tables: ort-cpu, torch-cpu, torch-cuda")
+            raise ValueError("lookup tables time fp32 and static int8 layers; ort-cpu-int8 (dynamic int8) latencies "
+                             "are measured whole (latency: {estimate: false}); allowed runtimes for tables: ort-cpu, "
+                             "torch-cpu, torch-cuda")
         if cache and path is None:
             from autocompress.zoo.datasets import cache_dir
 
@@ -174,6 +202,11 @@ class LatencyTable:
         table = cls(target, Path(path) if cache and path is not None else None, timer)
         table._load()
         return table
+
+    @property
+    def times_int8(self) -> bool:
+        """Whether fake-quantized layers are timed in int8 (``ort-cpu``) rather than as float layers."""
+        return self.target.runtime == "ort-cpu"
 
     # ---------------------------------------------------------------- lookups
     def layer_ms(self, config: LayerConfig) -> float:
@@ -200,25 +233,34 @@ class LatencyTable:
         policies' models, measured once): ``whole ≈ a · Σ layer + b · Σ call + c`` fitted by
         non-negative least squares on all of them, where ``call`` is each layer's per-call
         cost, since in a graph a layer pays part of the call cost that timing it alone
-        subtracts, and fusions shrink small layers. Stored per original; returns the
-        coefficients (and the fit's median relative error on the calibration models).
+        subtracts, and fusions shrink small layers; int8 layers get their own scale
+        (``scale_int8``) when some calibration model has them, else the float one. Stored per
+        original; returns the coefficients (and the fit's median relative error on the
+        calibration models).
         """
         rows, wholes, signature = [], [], None
         for candidate in [model, *derived]:
-            configs = layer_configs(candidate, example_input)
+            configs = layer_configs(candidate, example_input, int8=self.times_int8)
             signature = signature or _signature(configs)  # the original's, the first candidate
-            rows.append([sum(self.layer_ms(c) for _, c in configs), sum(self.call_ms(c) for _, c in configs), 1.0])
+            rows.append([sum(self.layer_ms(c) for _, c in configs if not c.int8),
+                         sum(self.layer_ms(c) for _, c in configs if c.int8),
+                         sum(self.call_ms(c) for _, c in configs), 1.0])
             wholes.append(self._whole_ms(candidate, example_input))
         A, y = np.array(rows), np.array(wholes)
+        with_int8 = bool(A[:, 1].any())
         if derived:
             from scipy.optimize import nnls
 
-            (a, b, c), _ = nnls(A, y)
+            columns = [0, 1, 2, 3] if with_int8 else [0, 2, 3]
+            solved, _ = nnls(A[:, columns], y)
+            a, a8, b, c = solved if with_int8 else (solved[0], solved[0], solved[1], solved[2])
         else:
-            a, b, c = 1.0, 0.0, float(y[0] - A[0, 0])
-        fit = A @ np.array([a, b, c])
-        coefficients = {"scale": float(a), "per_call": float(b), "overhead_ms": float(c),
-                        "calibration_models": len(rows),
+            a, b = 1.0, 0.0
+            a8 = a
+            c = float(y[0] - A[0, 0] - A[0, 1])
+        fit = A @ np.array([a, a8, b, c])
+        coefficients = {"scale": float(a), "scale_int8": float(a8), "per_call": float(b), "overhead_ms": float(c),
+                        "calibration_models": len(rows), "int8_models": int(np.count_nonzero(A[:, 1])),
                         "calibration_error": float(np.median(np.abs(fit / y - 1)))}
         self.overheads[signature] = coefficients
         self._save()
@@ -237,15 +279,29 @@ class LatencyTable:
         overhead alone, unless :meth:`calibrate` was called with derived models); default
         ``model`` itself.
         """
-        configs = layer_configs(model, example_input)
-        reference = configs if original is None else layer_configs(original, example_input)
+        configs = layer_configs(model, example_input, int8=self.times_int8)
+        reference = configs if original is None else layer_configs(original, example_input, int8=self.times_int8)
+        return self.estimate_calls(configs, reference, calibrate=original if original is not None else model,
+                                   example_input=example_input)
+
+    def estimate_calls(self, calls: list[tuple[str, LayerConfig]], reference: list[tuple[str, LayerConfig]], *,
+                       calibrate: nn.Module | None = None, example_input: Tensor | tuple | None = None
+                       ) -> LatencyEstimate:
+        """:meth:`estimate` from the layer calls of a model (:func:`layer_configs`) and of its original
+        (``reference``), with the original's calibration (computed on ``calibrate`` when missing)."""
         signature = _signature(reference)
         if signature not in self.overheads:
-            self.calibrate(original if original is not None else model, example_input)
+            if calibrate is None:
+                raise ValueError("no calibration for this original model; pass calibrate= the original model")
+            self.calibrate(calibrate, example_input)
         k = self.overheads[signature]
-        layers = [(name, config, k["scale"] * self.layer_ms(config) + k["per_call"] * self.call_ms(config))
-                  for name, config in configs]
+        layers = [(name, config, self.scaled_ms(config, k)) for name, config in calls]
         return LatencyEstimate(sum(ms for _, _, ms in layers) + k["overhead_ms"], layers, k["overhead_ms"])
+
+    def scaled_ms(self, config: LayerConfig, coefficients: dict[str, float]) -> float:
+        """One layer's share of a calibrated estimate: its table time scaled, plus its per-call share."""
+        scale = coefficients.get("scale_int8", coefficients["scale"]) if config.int8 else coefficients["scale"]
+        return scale * self.layer_ms(config) + coefficients["per_call"] * self.call_ms(config)
 
     # ---------------------------------------------------------------- internals
     def _whole_ms(self, model: nn.Module, example_input: Tensor | tuple) -> float:
@@ -282,7 +338,19 @@ class LatencyTable:
 
 
 def time_layer(module: nn.Module, inputs: tuple[Tensor, ...], target: Target) -> LatencyResult:
-    """Latency of ``module`` alone on ``target`` (inputs already at the target's batch size)."""
+    """Latency of ``module`` alone on ``target`` (inputs already at the target's batch size).
+
+    A fake-quantized layer on ``ort-cpu`` runs as int8 between a quantize of its input and a
+    dequantize of its output, as ONNX Runtime fuses it in a network (QLinearConv / QGemm).
+    """
+    if target.runtime == "ort-cpu" and isinstance(module, QuantWrapper):
+        from autocompress.deploy import deployed_int8
+        from autocompress.hardware.latency import measure_ort_latency
+
+        with tempfile.TemporaryDirectory(prefix="autocompress-lut-") as folder:
+            path = deployed_int8(module, Path(folder) / "layer.onnx", inputs, float_outputs=False)
+            return measure_ort_latency(path, inputs, threads=target.threads, warmup=target.warmup,
+                                       repeats=target.repeats)
     return measure(module, inputs, target)
 
 

@@ -7,7 +7,8 @@ padding and dilation), per-sample input shapes carried through each factor — a
 timings from a :class:`~autocompress.hardware.lut.LatencyTable` with the table's calibration
 for the original model. It costs a few table look-ups per layer (new configurations are timed
 once, then cached), so budget-filling strategies and the policy optimizer can use latency as a
-cost like FLOPs.
+cost like FLOPs. On ``ort-cpu`` tables a layer quantized to 8 bits or fewer (weights and inputs)
+is looked up in int8, as the int8 file runs it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor, nn
 
-from autocompress.hardware.lut import LatencyTable, LayerConfig, _signature, layer_configs
+from autocompress.hardware.lut import INT8, LatencyTable, LayerConfig, _signature, layer_configs
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.apply import apply_policy
@@ -28,7 +29,7 @@ class PolicyLatency:
     def __init__(self, space: SearchSpace, model: nn.Module, example_input: Tensor | tuple, table: LatencyTable, *,
                  calibration: int = 8, seed: int = 0) -> None:
         self.space, self.table = space, table
-        calls = layer_configs(model, example_input)
+        calls = layer_configs(model, example_input)  # the original's: float
         self.originals: dict[str, LayerConfig] = {}
         self.calls: dict[str, int] = {}
         for name, config in calls:
@@ -50,6 +51,7 @@ class PolicyLatency:
                 continue
             genes = policy.layers.get(row.name)
             rank = genes.rank if genes else 1.0
+            int8 = self.table.times_int8 and genes is not None and max(genes.weight_bits, genes.act_bits) <= INT8
             factors = factor_shapes(row.type, row.in_channels, row.out_channels, rank, self.space.rank_multiple,
                                     kernel=original.kernel, stride=original.stride or 1, padding=original.padding or 0,
                                     dilation=original.dilation or 1, groups=row.groups, has_bias=row.bias)
@@ -65,14 +67,13 @@ class PolicyLatency:
                 else:
                     shape = (*prefix, f.in_features)
                 config = LayerConfig(f.type, f.in_features, f.out_features, f.kernel, f.stride, tuple(f.padding),
-                                     f.dilation, f.groups, f.has_bias, tuple(shape))
+                                     f.dilation, f.groups, f.has_bias, tuple(shape), int8)
                 out += [config] * self.calls[row.name]
         return out
 
     def ms(self, policy: Policy) -> float:
         k = self.coefficients
-        return k["overhead_ms"] + sum(k["scale"] * self.table.layer_ms(c) + k["per_call"] * self.table.call_ms(c)
-                                      for c in self.configs(policy))
+        return k["overhead_ms"] + sum(self.table.scaled_ms(c, k) for c in self.configs(policy))
 
 
 def latency_model_for(space: SearchSpace, model: nn.Module, task, settings: dict) -> PolicyLatency:  # noqa: ANN001

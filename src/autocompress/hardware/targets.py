@@ -3,7 +3,9 @@
 A :class:`Target` is a runtime on a device plus everything that changes a timing: intra-op
 threads, batch size, warm-up and repeats. Targets are written as text:
 
-    ort-cpu                      ONNX Runtime, CPU (the default: 1 thread, batch 32)
+    ort-cpu                      ONNX Runtime, CPU (the default: 1 thread, batch 32); a fake-quantized
+                                 model as deployed by deploy.export_int8: its layers at 8 bits or
+                                 fewer in static int8 (QDQ), the rest fp32
     ort-cpu-int8                 ONNX Runtime, CPU, the model as deployed by deploy_dynamic: its
                                  8-bit layers (dynamic activations) in int8, the rest fp32
     torch-cpu                    PyTorch eager, CPU
@@ -72,6 +74,8 @@ class Target:
             import onnxruntime
 
             info["onnxruntime"] = onnxruntime.__version__
+        if self.runtime == "ort-cpu":
+            info["quantized"] = "static int8"  # fake-quantized layers timed in int8 (tables before: as fp32)
         if self.runtime == "torch-cuda":
             info["gpu"] = torch.cuda.get_device_name()
         return info
@@ -126,6 +130,10 @@ def measure(model: nn.Module, example_input: Tensor | tuple, target: Target | st
         with tempfile.TemporaryDirectory() as folder:
             if target.runtime == "ort-cpu-int8":
                 path = export_dynamic_int8(model, Path(folder) / "m.onnx", inputs, min_cosine=None).path
+            elif static_quantized(model):
+                from autocompress.deploy import deployed_int8
+
+                path = deployed_int8(model, Path(folder) / "m.onnx", inputs)
             else:
                 path = export_onnx(model, Path(folder) / "m.onnx", inputs, check=False)
             return measure_ort_latency(path, inputs, threads=target.threads, warmup=target.warmup,
@@ -133,6 +141,14 @@ def measure(model: nn.Module, example_input: Tensor | tuple, target: Target | st
     device = "cuda" if target.runtime == "torch-cuda" else "cpu"
     return measure_torch_latency(model, inputs, device=device, threads=target.threads, warmup=target.warmup,
                                  repeats=target.repeats)
+
+
+def static_quantized(model: nn.Module) -> bool:
+    """Whether ``model`` has fake-quantized layers with static input ranges (deployed as static int8)."""
+    from autocompress.transforms.quantize import QuantWrapper
+
+    wrappers = [m for m in model.modules() if isinstance(m, QuantWrapper)]
+    return bool(wrappers) and not any(m.act_quant.dynamic for m in wrappers)
 
 
 def cpu_model() -> str:

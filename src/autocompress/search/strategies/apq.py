@@ -35,8 +35,12 @@ and Pareto front are those of every strategy.
 Budgets (``targets``, default the search's cost constraints, else ``DEFAULT_RATIOS`` of
 ``cost``): exact costs (``bitops``, ``flops``, ``macs``, ``params``, ``bytes``; ratios of the
 search's model) from :meth:`~autocompress.elastic.ElasticSpace.cost`, or latency (``"latency<=2"``
-ms, ``"latency_ratio<=0.5"``) from the search space's lookup table (``latency={"estimate": True}``),
-which times fake-quantized layers as float ones: a latency budget then bounds the architecture only.
+ms, ``"latency_ratio<=0.5"`` of the search's model) from the search's lookup table
+(``latency={"estimate": True}``; :meth:`~autocompress.elastic.ElasticSpace.latency_ms`). On
+``ort-cpu`` it times layers at 8 bits or fewer in int8, as the int8 file runs them, so a latency
+budget bounds the architecture and which stages are quantized, but cannot tell 4, 6 and 8 bits
+apart (ONNX Runtime runs them all as int8); add ``32`` to ``weight_bits`` / ``act_bits`` to let
+stages stay in float.
 Pruning genes other than the width (per-layer prune ratios, low rank) are not searched.
 """
 
@@ -50,7 +54,7 @@ import numpy as np
 
 from autocompress.elastic import ElasticSpace, QuantSubnet
 from autocompress.elastic.encoding import ARCH_GENES, genes_per_stage
-from autocompress.policy import Policy, check_bits
+from autocompress.policy import check_bits
 from autocompress.predict import KINDS, AccuracyPredictor, ResidualTransfer
 from autocompress.search.evolution import Evolution, check_settings, evolve
 from autocompress.search.objectives import COST_KEYS, Record
@@ -218,7 +222,7 @@ class APQStrategy(Strategy):
                 if latency is None:
                     raise ValueError("apq: a latency budget needs the lookup tables: search(..., latency={'estimate': True})")
                 cost = _latency_cost(elastic, latency.table)
-                base = float(latency.ms(Policy()))
+                base = elastic.reference_latency_ms(latency.table)
             else:
                 cost = _exact_cost(elastic, key)
                 base = float(ctx.original.values[key])
@@ -291,4 +295,4 @@ def _exact_cost(elastic: ElasticSpace, key: str) -> Callable[[QuantSubnet], floa
 
 
 def _latency_cost(elastic: ElasticSpace, table: object) -> Callable[[QuantSubnet], float]:
-    return lambda candidate: elastic.latency_ms(candidate.config, table)
+    return lambda candidate: elastic.latency_ms(candidate, table)
