@@ -187,7 +187,8 @@ def search_section(supernet, elastic: ElasticSpace, task, args: argparse.Namespa
             study.set_meta(seconds=time.time() - start)
         studies[arm] = study
         print(f"{arm}: {len(study.completed())} evaluations in {study.meta['seconds']:.0f} s", flush=True)
-    horizon = args.wall_seconds or min(s.meta["seconds"] for s in studies.values())
+    spent = [s for s in studies.values() if len(s.completed()) >= args.search_budget] or list(studies.values())
+    horizon = args.wall_seconds or min(s.meta["seconds"] for s in spent)  # as benchmarks/apq.py: an arm that stopped early does not set it
     chosen = []  # (arm, target, record): each arm's best within each budget by the table
     for arm, study in studies.items():
         within = finished_within(study, horizon)

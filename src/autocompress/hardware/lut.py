@@ -27,8 +27,9 @@ policy's model is estimated in milliseconds without running it:
   fitted by non-negative least squares (small layers in a graph cost less than alone, and
   pay part of the per-call cost), with its own scale ``a8`` for int8 layers when some of
   the models measured have them (int8 layers in a graph skip most of the quantize /
-  dequantize steps that timing one alone includes); else ``a8 = a``. Every estimate for a model derived from that original
-  uses its coefficients.
+  dequantize steps that timing one alone includes); else ``a8 = a``. Every estimate for a
+  model derived from that original uses its coefficients. (Fitting relative errors instead
+  was no better in one run on the APQ supernet: 12.3 % median error against 10.5 %.)
 - **Cache**: one JSON file per target fingerprint (runtime, settings, CPU model, library
   versions) under ``<cache>/latency/``; written atomically; an unreadable file is ignored
   with a warning and rebuilt.

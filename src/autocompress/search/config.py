@@ -18,7 +18,7 @@ workers: 1
 finetune_epochs: 1.0
 evaluator: {lr: 0.001, distill: 0.0}
 space: {methods: [prune, lowrank, quant], exclude: [], activations: static}   # dynamic: see examples/minilm.yaml
-latency: {batch: 32, threads: 1, runtime: ort-cpu, estimate: false}   # estimate: lookup tables; ort-cpu-int8: as deployed
+latency: {batch: 32, threads: 1, runtime: ort-cpu, estimate: false}   # estimate: lookup tables; ort-cpu: static int8 as deployed; ort-cpu-int8: dynamic int8 as deployed
 ```
 
 Unknown keys are errors; every error names the field and what is allowed.
@@ -101,7 +101,8 @@ class LatencyConfig(BaseModel):
     batch: int = Field(32, ge=1)
     threads: int = Field(1, ge=1)
     repeats: int = Field(30, ge=1)
-    runtime: str = Field("ort-cpu", description="ort-cpu, ort-cpu-int8, torch-cpu or torch-cuda")
+    runtime: str = Field("ort-cpu", description="ort-cpu (quantized layers in static int8, as export --int8 writes "
+                         "them), ort-cpu-int8 (dynamic int8, as deploy_dynamic writes them), torch-cpu or torch-cuda")
     estimate: bool = Field(False, description="per-layer lookup table + calibrated overhead instead of a measurement")
 
     @field_validator("runtime")
