@@ -11,7 +11,7 @@ from torch import nn
 from autocompress import Policy, SearchSpace, apply_policy
 from autocompress.hardware.latency import LatencyResult
 from autocompress.hardware.lut import LatencyTable, LayerConfig, config_of, layer_configs
-from autocompress.hardware.targets import Target, batched, parse_target
+from autocompress.hardware.targets import Target, batched, measure, parse_target
 from autocompress.transforms.quantize import QuantWrapper
 
 CALL_MS, OVERHEAD_MS = 0.02, 0.5
@@ -134,6 +134,11 @@ def test_real_onnx_runtime_table_smoke(small):
     estimate = table.estimate(model, x)
     assert len(estimate.layers) == 3 and all(ms >= 0 for _, _, ms in estimate.layers)
     assert estimate.total_ms > 0
+    space = SearchSpace.from_model(model, x, methods=["quant"])
+    quantized = apply_policy(model, Policy.uniform(space, weight_bits=8, act_bits=8), space=space)
+    int8 = table.estimate(quantized, x, original=model)  # each layer timed as an int8 file (QLinearConv / QGemm)
+    assert [c.int8 for _, c, _ in int8.layers] == [True, True, False] and int8.total_ms > 0  # fc: the output layer
+    assert table.measured == 5 and measure(quantized, x, table.target).median_ms > 0  # the whole int8 file
 
 
 class InGraph(Counter):
