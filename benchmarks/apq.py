@@ -190,10 +190,21 @@ def extra_fp_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> d
     path = args.runs / f"fp-extra-seed{args.seed}-e{args.epochs:g}-n{args.fp_extra}.npz"
     if path.exists():
         return dict(np.load(path))
+    rng = np.random.default_rng([args.seed, 19])
+    X, y, seconds = [], [], 0.0
+    kept = sorted((int(f.stem.rsplit("-n", 1)[1]), f) for f in args.runs.glob(f"fp-extra-seed{args.seed}-e{args.epochs:g}-n*.npz"))
+    kept = [(n, f) for n, f in kept if n < args.fp_extra]
+    if kept:  # the same stream's first labels, kept by a smaller --fp-extra: measure only the rest
+        n, f = kept[-1]
+        earlier = dict(np.load(f))
+        X, y, seconds = list(earlier["fp_X"]), list(earlier["fp_y"]), float(earlier["seconds"])
+        for _ in range(n):
+            supernet.random(rng)  # the stream's position after those labels
     start = time.perf_counter()
-    X, y = fp_labels(supernet, task, args.fp_extra, np.random.default_rng([args.seed, 19]), args.seed)
-    print(f"{args.fp_extra} more full-precision labels in {time.perf_counter() - start:.0f} s", flush=True)
-    out = {"fp_X": np.array(X), "fp_y": np.array(y), "seconds": np.array(time.perf_counter() - start)}
+    more_X, more_y = fp_labels(supernet, task, args.fp_extra - len(X), rng, args.seed)
+    seconds += time.perf_counter() - start
+    print(f"{len(more_X)} more full-precision labels in {time.perf_counter() - start:.0f} s", flush=True)
+    out = {"fp_X": np.array(X + more_X), "fp_y": np.array(y + more_y), "seconds": np.array(seconds)}
     np.savez(path, **out)
     return out
 
