@@ -72,7 +72,7 @@ from autocompress.files import atomic_write
 from autocompress.task import Task
 from autocompress.trace import as_inputs
 from autocompress.transforms.apply import set_submodule
-from autocompress.transforms.quantize import FLOAT_BITS, QuantWrapper, freeze_weights
+from autocompress.transforms.quantize import QuantWrapper, freeze_weights, runs_in_int8
 
 __all__ = [
     "ACTIVATION_TYPES",
@@ -578,8 +578,7 @@ def static_int8_layers(model: nn.Module) -> tuple[list[str], list[str]]:
             if module.act_quant.dynamic:
                 raise ValueError(f"layer '{name}' has dynamic input ranges; deploy the model with "
                                  "autocompress.deploy_dynamic.export_dynamic_int8 (target ort-cpu-int8)")
-            low = module.weight_bits < FLOAT_BITS and module.act_bits < FLOAT_BITS
-            (int8 if low else fp32).append(name)
+            (int8 if runs_in_int8(module.weight_bits, module.act_bits) else fp32).append(name)
             inside.add(id(module.layer))
         elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) and id(module) not in inside:
             fp32.append(name)

@@ -22,12 +22,13 @@ from autocompress.elastic.encoding import FULL_PRECISION, QuantSubnet
 from autocompress.elastic.supernet import ElasticModel, SubnetConfig
 from autocompress.elastic.train import subnet_metric
 from autocompress.finetune import recalibrate_batchnorm
-from autocompress.hardware.lut import INT8, LatencyTable, LayerConfig, _signature, layer_configs
+from autocompress.hardware.lut import LatencyTable, LayerConfig, _signature, layer_configs
 from autocompress.policy import InputSpec, Policy
 from autocompress.saving import weights_digest
 from autocompress.space import LAYER_TYPES, SearchSpace, _linear_cost
 from autocompress.task import Task
 from autocompress.transforms.apply import apply_policy
+from autocompress.transforms.quantize import INT8_BITS, runs_in_int8
 
 Arch = tuple[float, ...]
 
@@ -131,11 +132,12 @@ class ElasticSpace:
         """
         if isinstance(candidate, SubnetConfig):
             candidate = QuantSubnet.full_precision(candidate)
-        int8 = frozenset(name for name, genes in self.policy(candidate).layers.items()
-                         if table.times_int8 and max(genes.weight_bits, genes.act_bits) <= INT8)
         arch = _key(candidate.config.to_vector())
-        key = (arch, int8, id(table))
-        if key not in self._latency:
+        low = tuple(table.times_int8 and runs_in_int8(*pair) for pair in candidate.bits)  # per slot: int8 or not
+        key = (arch, low, id(table))
+        if key not in self._latency:  # layer names only for a new key: the evolution calls this per child
+            int8 = {name for name, genes in self.policy(candidate).layers.items()
+                    if table.times_int8 and runs_in_int8(genes.weight_bits, genes.act_bits)}
             self.calibrate_latency(table)
             calls = [(name, replace(config, int8=name in int8)) for name, config in self._calls(arch)]
             self._latency[key] = table.estimate_calls(calls, self._reference_calls()).total_ms
@@ -160,7 +162,7 @@ class ElasticSpace:
         derived = []
         for _ in range(calibration):
             config = self.supernet.random(rng)
-            bits = tuple((INT8, INT8) if table.times_int8 and rng.random() < 0.5 else FULL_PRECISION
+            bits = tuple((INT8_BITS, INT8_BITS) if table.times_int8 and rng.random() < 0.5 else FULL_PRECISION
                          for _ in config.stages)
             derived.append(apply_policy(self.supernet.extract(config).eval(), self.policy(QuantSubnet(config, bits))))
         table.calibrate(self.reference, self.example, derived)

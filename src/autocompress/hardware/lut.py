@@ -53,9 +53,8 @@ from torch import Tensor, nn
 from autocompress.hardware.latency import LatencyResult
 from autocompress.hardware.targets import Target, batched, measure, parse_target
 from autocompress.trace import as_inputs
-from autocompress.transforms.quantize import QuantWrapper
+from autocompress.transforms.quantize import INT8_BITS, QuantWrapper, runs_in_int8
 
-INT8 = 8  # the widest bit-width ONNX Runtime's int8 kernels run; every narrower one runs as int8
 _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
@@ -91,7 +90,7 @@ class LayerConfig:
             conv = nn.Conv1d if self.type == "Conv1d" else nn.Conv2d
             layer = conv(self.in_channels, self.out_channels, self.kernel, stride=self.stride, padding=self.padding,
                          dilation=self.dilation, groups=self.groups, bias=self.bias)
-        return QuantWrapper(layer, INT8, INT8).eval() if self.int8 else layer
+        return QuantWrapper(layer, INT8_BITS, INT8_BITS).eval() if self.int8 else layer
 
     def describe(self) -> str:
         if self.type == "Linear":
@@ -121,7 +120,7 @@ def int8_layer_ids(model: nn.Module) -> set[int]:
     """``id`` of every layer that :func:`autocompress.deploy.export_int8` runs in int8: the float layer
     of each fake-quantized one with static input ranges and weights and inputs at 8 bits or fewer."""
     return {id(m.layer) for m in model.modules() if isinstance(m, QuantWrapper) and not m.act_quant.dynamic
-            and m.weight_bits <= INT8 and m.act_bits <= INT8}
+            and runs_in_int8(m.weight_bits, m.act_bits)}
 
 
 def layer_configs(model: nn.Module, example_input: Tensor | tuple, *, int8: bool = False

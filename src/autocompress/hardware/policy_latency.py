@@ -16,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor, nn
 
-from autocompress.hardware.lut import INT8, LatencyTable, LayerConfig, _signature, layer_configs
+from autocompress.hardware.lut import LatencyTable, LayerConfig, _signature, layer_configs
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.lowrank import factor_shapes
+from autocompress.transforms.quantize import runs_in_int8
 
 
 class PolicyLatency:
@@ -51,7 +52,7 @@ class PolicyLatency:
                 continue
             genes = policy.layers.get(row.name)
             rank = genes.rank if genes else 1.0
-            int8 = self.table.times_int8 and genes is not None and max(genes.weight_bits, genes.act_bits) <= INT8
+            int8 = self.table.times_int8 and genes is not None and runs_in_int8(genes.weight_bits, genes.act_bits)
             factors = factor_shapes(row.type, row.in_channels, row.out_channels, rank, self.space.rank_multiple,
                                     kernel=original.kernel, stride=original.stride or 1, padding=original.padding or 0,
                                     dilation=original.dilation or 1, groups=row.groups, has_bias=row.bias)

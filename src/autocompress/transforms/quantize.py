@@ -41,7 +41,13 @@ __all__ = [
 ]
 
 FLOAT_BITS = 32
+INT8_BITS = 8  # the widest bit-width a static int8 file runs in int8 (ONNX Runtime runs every narrower one as int8)
 MOMENTUM = 0.1
+
+
+def runs_in_int8(weight_bits: int, act_bits: int) -> bool:
+    """Whether a layer at these bits runs in int8 in its static int8 file (both at 8 bits or fewer), else fp32."""
+    return max(weight_bits, act_bits) <= INT8_BITS
 
 
 def _needs_grad(x: Tensor) -> bool:
