@@ -17,7 +17,11 @@ them: predictors from scratch (MLP, ensemble, GP), APQ's transfer (the full-prec
 fine-tuned, ``AccuracyPredictor.fit(..., warm_start=...)``) and ours
 (:class:`~autocompress.predict.ResidualTransfer` on a full-precision GP); Kendall τ on held-out
 labels, and the paper's check (transfer with ⌈n/4⌉ labels against the best from-scratch τ with
-n). The trained supernet and the labels are kept under ``--runs`` (a second run re-uses them).
+n, with a 90 % paired bootstrap interval of the margin over the held-out labels). ``--fp-extra``
+and ``--q-extra`` add cheap labels / quantized pool labels from their own random streams (the
+held-out labels stay), e.g. ``--fp-extra 1700 --q-extra 250 --sizes 10 25 38 40 50 100 150 200``
+for the issue's 200-label point with five distinct draws at every n. The trained supernet and
+the labels are kept under ``--runs`` (a second run re-uses them).
 
 Section ``search`` (not run by default; ~15 min on 2 cores with the supernet kept in ``--runs``)::
 
@@ -47,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 
 from autocompress.cost import count_cost
 from autocompress.elastic import ElasticCNN1d, subnet_metric, train_supernet
@@ -69,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fp-extra", type=int, default=0,
                         help="more full-precision labels for the predictor section, drawn apart (the quantized labels stay)")
     parser.add_argument("--q-pool", type=int, default=150, help="quantized labels the predictors may use")
+    parser.add_argument("--q-extra", type=int, default=0,
+                        help="more quantized labels for the pool, drawn apart (the held-out ones stay)")
     parser.add_argument("--q-test", type=int, default=100, help="held-out quantized labels")
     parser.add_argument("--qat-steps", type=int, default=20, help="quantization-aware fine-tune steps per quantized label")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 38, 40, 50, 100, 150])
@@ -161,6 +168,17 @@ def fp_labels(supernet: ElasticCNN1d, task, count: int, rng: np.random.Generator
     return X, y
 
 
+def q_labels(supernet: ElasticCNN1d, task, count: int, rng: np.random.Generator, args: argparse.Namespace) -> tuple[list, list]:  # noqa: ANN001
+    """``count`` random (sub-network, bits per stage in :data:`BITS`) pairs: features and quantized metric."""
+    X, y = [], []
+    for _ in range(count):
+        config = supernet.random(rng)
+        bits = tuple(int(rng.choice(BITS)) for _ in config.stages)
+        X.append(features(config, bits))
+        y.append(quantized_metric(supernet, config, bits, task, args, args.seed))
+    return X, y
+
+
 def labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
     path = args.runs / f"labels-seed{args.seed}-e{args.epochs:g}-fp{args.fp_labels}-q{args.q_pool + args.q_test}-qat{args.qat_steps}.npz"
     if path.exists():
@@ -170,12 +188,7 @@ def labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, 
     fp_X, fp_y = fp_labels(supernet, task, args.fp_labels, rng, args.seed)
     fp_seconds = time.perf_counter() - start
     print(f"{args.fp_labels} full-precision labels in {fp_seconds:.0f} s", flush=True)
-    q_X, q_y = [], []
-    for _ in range(args.q_pool + args.q_test):
-        config = supernet.random(rng)
-        bits = tuple(int(rng.choice(BITS)) for _ in config.stages)
-        q_X.append(features(config, bits))
-        q_y.append(quantized_metric(supernet, config, bits, task, args, args.seed))
+    q_X, q_y = q_labels(supernet, task, args.q_pool + args.q_test, rng, args)
     q_seconds = time.perf_counter() - start - fp_seconds
     print(f"{args.q_pool + args.q_test} quantized labels in {q_seconds:.0f} s", flush=True)
     out = {"fp_X": np.array(fp_X), "fp_y": np.array(fp_y), "q_X": np.array(q_X), "q_y": np.array(q_y),
@@ -209,6 +222,20 @@ def extra_fp_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> d
     return out
 
 
+def extra_q_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """``--q-extra`` more quantized labels for the pool, from their own random stream (the held-out ones stay)."""
+    path = args.runs / f"q-extra-seed{args.seed}-e{args.epochs:g}-n{args.q_extra}-qat{args.qat_steps}.npz"
+    if path.exists():
+        return dict(np.load(path))
+    start = time.perf_counter()
+    X, y = q_labels(supernet, task, args.q_extra, np.random.default_rng([args.seed, 29]), args)
+    seconds = time.perf_counter() - start
+    print(f"{args.q_extra} more quantized labels in {seconds:.0f} s", flush=True)
+    out = {"q_X": np.array(X), "q_y": np.array(y), "seconds": np.array(seconds)}
+    np.savez(path, **out)
+    return out
+
+
 PREDICTOR_ARMS = ("scratch_mlp", "scratch_ensemble", "scratch_gp", "warm", "residual")
 ARM_NAMES = {"scratch_mlp": "scratch MLP", "scratch_ensemble": "scratch ensemble", "scratch_gp": "scratch GP",
              "warm": "transfer: warm start (APQ)", "residual": "transfer: residual (ours)"}
@@ -227,6 +254,13 @@ def predictor_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) ->
         data["seconds"] = data["seconds"] + np.array([float(extra["seconds"]), 0.0])
     pool_X, pool_y = data["q_X"][: args.q_pool], data["q_y"][: args.q_pool]
     test_X, test_y = data["q_X"][args.q_pool:], data["q_y"][args.q_pool:]
+    if args.q_extra:
+        extra = extra_q_labels(supernet, task, args)
+        pool_X, pool_y = np.concatenate([pool_X, extra["q_X"]]), np.concatenate([pool_y, extra["q_y"]])
+        data["seconds"] = data["seconds"] + np.array([0.0, float(extra["seconds"])])
+    if max(args.sizes) > len(pool_y):
+        raise SystemExit(f"--sizes up to {max(args.sizes)} need that many quantized labels; the pool has {len(pool_y)} "
+                         "(raise --q-extra)")
     sources = {kind: AccuracyPredictor(kind, seed=args.seed).fit(data["fp_X"], data["fp_y"]) for kind in ("mlp", "gp")}
     zero_shot = {kind: ranking_metrics(test_y, source.predict(test_X)) for kind, source in sources.items()}
     fits = {
@@ -238,12 +272,13 @@ def predictor_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) ->
     }
     rows = []
     for seed in args.seeds:
-        order = np.random.default_rng([seed, 23]).permutation(args.q_pool)
+        order = np.random.default_rng([seed, 23]).permutation(len(pool_y))
         for n in args.sizes:
             picked = order[:n]
             for arm in PREDICTOR_ARMS:
-                predictor = fits[arm](pool_X[picked], pool_y[picked], seed)
-                rows.append({"seed": seed, "n": n, "arm": arm, **ranking_metrics(test_y, predictor.predict(test_X))})
+                predicted = np.asarray(fits[arm](pool_X[picked], pool_y[picked], seed).predict(test_X), dtype=float)
+                rows.append({"seed": seed, "n": n, "arm": arm, **ranking_metrics(test_y, predicted),
+                             "predicted": predicted.tolist()})
         done = [r for r in rows if r["seed"] == seed and r["arm"] in ("scratch_gp", "residual")]
         print(f"seed {seed}: " + ", ".join(f"{r['arm']}@{r['n']} {r['kendall_tau']:.3f}" for r in done), flush=True)
     summary = {}
@@ -252,15 +287,26 @@ def predictor_section(supernet: ElasticCNN1d, task, args: argparse.Namespace) ->
             cell = [r for r in rows if r["arm"] == arm and r["n"] == n]
             summary[f"{arm}@{n}"] = {k: (float(np.mean([c[k] for c in cell])), float(np.std([c[k] for c in cell])))
                                      for k in ("kendall_tau", "rmse")}
-    return {"rows": rows, "summary": summary, "zero_shot": zero_shot, "quarter": quarter_check(summary, args.sizes),
+    return {"rows": rows, "summary": summary, "zero_shot": zero_shot,
+            "quarter": quarter_check(summary, args.sizes, rows, test_y, args.seed),
             "seconds": data["seconds"].tolist(),
             "label_stats": {"fp_mean": float(data["fp_y"].mean()), "fp_std": float(data["fp_y"].std()),
                             "q_mean": float(data["q_y"].mean()), "q_std": float(data["q_y"].std())}}
 
 
-def quarter_check(summary: dict, sizes: list[int]) -> list[dict]:
-    """The paper's goal: each transfer's τ with ⌈n/4⌉ labels against the best from-scratch τ with n."""
+def quarter_check(summary: dict, sizes: list[int], rows: list[dict], test_y: np.ndarray, seed: int) -> list[dict]:
+    """The paper's goal: each transfer's τ with ⌈n/4⌉ labels against the best from-scratch τ with n.
+
+    ``interval``: a 90 % paired bootstrap interval of the residual transfer's margin (its mean τ over
+    the draws minus the from-scratch arm's), resampling the held-out labels (1000 resamples, the same
+    ones for both arms): how much of a margin the 100 held-out labels can tell from zero."""
     out = []
+    resamples = np.random.default_rng([seed, 31]).integers(0, len(test_y), (1000, len(test_y)))
+
+    def taus(arm: str, n: int) -> np.ndarray:  # (resamples,) mean τ over the draws
+        preds = [np.asarray(r["predicted"]) for r in rows if r["arm"] == arm and r["n"] == n]
+        return np.mean([[stats.kendalltau(test_y[i], p[i]).statistic for i in resamples] for p in preds], axis=0)
+
     for n in sizes:
         few = -(-n // 4)
         if few not in sizes:
@@ -269,6 +315,8 @@ def quarter_check(summary: dict, sizes: list[int]) -> list[dict]:
         row = {"n": n, "few": few, "scratch_arm": best, "scratch_tau": summary[f"{best}@{n}"]["kendall_tau"][0]}
         for arm in ("warm", "residual"):
             row[arm] = summary[f"{arm}@{few}"]["kendall_tau"][0]
+        margin = taus("residual", few) - taus(best, n)
+        row["interval"] = [float(np.percentile(margin, 5)), float(np.percentile(margin, 95))]
         out.append(row)
     return out
 
@@ -396,12 +444,12 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         lines += ["", "## Predictor transfer", "",
                   f"Labels: {args.fp_labels + args.fp_extra} random sub-networks at full precision (validation accuracy of the extracted model, "
                   f"mean {ls['fp_mean']:.1f}, std {ls['fp_std']:.1f}; {p['seconds'][0]:.0f} s) and "
-                  f"{args.q_pool + args.q_test} random (sub-network, bits per stage in {list(BITS)}) pairs, weights and "
+                  f"{args.q_pool + args.q_extra + args.q_test} random (sub-network, bits per stage in {list(BITS)}) pairs, weights and "
                   f"inputs of every conv fake-quantized, {args.qat_steps} quantization-aware fine-tune steps (mean "
                   f"{ls['q_mean']:.1f}, std {ls['q_std']:.1f}; {p['seconds'][1]:.0f} s). Features: (depth, width, kernel) "
                   "per stage + 2^-bits per stage (0 at full precision). Kendall τ on "
                   f"{args.q_test} held-out quantized labels, mean ± std over seeds {args.seeds} (which n labels of the "
-                  f"{args.q_pool} are used). Full-precision predictors (on all {args.fp_labels + args.fp_extra} cheap labels) alone, zero-shot: "
+                  f"{args.q_pool + args.q_extra} are used). Full-precision predictors (on all {args.fp_labels + args.fp_extra} cheap labels) alone, zero-shot: "
                   f"MLP τ {p['zero_shot']['mlp']['kendall_tau']:.3f}, GP τ {p['zero_shot']['gp']['kendall_tau']:.3f}. "
                   "Arms: from scratch on the n quantized labels (SeerNet's MLP, an ensemble of 5, a GP); APQ's warm start "
                   "(the full-precision MLP's networks trained further on the n labels); the residual transfer "
@@ -415,10 +463,15 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
                          + f" | {p['summary'][f'residual@{n}']['rmse'][0]:.2f} |")
         lines += ["", "The paper's goal, transfer with a quarter of the quantized labels at the from-scratch τ (the best "
                   "from-scratch kind at n):", "",
-                  "| n | best from scratch at n | transfer at ⌈n/4⌉ | warm start | residual |", "|---:|---|---:|---:|---:|"]
+                  "| n | best from scratch at n | transfer at ⌈n/4⌉ | warm start | residual | residual's margin, "
+                  "90 % bootstrap interval |", "|---:|---|---:|---:|---:|---|"]
         for q in p["quarter"]:
             warm, residual = (f"**{q[a]:.3f}**" if q[a] >= q["scratch_tau"] else f"{q[a]:.3f}" for a in ("warm", "residual"))
-            lines.append(f"| {q['n']} | {ARM_NAMES[q['scratch_arm']]} {q['scratch_tau']:.3f} | {q['few']} | {warm} | {residual} |")
+            interval = "[{:+.3f}, {:+.3f}]".format(*q["interval"]) if "interval" in q else "–"
+            lines.append(f"| {q['n']} | {ARM_NAMES[q['scratch_arm']]} {q['scratch_tau']:.3f} | {q['few']} | {warm} | "
+                         f"{residual} | {interval} |")
+        lines += ["", "Margin: the residual transfer's τ minus the from-scratch one; the interval resamples the "
+                  f"{args.q_test} held-out labels (paired, 1000 resamples)."]
     if "search" in result:
         lines += search_markdown(result["search"], args)
     return "\n".join(lines) + "\n"
