@@ -41,6 +41,7 @@ Writes benchmarks/results/apq.{json,md} (``--out``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -179,10 +180,22 @@ def q_labels(supernet: ElasticCNN1d, task, count: int, rng: np.random.Generator,
     return X, y
 
 
-def labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
-    path = args.runs / f"labels-seed{args.seed}-e{args.epochs:g}-fp{args.fp_labels}-q{args.q_pool + args.q_test}-qat{args.qat_steps}.npz"
+def kept(path: Path, measure) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """The arrays kept at ``path`` (an .npz), or ``measure()``'s, kept there first."""
     if path.exists():
         return dict(np.load(path))
+    out = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    return out
+
+
+def labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
+    path = args.runs / f"labels-seed{args.seed}-e{args.epochs:g}-fp{args.fp_labels}-q{args.q_pool + args.q_test}-qat{args.qat_steps}.npz"
+    return kept(path, lambda: measure_labels(supernet, task, args))
+
+
+def measure_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
     rng = np.random.default_rng([args.seed, 17])
     start = time.perf_counter()
     fp_X, fp_y = fp_labels(supernet, task, args.fp_labels, rng, args.seed)
@@ -191,24 +204,23 @@ def labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, 
     q_X, q_y = q_labels(supernet, task, args.q_pool + args.q_test, rng, args)
     q_seconds = time.perf_counter() - start - fp_seconds
     print(f"{args.q_pool + args.q_test} quantized labels in {q_seconds:.0f} s", flush=True)
-    out = {"fp_X": np.array(fp_X), "fp_y": np.array(fp_y), "q_X": np.array(q_X), "q_y": np.array(q_y),
-           "seconds": np.array([fp_seconds, q_seconds])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **out)
-    return out
+    return {"fp_X": np.array(fp_X), "fp_y": np.array(fp_y), "q_X": np.array(q_X), "q_y": np.array(q_y),
+            "seconds": np.array([fp_seconds, q_seconds])}
 
 
 def extra_fp_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
     """``--fp-extra`` more full-precision labels, from their own random stream (the other labels stay as they are)."""
-    path = args.runs / f"fp-extra-seed{args.seed}-e{args.epochs:g}-n{args.fp_extra}.npz"
-    if path.exists():
-        return dict(np.load(path))
+    return kept(args.runs / f"fp-extra-seed{args.seed}-e{args.epochs:g}-n{args.fp_extra}.npz",
+                lambda: measure_extra_fp_labels(supernet, task, args))
+
+
+def measure_extra_fp_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
     rng = np.random.default_rng([args.seed, 19])
     X, y, seconds = [], [], 0.0
-    kept = sorted((int(f.stem.rsplit("-n", 1)[1]), f) for f in args.runs.glob(f"fp-extra-seed{args.seed}-e{args.epochs:g}-n*.npz"))
-    kept = [(n, f) for n, f in kept if n < args.fp_extra]
-    if kept:  # the same stream's first labels, kept by a smaller --fp-extra: measure only the rest
-        n, f = kept[-1]
+    smaller = sorted((int(f.stem.rsplit("-n", 1)[1]), f) for f in args.runs.glob(f"fp-extra-seed{args.seed}-e{args.epochs:g}-n*.npz"))
+    smaller = [(n, f) for n, f in smaller if n < args.fp_extra]
+    if smaller:  # the same stream's first labels, kept by a smaller --fp-extra: measure only the rest
+        n, f = smaller[-1]
         earlier = dict(np.load(f))
         X, y, seconds = list(earlier["fp_X"]), list(earlier["fp_y"]), float(earlier["seconds"])
         for _ in range(n):
@@ -217,23 +229,21 @@ def extra_fp_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> d
     more_X, more_y = fp_labels(supernet, task, args.fp_extra - len(X), rng, args.seed)
     seconds += time.perf_counter() - start
     print(f"{len(more_X)} more full-precision labels in {time.perf_counter() - start:.0f} s", flush=True)
-    out = {"fp_X": np.array(X + more_X), "fp_y": np.array(y + more_y), "seconds": np.array(seconds)}
-    np.savez(path, **out)
-    return out
+    return {"fp_X": np.array(X + more_X), "fp_y": np.array(y + more_y), "seconds": np.array(seconds)}
 
 
 def extra_q_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
     """``--q-extra`` more quantized labels for the pool, from their own random stream (the held-out ones stay)."""
-    path = args.runs / f"q-extra-seed{args.seed}-e{args.epochs:g}-n{args.q_extra}-qat{args.qat_steps}.npz"
-    if path.exists():
-        return dict(np.load(path))
+    return kept(args.runs / f"q-extra-seed{args.seed}-e{args.epochs:g}-n{args.q_extra}-qat{args.qat_steps}.npz",
+                lambda: measure_extra_q_labels(supernet, task, args))
+
+
+def measure_extra_q_labels(supernet: ElasticCNN1d, task, args: argparse.Namespace) -> dict[str, np.ndarray]:  # noqa: ANN001
     start = time.perf_counter()
     X, y = q_labels(supernet, task, args.q_extra, np.random.default_rng([args.seed, 29]), args)
     seconds = time.perf_counter() - start
     print(f"{args.q_extra} more quantized labels in {seconds:.0f} s", flush=True)
-    out = {"q_X": np.array(X), "q_y": np.array(y), "seconds": np.array(seconds)}
-    np.savez(path, **out)
-    return out
+    return {"q_X": np.array(X), "q_y": np.array(y), "seconds": np.array(seconds)}
 
 
 PREDICTOR_ARMS = ("scratch_mlp", "scratch_ensemble", "scratch_gp", "warm", "residual")
@@ -303,6 +313,7 @@ def quarter_check(summary: dict, sizes: list[int], rows: list[dict], test_y: np.
     out = []
     resamples = np.random.default_rng([seed, 31]).integers(0, len(test_y), (1000, len(test_y)))
 
+    @functools.cache  # n = 38 and 40 both use the transfer with 10 labels
     def taus(arm: str, n: int) -> np.ndarray:  # (resamples,) mean τ over the draws
         preds = [np.asarray(r["predicted"]) for r in rows if r["arm"] == arm and r["n"] == n]
         return np.mean([[stats.kendalltau(test_y[i], p[i]).statistic for i in resamples] for p in preds], axis=0)
