@@ -7,7 +7,7 @@ analytically from a policy:
   mode; every module's mode is restored afterwards and nothing else is touched) and
   the counts are divided by the batch size, the size of dim 0 of the first input.
 - **MACs** are counted only for ``Conv1d``/``Conv2d``/``Conv3d`` and ``Linear`` layers
-  (also inside a quant wrapper), summed over every call of the layer:
+  (also inside a quant wrapper, and ``transformers``' ``Conv1D``, a Linear with its weight transposed), summed over every call of the layer:
 
   - conv: ``out_elements_per_sample * (in_channels / groups) * prod(kernel_size)``
   - linear: ``out_elements_per_sample * in_features`` (so a Linear on ``(B, T, F)``
@@ -38,7 +38,8 @@ import torch
 from rich.table import Table
 from torch import Tensor, nn
 
-from autocompress.trace import as_inputs
+from autocompress.calls import Example, split_example
+from autocompress.transforms.linear_like import is_transposed_linear
 
 FP32_BITS = 32
 _MAC_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -148,8 +149,8 @@ class CostReport:
         return table
 
 
-def _input_tuple(example_input: Tensor | tuple) -> tuple:
-    inputs = as_inputs(example_input)
+def _input_tuple(example_input: Example) -> tuple:
+    inputs, _ = split_example(example_input)
     if not inputs or inputs[0].dim() == 0:
         raise ValueError(
             "example_input must be a tensor or a tuple whose first item is a tensor "
@@ -162,6 +163,8 @@ def _layer_macs_per_output(layer: nn.Module) -> int:
     """MACs for one output element of a Conv/Linear layer."""
     if isinstance(layer, nn.Linear):
         return layer.in_features
+    if is_transposed_linear(layer):
+        return layer.nx
     return (layer.in_channels // layer.groups) * math.prod(layer.kernel_size)
 
 
@@ -182,9 +185,23 @@ def _rows(model: nn.Module) -> Iterator[tuple[str, nn.Module, nn.Module]]:
             yield name, module, module
 
 
-def count_cost(model: nn.Module, example_input: Tensor | tuple) -> CostReport:
-    """Count per-sample MACs, params, BitOps and bytes of ``model`` (see module docs)."""
+def _stored_weight(layer: nn.Module) -> Tensor | None:
+    """The parameter holding ``layer``'s weight: ``weight`` itself, or for a parametrized weight
+    (``weight_norm``: ``g * v / |v|``) the original of the weight's shape (v)."""
+    parametrizations = getattr(layer, "parametrizations", None)
+    if parametrizations is not None and "weight" in parametrizations:
+        shape = layer.weight.shape
+        return next((p for p in parametrizations["weight"].parameters() if p.shape == shape), None)
+    return getattr(layer, "weight", None)
+
+
+def count_cost(model: nn.Module, example_input: Example) -> CostReport:
+    """Count per-sample MACs, params, BitOps and bytes of ``model`` (see module docs).
+
+    ``example_input``: a tensor, positional tensors or a dict of keyword tensors.
+    """
     inputs = _input_tuple(example_input)
+    _, names = split_example(example_input)
     batch_size = inputs[0].shape[0]
     if batch_size == 0:
         raise ValueError("example_input has batch size 0; costs are per sample")
@@ -200,7 +217,7 @@ def count_cost(model: nn.Module, example_input: Tensor | tuple) -> CostReport:
         return hook
 
     for _, module, layer in rows:
-        if isinstance(layer, _MAC_LAYERS):
+        if isinstance(layer, _MAC_LAYERS) or is_transposed_linear(layer):
             handles.append(module.register_forward_hook(make_hook(id(module))))
 
     modes = [(m, m.training) for m in model.modules()]
@@ -210,7 +227,7 @@ def count_cost(model: nn.Module, example_input: Tensor | tuple) -> CostReport:
     try:
         model.eval()
         with torch.no_grad():
-            model(*inputs)
+            model(**dict(zip(names, inputs, strict=True))) if names else model(*inputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -223,7 +240,7 @@ def count_cost(model: nn.Module, example_input: Tensor | tuple) -> CostReport:
         wrapped = module is not layer
         weight_bits = int(module.weight_bits) if wrapped else FP32_BITS
         act_bits = int(module.act_bits) if wrapped else FP32_BITS
-        quant_weight = getattr(layer, "weight", None) if wrapped else None
+        quant_weight = _stored_weight(layer) if wrapped else None
         owned = module.parameters() if wrapped else module.parameters(recurse=False)
         params, size_bytes = 0, 0.0
         for param in owned:

@@ -47,9 +47,10 @@ import contextlib
 import copy
 import io
 import math
+import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,10 +68,10 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import Tensor, nn
 
-from autocompress.export import export_onnx, input_names, onnx_session, run_session
+from autocompress.calls import Example, OutputSelector, split_example
+from autocompress.export import export_onnx, feed_names, input_names, onnx_session, run_session
 from autocompress.files import atomic_write
 from autocompress.task import Task
-from autocompress.trace import as_inputs
 from autocompress.transforms.apply import set_submodule
 from autocompress.transforms.quantize import QuantWrapper, freeze_weights, runs_in_int8
 
@@ -144,7 +145,7 @@ def _sample_tensors(
 ) -> tuple[Tensor, ...]:
     """``inputs`` as positional tensors sharing a non-empty dim 0 (samples)."""
     try:
-        tensors = as_inputs(inputs)
+        tensors, _ = split_example(inputs)
     except TypeError as error:
         raise TypeError(f"{what}: {error}") from None
     if not tensors:
@@ -161,16 +162,17 @@ def _sample_tensors(
 
 
 def _graph_input_names(model: onnx.ModelProto, count: int) -> list[str]:
-    """The export-order input names (``input`` / ``input_0..``) the graph actually has."""
+    """The names of ``count`` inputs in export order (``input`` / ``input_0..``, or the keywords of a
+    model exported from a dict) in the graph."""
     initializers = {init.name for init in model.graph.initializer}
-    present = {i.name for i in model.graph.input if i.name not in initializers}
-    names = input_names(count)
-    if not present <= set(names):
+    present = [i.name for i in model.graph.input if i.name not in initializers]
+    try:
+        return feed_names(present, count)
+    except ValueError:
         raise ValueError(
-            f"the ONNX model's inputs {sorted(present)} are not the {count} input(s) "
-            f"{names} that calibration_inputs provide"
-        )
-    return names
+            f"the ONNX model's inputs {present} are not the {count} input(s) "
+            f"{input_names(count)} that calibration_inputs provide"
+        ) from None
 
 
 def _reader(
@@ -257,6 +259,16 @@ def _fold_gemm_batchnorm(model: onnx.ModelProto) -> int:
     return len(removed)
 
 
+@contextlib.contextmanager
+def _working_directory(path: str | Path) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def prepare_for_quantization(fp32_path: str | Path, out_path: str | Path) -> Path:
     """Write the fp32 model as quantization wants it; return ``out_path``.
 
@@ -267,7 +279,11 @@ def prepare_for_quantization(fp32_path: str | Path, out_path: str | Path) -> Pat
     fp32_path = _existing(fp32_path)
     with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
         processed = Path(tmp) / "processed.onnx"
-        quant_pre_process(str(fp32_path), str(processed))
+        with _working_directory(tmp):  # a failing symbolic shape inference dumps its graph in the cwd
+            try:
+                quant_pre_process(str(fp32_path.resolve()), str(processed))
+            except Exception:  # noqa: BLE001 - symbolic shape inference gives up on some graphs (MobileViT)
+                quant_pre_process(str(fp32_path.resolve()), str(processed), skip_symbolic_shape=True)
         model = onnx.load(str(processed))
     _fold_gemm_batchnorm(model)
     onnx.checker.check_model(model)
@@ -497,7 +513,9 @@ class OutputAgreement:
     @property
     def relative_diff(self) -> float:
         """``max_abs_diff / output_scale`` (dimensionless)."""
-        return self.max_abs_diff / self.output_scale if self.output_scale > 0 else math.inf
+        if self.output_scale > 0:
+            return self.max_abs_diff / self.output_scale
+        return 0.0 if self.max_abs_diff == 0 else math.inf
 
 
 def run_batched(
@@ -610,28 +628,29 @@ class Int8Export:
         return self.agreement.max_abs_diff
 
 
-def _int8_source(model: nn.Module, exclude: Iterable[str], float_path: Path, example_input: Tensor | tuple,
-                 fp32_path: Path | None = None) -> tuple[Path, list[str]]:
+def _int8_source(model: nn.Module, exclude: Iterable[str], float_path: Path, example_input: Example,
+                 fp32_path: Path | None = None, output: OutputSelector = None) -> tuple[Path, list[str]]:
     """The fp32 file to quantize and the layers to keep in fp32: ``fp32_path`` (exported from ``model``
     when None) and ``exclude`` for a float model; for a fake-quantized one, its :func:`float_twin` with
     frozen weights, exported at ``float_path``, and ``exclude`` plus its fp32 layers."""
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     if any(isinstance(m, QuantWrapper) for m in model.modules()):
         twin = float_twin(freeze_weights(model))
-        return export_onnx(twin, float_path, example_input), [*exclude, *static_int8_layers(model)[1]]
-    return fp32_path or export_onnx(model, float_path, example_input), exclude
+        return export_onnx(twin, float_path, example_input, output=output), [*exclude, *static_int8_layers(model)[1]]
+    return fp32_path or export_onnx(model, float_path, example_input, output=output), exclude
 
 
-def deployed_int8(model: nn.Module, path: str | Path, example_input: Tensor | tuple,
-                  calibration_inputs: Tensor | Sequence[Tensor] | None = None, *, float_outputs: bool = True) -> Path:
+def deployed_int8(model: nn.Module, path: str | Path, example_input: Example,
+                  calibration_inputs: Example | None = None, *, float_outputs: bool = True,
+                  output: OutputSelector = None) -> Path:
     """Write the int8 file of ``model`` as :func:`export_int8` deploys it (default settings; a
     fake-quantized model at its own precision), without the fp32 file or the output check: what a
     latency measurement times. ``calibration_inputs`` default to the example input;
     ``float_outputs=False`` keeps the outputs' quantize/dequantize pair (a layer timed alone: only
     then does ONNX Runtime fuse it into QLinearConv / QGemm, as it does inside a network)."""
     with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
-        source, exclude = _int8_source(model, (), Path(tmp) / "float.onnx", example_input)
-        calibration = as_inputs(example_input) if calibration_inputs is None else calibration_inputs
+        source, exclude = _int8_source(model, (), Path(tmp) / "float.onnx", example_input, output=output)
+        calibration = example_input if calibration_inputs is None else calibration_inputs
         return quantize_onnx_int8(source, path, calibration, exclude=exclude, float_outputs=float_outputs)
 
 
@@ -643,9 +662,10 @@ def _int8_path(path: Path) -> Path:
 def export_int8(
     model: nn.Module,
     path: str | Path,
-    example_input: Tensor | tuple,
-    calibration_inputs: Tensor | Sequence[Tensor],
+    example_input: Example,
+    calibration_inputs: Example,
     *,
+    output: OutputSelector = None,
     int8_path: str | Path | None = None,
     exclude: Iterable[str] = (),
     per_channel: bool = True,
@@ -665,7 +685,8 @@ def export_int8(
     the fp32 outputs' max magnitude, :class:`Int8AccuracyError` is raised and no int8 file
     is left behind (``None`` skips the check). A fake-quantized ``model`` is deployed at its own
     precision (module docstring): its fp32 file is the model as it is, and the int8 outputs are
-    compared with that. The model is never modified.
+    compared with that. The model is never modified. Inputs may be keyword tensors (dicts with the
+    same keys, in the same order); ``output`` selects the model's output as in :func:`export_onnx`.
     """
     path = Path(path)
     out = Path(int8_path) if int8_path is not None else _int8_path(path)
@@ -677,9 +698,9 @@ def export_int8(
     )
     if check_tolerance is not None and not check_tolerance > 0:
         raise ValueError(f"check_tolerance must be > 0 or None, got {check_tolerance}")
-    export_onnx(model, path, example_input)
+    export_onnx(model, path, example_input, output=output)
     with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
-        source, exclude = _int8_source(model, exclude, Path(tmp) / "float.onnx", example_input, path)
+        source, exclude = _int8_source(model, exclude, Path(tmp) / "float.onnx", example_input, path, output)
         candidate = quantize_onnx_int8(
             source,
             Path(tmp) / out.name,

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +36,13 @@ import numpy as np
 import onnx
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
-from torch import Tensor, nn
+from torch import nn
 
+from autocompress.calls import Example, OutputSelector, bind, split_example
 from autocompress.deploy import float_twin, layer_nodes
 from autocompress.export import ExportMismatchError, export_onnx, onnx_session, run_session
 from autocompress.files import atomic_write
-from autocompress.trace import as_inputs, flatten_tensors
+from autocompress.trace import flatten_tensors
 from autocompress.transforms.quantize import QuantWrapper
 
 __all__ = ["DynamicExport", "export_dynamic_int8", "float_twin", "int8_layers"]
@@ -100,10 +100,11 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def export_dynamic_int8(
     model: nn.Module,
     path: str | Path,
-    example_input: Tensor | Sequence[Tensor],
+    example_input: Example,
     *,
-    check_inputs: Tensor | Sequence[Tensor] | None = None,
+    check_inputs: Example | None = None,
     min_cosine: float | None = 0.98,
+    output: OutputSelector = None,
 ) -> DynamicExport:
     """Write ``model`` (a compressed model with dynamic activations) to ONNX at ``path``.
 
@@ -112,14 +113,16 @@ def export_dynamic_int8(
     the model's export allows (batch always). With ``min_cosine``, ONNX Runtime's outputs on
     ``check_inputs`` (default: the example) must each have at least that cosine similarity
     to the PyTorch model's, else :class:`ExportMismatchError` and nothing is written. The
-    model is not modified.
+    model is not modified. Inputs may be keyword tensors (a dict; ``check_inputs`` with the same keys);
+    ``output`` selects the model's output as in :func:`~autocompress.export.export_onnx`.
     """
     path = Path(path)
     layers = int8_layers(model)
     twin = float_twin(model).cpu()
-    inputs = tuple(x.detach().cpu() for x in as_inputs(example_input))
+    tensors, names = split_example(example_input)
+    inputs = tuple(x.detach().cpu() for x in tensors)
     with tempfile.TemporaryDirectory(prefix="autocompress-dyn8-") as tmp:
-        fp32 = export_onnx(twin, Path(tmp) / "fp32.onnx", inputs)
+        fp32 = export_onnx(twin, Path(tmp) / "fp32.onnx", example_input, output=output)
         nodes = layer_nodes(onnx.load(str(fp32)), DYNAMIC_OPS, (name for name, _ in twin.named_modules()))
         missing = [name for name in layers if name not in nodes]
         if missing:
@@ -133,9 +136,9 @@ def export_dynamic_int8(
             )
         else:
             candidate = fp32
-        checks = tuple(x.detach().cpu() for x in as_inputs(check_inputs)) if check_inputs is not None else inputs
+        checks = tuple(x.detach().cpu() for x in split_example(check_inputs)[0]) if check_inputs is not None else inputs
         with torch.no_grad():
-            expected = flatten_tensors(model.eval()(*checks), strict=True)[0].cpu().numpy()
+            expected = flatten_tensors(bind(model, names, output).eval()(*checks), strict=True)[0].cpu().numpy()
         got = run_session(onnx_session(candidate), checks)[0]
         cosine = float(_cosines(got, expected).min())
         max_diff = float(np.max(np.abs(got.astype(np.float64) - expected)))

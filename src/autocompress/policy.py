@@ -21,7 +21,6 @@ JSON) means the search's own model. Its layer names are then the extracted sub-n
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +33,8 @@ from pydantic import (
     field_validator,
     model_serializer,
 )
+
+from autocompress.calls import Example, join_example, split_example
 
 if TYPE_CHECKING:
     from autocompress.space import SearchSpace
@@ -48,6 +49,13 @@ def check_bits(value: int, field: str = "bits") -> int:
     if not allowed:
         raise ValueError(f"{field} must be one of {list(ALLOWED_BITS)} (32 = unquantized), got {value!r}")
     return int(value)
+
+
+def _without_none(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """``data`` without ``key`` when it is None (a field added later leaves older JSON unchanged)."""
+    if data.get(key, 0) is None:
+        del data[key]
+    return data
 
 
 class LayerGenes(BaseModel):
@@ -77,10 +85,23 @@ class InputSpec(BaseModel):
 
     shape: tuple[int, ...]
     dtype: str = "float32"
+    #: the model's keyword for this input (``input_ids``); None: positional
+    name: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_name(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Positional inputs serialize (and hash into study keys) as before ``name`` existed."""
+        return _without_none(handler(self), "name")
 
     @classmethod
-    def of(cls, tensor: torch.Tensor) -> InputSpec:
-        return cls(shape=tuple(tensor.shape), dtype=str(tensor.dtype).removeprefix("torch."))
+    def of(cls, tensor: torch.Tensor, name: str | None = None) -> InputSpec:
+        return cls(shape=tuple(tensor.shape), dtype=str(tensor.dtype).removeprefix("torch."), name=name)
+
+    @classmethod
+    def of_example(cls, example: Example) -> tuple[InputSpec, ...]:
+        """The specs of an example input (a tensor, positional tensors or keyword tensors)."""
+        tensors, names = split_example(example)
+        return tuple(cls.of(t, names[i] if names else None) for i, t in enumerate(tensors))
 
     def make(self, seed: int = 0) -> torch.Tensor:
         """A deterministic tensor of this spec (random normal floats, zeros for integers)."""
@@ -106,10 +127,7 @@ class Policy(BaseModel):
     @model_serializer(mode="wrap")
     def _drop_unset_arch(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Policies of a fixed model serialize (and hash into study keys) as before ``arch`` existed."""
-        data = handler(self)
-        if data.get("arch", 0) is None:
-            del data["arch"]
-        return data
+        return _without_none(handler(self), "arch")
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -174,11 +192,13 @@ class Policy(BaseModel):
         """Genes of ``layer`` (identity genes if the policy leaves it alone)."""
         return self.layers.get(layer, LayerGenes())
 
-    def with_inputs(self, example_input: torch.Tensor | Sequence[torch.Tensor]) -> Policy:
-        tensors = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
-        return self.model_copy(update={"inputs": tuple(InputSpec.of(t) for t in tensors)})
+    def with_inputs(self, example_input: Example) -> Policy:
+        return self.model_copy(update={"inputs": InputSpec.of_example(example_input)})
 
-    def example_input(self) -> tuple[torch.Tensor, ...] | None:
+    def example_input(self) -> tuple[torch.Tensor, ...] | dict[str, torch.Tensor] | None:
+        """A deterministic example of the recorded inputs: a dict for keyword inputs, else a tuple."""
         if self.inputs is None:
             return None
-        return tuple(spec.make(seed=i) for i, spec in enumerate(self.inputs))
+        tensors = tuple(spec.make(seed=i) for i, spec in enumerate(self.inputs))
+        names = tuple(s.name for s in self.inputs) if all(s.name for s in self.inputs) else None
+        return join_example(tensors, names)

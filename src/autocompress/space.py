@@ -24,10 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.calls import Example, OutputSelector, bind, split_example
 from autocompress.cost import FP32_BITS, CostReport, LayerCost
 from autocompress.policy import MAX_PRUNE, InputSpec, LayerGenes, Policy
-from autocompress.trace import ModelTraceError, as_inputs, flatten_tensors, trace_model
-from autocompress.transforms import lowrank
+from autocompress.quiet import collected_warnings
+from autocompress.replacements import check_replacements
+from autocompress.trace import ModelTraceError, flatten_tensors, trace_model
+from autocompress.transforms import linear_like, lowrank
 from autocompress.transforms.prune import (
     ChannelGroup,
     discover_groups,
@@ -122,6 +125,17 @@ def _row_of(name: str, module: nn.Module, trace_info: object | None) -> _Row | N
     return _Row(name=name, type=type(module).__name__, kind="fixed", params=own)
 
 
+def _drop_parametrized_weights(model: nn.Module, rows: list[_Row]) -> None:
+    """A parametrized layer's weight (``weight_norm``: ``weight = g * v / |v|``) is counted by the
+    layer's own row; its parametrization's row keeps only the parameters beyond that weight (g)."""
+    for row in rows:
+        owner, _, tensor = row.name.rpartition(".parametrizations.")
+        if owner and row.kind == "fixed" and "." not in tensor:
+            layer = model.get_submodule(owner)
+            if isinstance(layer, MAC_TYPES) and tensor == "weight":
+                row.params = max(0, row.params - layer.weight.numel())
+
+
 def _linear_cost(name: str, type_: str, macs: int, weights: int, biases: int, weight_bits: int, act_bits: int) -> LayerCost:
     return LayerCost(
         name=name,
@@ -143,6 +157,10 @@ class SearchSpace:
         self.groups: dict[str, ChannelGroup] = {}
         self.excluded: dict[str, str] = {}
         self.inputs: tuple[InputSpec, ...] = ()
+        #: the example's keyword names (``("input_ids", "attention_mask")``); None: positional inputs
+        self.input_names: tuple[str, ...] | None = None
+        #: which of the model's outputs is measured (``from_model(output=...)``); None: all of them
+        self.output: OutputSelector = None
         self.choices: dict[str, tuple[float, ...]] = {}
         self.channel_multiple = 1
         self.rank_multiple = 1
@@ -159,8 +177,9 @@ class SearchSpace:
     def from_model(
         cls,
         model: nn.Module,
-        example_input: torch.Tensor | Sequence[torch.Tensor],
+        example_input: Example,
         *,
+        output: OutputSelector = None,
         exclude: Sequence[str] = (),
         exclude_output: bool = True,
         prune_choices: Sequence[float] = DEFAULT_PRUNE_CHOICES,
@@ -174,6 +193,11 @@ class SearchSpace:
     ) -> SearchSpace:
         """Discover the compressible layers of ``model`` (left untouched).
 
+        ``example_input``: a tensor, a tuple of positional tensors or a dict of keyword tensors
+        (``{"input_ids": ids, "attention_mask": mask}``). ``output``: which of the model's outputs is
+        measured when it returns a tuple, dict or ``ModelOutput`` (a key such as ``"logits"``, an
+        index, or a callable); None keeps them all. ``transformers``' ``Conv1D`` layers (GPT-2) are
+        handled as the Linear layers they are (see :mod:`autocompress.transforms.linear_like`).
         ``exclude``: layer names or glob patterns left alone. ``exclude_output``: leave
         the last Conv/Linear layer to run (the output layer) alone. ``methods``: the
         compression methods searched, a subset of ("prune", "lowrank", "quant"). ``channel_multiple``
@@ -191,9 +215,10 @@ class SearchSpace:
         unknown = set(methods) - set(METHODS)
         if unknown or not methods:
             raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}")
-        inputs = as_inputs(example_input)
+        inputs, input_names = split_example(example_input)
         space = cls()
-        space.inputs = tuple(InputSpec.of(t) for t in inputs)
+        space.inputs = InputSpec.of_example(example_input)
+        space.input_names, space.output = input_names, output
         space.channel_multiple, space.rank_multiple = int(channel_multiple), int(rank_multiple)
         space.activations = activations
         space.choices = {
@@ -202,7 +227,18 @@ class SearchSpace:
             "weight_bits": tuple(LayerGenes(weight_bits=int(b)).weight_bits for b in weight_bits_choices),
             "act_bits": tuple(LayerGenes(act_bits=int(b)).act_bits for b in act_bits_choices),
         }
-        trace = trace_model(model, inputs, MAC_TYPES)
+        with collected_warnings("tracing the model"):
+            space._discover(model, inputs, exclude, exclude_output, methods)
+        return space
+
+    def _discover(
+        self, model: nn.Module, inputs: tuple[torch.Tensor, ...], exclude: Sequence[str], exclude_output: bool,
+        methods: Sequence[str],
+    ) -> None:
+        space = self
+        model = linear_like.converted(model)  # transformers' Conv1D as nn.Linear (a copy, if any)
+        runner = bind(model, space.input_names, space.output)
+        trace = trace_model(runner, inputs, MAC_TYPES)
         names = [n for n, _ in model.named_modules()]
         for pattern in exclude:
             if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
@@ -229,13 +265,13 @@ class SearchSpace:
                 excluded[name] = f"{type(module).__name__} is not supported (only Conv1d, Conv2d and Linear are compressed)"
 
         try:
-            groups = discover_groups(model, inputs, ignored=list(excluded))
+            groups = discover_groups(runner, inputs, ignored=list(excluded))
         except Exception as error:  # Torch-Pruning could not trace: keep quant/low-rank
             groups = []
             group_error = f"channel dependencies could not be traced ({type(error).__name__}: {error})"
         else:
             group_error = ""
-        groups = _verify_groups(model, inputs, groups, trace.output_shapes)
+        groups = _verify_groups(runner, inputs, groups, trace.output_shapes)
         space.groups = {g.name: g for g in groups}
         owner = {m.module: g.name for g in groups for m in g.members if m.role in ("out", "both")}
 
@@ -261,6 +297,10 @@ class SearchSpace:
             if conv and module.padding_mode != "zeros":
                 decomposable = False
                 reasons["lowrank"] = reasons["quant"] = f"padding_mode={module.padding_mode!r} (only 'zeros')"
+            if space.activations == "dynamic" and conv:
+                reasons["quant"] = "dynamic int8 (ONNX Runtime) runs Linear layers only"
+            elif space.activations == "dynamic" and record.in_dims <= 2:
+                reasons["quant"] = "a Linear on 2-D inputs exports as Gemm, which ONNX Runtime's dynamic int8 does not run"
             for method in set(METHODS) - set(methods):
                 reasons.setdefault(method, "method not selected")
             prunable = prunable and "prune" in methods
@@ -278,14 +318,15 @@ class SearchSpace:
                 group=group.name if group is not None else None,
                 prunable=prunable,
                 decomposable=decomposable,
-                quantizable="quant" not in reasons,
+                quantizable="quant" not in reasons and "quant" in methods,
                 reasons=reasons,
             )
+        check_replacements(runner, inputs, space.layers, excluded, trace.output_shapes)
         space.excluded = excluded
         space._rows = [r for n, m in model.named_modules() if (r := _row_of(n, m, trace.layers.get(n))) is not None]
+        _drop_parametrized_weights(model, space._rows)
         space._row_index = {r.name: i for i, r in enumerate(space._rows)}
         space.genes = space._make_genes()
-        return space
 
     def _make_genes(self) -> list[Gene]:
         genes = []
@@ -293,8 +334,16 @@ class SearchSpace:
             tied = self.activations == "dynamic"
             allowed = {"prune": info.prunable, "rank": info.decomposable, "weight_bits": info.quantizable,
                        "act_bits": info.quantizable and not tied}
-            genes += [Gene(name, f, self.choices[f]) for f in FIELDS if allowed[f]]
+            genes += [Gene(name, f, self._legal(name, f)) for f in FIELDS if allowed[f]]
         return genes
+
+    def _legal(self, layer: str, field: str) -> tuple[float, ...]:
+        """The choices of ``field`` legal on ``layer``: a group of attention heads keeps at least one."""
+        choices = self.choices[field]
+        group = self.groups.get(layer)
+        if field != "prune" or group is None or group.multiple <= 1:
+            return choices
+        return tuple(c for c in choices if round((1.0 - c) * group.units) >= 1)
 
     # ------------------------------------------------------------------ policies
     def validate(self, policy: Policy | dict) -> Policy:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from autocompress.calls import OutputSelectionError
+
 
 class ModelTraceError(RuntimeError):
     """The model could not run (or be traced) on its example input."""
@@ -24,6 +26,7 @@ class LayerTrace:
     in_positions: int = 0  # elements per channel of the input, per sample (spatial size / tokens)
     out_positions: int = 0  # elements per channel of the output, per sample
     order: int = -1  # position in execution order of first call
+    in_dims: int = 0  # dimensions of its input (a Linear on 2-D inputs exports as Gemm, on more as MatMul)
 
 
 @dataclass
@@ -62,16 +65,15 @@ def flatten_tensors(value: object, strict: bool = False) -> list[torch.Tensor]:
     return []
 
 
-def _positions(tensor: torch.Tensor, channel_dim: int) -> int:
-    shape = list(tensor.shape)
-    if len(shape) < 2:
+def _positions(tensor: torch.Tensor, channel_dim: int, batch_size: int) -> int:
+    """Elements per channel per *model* sample: a layer may see windows or patches folded into its
+    batch dimension (Swin, MobileViT), so divide by the model input's batch, not the layer's."""
+    if tensor.dim() < 2:
         return 1
-    del shape[channel_dim]
-    batch = shape.pop(0)
-    numel = 1
-    for s in shape:
-        numel *= s
-    return numel if batch else 0
+    channels = tensor.shape[channel_dim]
+    if not channels or not batch_size:
+        return 0
+    return tensor.numel() // (channels * batch_size)
 
 
 def trace_model(model: nn.Module, inputs: tuple[torch.Tensor, ...], layer_types: tuple[type, ...]) -> Trace:
@@ -81,6 +83,7 @@ def trace_model(model: nn.Module, inputs: tuple[torch.Tensor, ...], layer_types:
     handles = []
     counter = [0]
     names = {module: name for name, module in model.named_modules()}
+    batch_size = inputs[0].shape[0] if inputs and inputs[0].dim() else 1
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
         stack.append(names.get(module, type(module).__name__))
@@ -96,8 +99,9 @@ def trace_model(model: nn.Module, inputs: tuple[torch.Tensor, ...], layer_types:
             counter[0] += 1
         channel_dim = -1 if isinstance(module, nn.Linear) else 1
         if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
-            record.in_positions = _positions(args[0], channel_dim)
-            record.out_positions = _positions(output, channel_dim)
+            record.in_dims = args[0].dim()
+            record.in_positions = _positions(args[0], channel_dim, batch_size)
+            record.out_positions = _positions(output, channel_dim, batch_size)
 
     for module in model.modules():
         handles.append(module.register_forward_pre_hook(pre_hook))
@@ -107,6 +111,8 @@ def trace_model(model: nn.Module, inputs: tuple[torch.Tensor, ...], layer_types:
     try:
         with torch.no_grad():
             output = model(*inputs)
+    except OutputSelectionError:  # the model ran; output= names nothing in what it returned
+        raise
     except Exception as error:  # the user's model failed: say where
         where = stack[-1] if stack else "the model's top-level forward"
         raise ModelTraceError(

@@ -17,14 +17,15 @@ left byte-identical.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from autocompress.calls import Example, bind, split_example
 from autocompress.policy import Policy
+from autocompress.quiet import collected_warnings
 from autocompress.space import SearchSpace
-from autocompress.trace import as_inputs
+from autocompress.transforms import linear_like
 from autocompress.transforms.lowrank import factorize
 from autocompress.transforms.prune import Importance, prune_groups
 from autocompress.transforms.quantize import quantize_layer
@@ -39,9 +40,10 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def resolve_example(policy: Policy, example_input: torch.Tensor | Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+def resolve_example(policy: Policy, example_input: Example | None) -> Example:
     if example_input is not None:
-        return as_inputs(example_input)
+        split_example(example_input)  # a clear error for a bad one
+        return example_input
     example = policy.example_input()
     if example is None:
         raise ValueError(
@@ -54,26 +56,31 @@ def resolve_example(policy: Policy, example_input: torch.Tensor | Sequence[torch
 def apply_policy(
     model: nn.Module,
     policy: Policy | dict,
-    example_input: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    example_input: Example | None = None,
     *,
     space: SearchSpace | None = None,
     importance: Importance | None = None,
 ) -> nn.Module:
     """Return a new, compressed copy of ``model`` following ``policy``.
 
-    ``space``: the model's SearchSpace, if already built (saves a trace). ``importance``:
-    channel-importance criterion for pruning (default: L2 magnitude of the group).
+    ``example_input``: a tensor, positional tensors or keyword tensors (a dict), as for
+    :meth:`SearchSpace.from_model`. ``space``: the model's SearchSpace, if already built (saves a
+    trace). ``importance``: channel-importance criterion for pruning (default: L2 magnitude of the
+    group). ``transformers``' ``Conv1D`` layers come back as the equivalent ``nn.Linear``.
     """
     if not isinstance(policy, Policy):
         policy = Policy.from_dict(policy)
-    inputs = resolve_example(policy, example_input)
+    example = resolve_example(policy, example_input)
     if space is None:
-        space = SearchSpace.from_model(model, inputs)
+        space = SearchSpace.from_model(model, example)
     policy = space.validate(policy)
+    inputs, names = split_example(example)
     small = copy.deepcopy(model)
+    linear_like.convert(small)
     device = next((p.device for p in small.parameters()), torch.device("cpu"))
     inputs = tuple(t.to(device) for t in inputs)
-    prune_groups(small, inputs, space.channel_plan(policy), importance, space.multiples())
+    with collected_warnings("pruning the model"):
+        prune_groups(bind(small, names, space.output), inputs, space.channel_plan(policy), importance, space.multiples())
     for name, genes in policy.layers.items():
         if name not in space.layers or genes.is_identity:
             continue

@@ -38,6 +38,7 @@ __all__ = [
     "factorize",
     "factorize_conv",
     "factorize_linear",
+    "placeholder",
     "rank_from_ratio",
 ]
 
@@ -63,7 +64,10 @@ class LowRank(nn.Sequential):
 
     Attributes: ``kind`` ("svd" or "tucker2"), ``ranks`` (tuple of kept ranks) and
     ``original_type`` (class name of the layer it replaces). Input and output shapes are
-    those of the original layer.
+    those of the original layer, and so are the attributes code outside our control reads:
+    ``in_features``/``out_features`` (Linear), ``in_channels``/``out_channels``/``kernel_size``/
+    ``stride``/``padding``/``dilation``/``groups``/``padding_mode`` (conv), ``bias`` and ``weight``
+    (the effective weight, the product of the factors: read-only).
     """
 
     def __init__(
@@ -85,6 +89,78 @@ class LowRank(nn.Sequential):
         if isinstance(idx, slice):  # a slice is no longer a whole factorization
             return nn.Sequential(*list(self)[idx])
         return super().__getitem__(idx)
+
+    # -- the attributes of the layer it replaces (code outside our control reads them) ----------
+    def _require(self, conv: bool, name: str) -> None:
+        if (self.original_type != "Linear") != conv:
+            raise AttributeError(f"'LowRank' of a {self.original_type} has no attribute '{name}'")
+
+    def _conv_attribute(self, name: str) -> object:
+        self._require(True, name)
+        carrier = self[1] if self.kind == "tucker2" else self[0]  # the factor with the original geometry
+        return getattr(carrier, name)
+
+    @property
+    def in_features(self) -> int:
+        self._require(False, "in_features")
+        return self[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        self._require(False, "out_features")
+        return self[-1].out_features
+
+    @property
+    def in_channels(self) -> int:
+        self._require(True, "in_channels")
+        return self[0].in_channels
+
+    @property
+    def out_channels(self) -> int:
+        self._require(True, "out_channels")
+        return self[-1].out_channels
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        return self._conv_attribute("kernel_size")
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        return self._conv_attribute("stride")
+
+    @property
+    def padding(self) -> tuple[int, ...] | str:
+        return self._conv_attribute("padding")
+
+    @property
+    def dilation(self) -> tuple[int, ...]:
+        return self._conv_attribute("dilation")
+
+    @property
+    def groups(self) -> int:
+        self._require(True, "groups")
+        return 1
+
+    @property
+    def padding_mode(self) -> str:
+        self._require(True, "padding_mode")
+        return "zeros"
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self[-1].bias
+
+    @property
+    def weight(self) -> Tensor:
+        """The effective weight of the factorized layer (read-only: a product of the factors)."""
+        factors = [f.weight for f in self]
+        if self.original_type == "Linear":
+            return factors[1] @ factors[0]
+        if self.kind == "svd":
+            first, second = factors
+            return (second.flatten(1) @ first.flatten(1)).reshape(second.shape[0], first.shape[1], *first.shape[2:])
+        first, core, last = factors
+        return torch.einsum("or,rs...,si->oi...", last.flatten(1), core, first.flatten(1))
 
 
 class FactorShape(NamedTuple):
@@ -406,6 +482,32 @@ def factorize_conv(conv: nn.Conv1d | nn.Conv2d, rank_in: int, rank_out: int) -> 
     if has_bias:
         _set(second.bias, conv.bias.detach().cpu())
     return _finish(LowRank(*layers, kind=kind, ranks=ranks, original_type=name), conv)
+
+
+def _build(shape: FactorShape, like: nn.Module) -> nn.Module:
+    if shape.type == "Linear":
+        module: nn.Module = nn.Linear(shape.in_features, shape.out_features, bias=shape.has_bias)
+    else:
+        module = type(like)(
+            shape.in_features, shape.out_features, shape.kernel, stride=shape.stride,
+            padding=shape.padding, dilation=shape.dilation, bias=shape.has_bias,
+        )
+    return module
+
+
+def placeholder(layer: nn.Module, name: str | None = None) -> LowRank:
+    """A rank-1 factorization of ``layer`` with the factors' shapes but untrained weights.
+
+    Cheap (no decomposition): the search space runs the model once with it to check that the
+    model still works with the layer factorized.
+    """
+    _check_supported(layer, name or type(layer).__name__)
+    shapes = factor_shapes_of(layer, 1e-9)
+    factors = [_build(shape, layer) for shape in shapes]
+    kind = "svd" if len(factors) == 2 else "tucker2"
+    ranks = tuple(f.out_features if isinstance(f, nn.Linear) else f.out_channels for f in factors[:-1])
+    return _finish(LowRank(*factors, kind=kind, ranks=ranks[-1:] if kind == "svd" else ranks,
+                           original_type=type(layer).__name__), layer)
 
 
 def factorize(

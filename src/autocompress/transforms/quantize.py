@@ -95,6 +95,8 @@ class ActivationQuantizer(nn.Module):
         #: True: every call uses its own input's min/max (ONNX Runtime's DynamicQuantizeLinear); nothing tracked
         self.dynamic = dynamic
         self.calibrating = False  # set by calibrate_activations: exact min/max, no quantization
+        #: added before rounding (in steps): export's rounding envelope moves values near a boundary
+        self.nudge = 0.0
         self.register_buffer("min_val", torch.zeros(()))
         self.register_buffer("max_val", torch.zeros(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
@@ -162,7 +164,9 @@ class ActivationQuantizer(nn.Module):
 
     def _quantize(self, x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
         levels = float(2**self.bits - 1)
-        q = torch.clamp(torch.round(x / scale) + zero_point, 0.0, levels)
+        nudge = getattr(self, "nudge", 0.0)
+        steps = x / scale + nudge if nudge else x / scale
+        q = torch.clamp(torch.round(steps) + zero_point, 0.0, levels)
         out = (q - zero_point) * scale
         if not _needs_grad(x):
             return out
@@ -203,8 +207,28 @@ def check_quantizable(layer: nn.Module, name: str | None = None) -> None:
         raise UnsupportedLayerError(label, f"padding_mode={layer.padding_mode!r}, only 'zeros'")
 
 
+#: attributes of the wrapped layer a QuantWrapper answers as the layer itself would
+LAYER_ATTRIBUTES = frozenset(
+    {"weight", "bias", "in_features", "out_features", "in_channels", "out_channels", "kernel_size",
+     "stride", "padding", "dilation", "groups", "padding_mode", "transposed", "output_padding"}
+)
+
+
 class QuantWrapper(nn.Module):
-    """A Linear/Conv1d/Conv2d (``self.layer``) with fake-quantized weights and input."""
+    """A Linear/Conv1d/Conv2d (``self.layer``) with fake-quantized weights and input.
+
+    It answers the wrapped layer's attributes (``weight``, ``bias``, ``in_features``, ``stride``, ...,
+    see :data:`LAYER_ATTRIBUTES`) as the layer would: code outside our control reads them.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            layer = self._modules.get("layer")
+            if name in LAYER_ATTRIBUTES and layer is not None:
+                return getattr(layer, name)
+            raise
 
     def __init__(self, layer: nn.Module, weight_bits: int, act_bits: int, dynamic: bool = False) -> None:
         super().__init__()
