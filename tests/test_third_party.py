@@ -133,3 +133,29 @@ def test_int8_export_runs_close_to_fp32(case, tmp_path) -> None:
         path = result.path
     got = run_session(onnx_session(path), batch)[0]
     assert got.shape == logits(model, batch).shape and np.isfinite(got).all()
+
+
+def test_a_transformers_model_is_evaluated_and_searched_on_its_logits(tmp_path) -> None:
+    """Positional pixels, a ModelOutput back: the space's output= reaches the metric, the loss and the search."""
+    from autocompress.evaluate import Evaluator
+    from autocompress.search import search
+    from autocompress.task import Task
+
+    arch = next(a for a in ARCHITECTURES if a.name == "resnet-bottleneck")
+    model = arch.build()
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randn(48, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 5, (48,), generator=generator)
+    task = Task("pixels", (images[:32], labels[:32]), (images[32:], labels[32:]), batch_size=16)
+    space = SearchSpace.from_model(model, images[:2], output="logits")
+    result = Evaluator(task, finetune_steps=2).evaluate(model, Policy.uniform(space, prune=0.5, weight_bits=8, act_bits=8), space=space)
+    assert 0 <= result.metric <= 100 and result.metric_after_finetune is not None
+    assert result.cost.params < result.original_cost.params
+    with torch.no_grad():
+        expected = 100 * float((model(images[32:]).logits.argmax(1) == labels[32:]).float().mean())
+    assert result.metric_original == pytest.approx(expected)
+    policies = [Policy.uniform(space, prune=0.25), Policy.uniform(space, rank=0.5)]
+    study = search(model, task, space, strategy="given", strategy_params={"policies": policies}, budget=2,
+                   storage=tmp_path / "s.db", finetune_epochs=0, progress=False)
+    records = [r for r in study.records() if r.state == "complete"]
+    assert len(records) == 2 and all(r.values["params_ratio"] < 1 for r in records)

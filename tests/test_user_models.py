@@ -226,3 +226,18 @@ def test_transformers_conv1d_is_a_linear_to_every_method() -> None:
     small = apply_policy(model, Policy(layers={"0": LayerGenes(prune=0.5, rank=0.5)}), x, space=space)
     assert isinstance(small[2], nn.Linear) and small[2].in_features == 8
     assert count_cost(small, x).params == space.cost(Policy(layers={"0": LayerGenes(prune=0.5, rank=0.5)})).params
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("transformers")
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Models we did not write", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    printed: list[float] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(code, "README.md", "exec"), {"print": printed.append})  # noqa: S102
+    assert printed and 0.7 < printed[0] < 0.8 and (tmp_path / "bert.onnx").is_file()

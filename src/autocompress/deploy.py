@@ -71,6 +71,7 @@ from torch import Tensor, nn
 from autocompress.calls import Example, OutputSelector, split_example
 from autocompress.export import export_onnx, feed_names, input_names, onnx_session, run_session
 from autocompress.files import atomic_write
+from autocompress.quiet import summarising
 from autocompress.task import Task
 from autocompress.transforms.apply import set_submodule
 from autocompress.transforms.quantize import QuantWrapper, freeze_weights, runs_in_int8
@@ -640,6 +641,7 @@ def _int8_source(model: nn.Module, exclude: Iterable[str], float_path: Path, exa
     return fp32_path or export_onnx(model, float_path, example_input, output=output), exclude
 
 
+@summarising("exporting the model to int8 ONNX")
 def deployed_int8(model: nn.Module, path: str | Path, example_input: Example,
                   calibration_inputs: Example | None = None, *, float_outputs: bool = True,
                   output: OutputSelector = None) -> Path:
@@ -659,6 +661,7 @@ def _int8_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.int8{path.suffix or '.onnx'}")
 
 
+@summarising("exporting the model to int8 ONNX")
 def export_int8(
     model: nn.Module,
     path: str | Path,

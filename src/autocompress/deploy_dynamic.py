@@ -42,6 +42,7 @@ from autocompress.calls import Example, OutputSelector, bind, split_example
 from autocompress.deploy import float_twin, layer_nodes
 from autocompress.export import ExportMismatchError, export_onnx, onnx_session, run_session
 from autocompress.files import atomic_write
+from autocompress.quiet import summarising
 from autocompress.trace import flatten_tensors
 from autocompress.transforms.quantize import QuantWrapper
 
@@ -97,6 +98,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)
 
 
+@summarising("exporting the model to int8 ONNX")
 def export_dynamic_int8(
     model: nn.Module,
     path: str | Path,

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.calls import OutputSelector, bind
 from autocompress.cost import CostReport, count_cost
 from autocompress.finetune import evaluate_metric, recalibrate_batchnorm, resolve_device, train
 from autocompress.policy import Policy
@@ -89,6 +90,9 @@ class Evaluator:
     ``finetune_epochs`` (may be fractional) or ``finetune_steps``: the fine-tune budget;
     0 / None skips fine-tuning. ``distill``: weight of distillation from the original
     model's outputs (0 = plain task loss). ``split``: the split the metric is read on.
+    ``output``: which of the model's outputs the metric and loss read when it returns a tuple,
+    dict or ``ModelOutput`` (a key such as ``"logits"``, an index or a callable); a space given
+    to :meth:`evaluate` with its own ``output`` takes precedence.
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class Evaluator:
         seed: int = 0,
         device: str = "auto",
         progress: bool = False,
+        output: OutputSelector = None,
     ) -> None:
         if not isinstance(task, Task):
             raise TypeError(f"task must be an autocompress.Task, got {type(task).__name__}")
@@ -126,18 +131,21 @@ class Evaluator:
         self.seed = seed
         self.device = device
         self.progress = progress
-        self._baselines: dict[int, tuple[float, CostReport]] = {}
+        self.output = output
+        self._baselines: dict[tuple, tuple[float, CostReport]] = {}
 
     @property
     def finetunes(self) -> bool:
         return bool(self.finetune_steps) or (self.finetune_steps is None and self.finetune_epochs > 0)
 
-    def baseline(self, model: nn.Module) -> tuple[float, CostReport]:
-        """Metric and cost of the uncompressed model (cached per model object)."""
-        key = id(model)
+    def baseline(self, model: nn.Module, output: OutputSelector = None) -> tuple[float, CostReport]:
+        """Metric and cost of the uncompressed model (cached per model object and output selector;
+        ``output`` defaults to the evaluator's)."""
+        output = self.output if output is None else output
+        key = (id(model), id(output) if callable(output) else output)
         if key not in self._baselines:
             dev = resolve_device(self.device)
-            metric = evaluate_metric(on_device(model, dev), self.task, self.split, dev)
+            metric = evaluate_metric(bind(on_device(model, dev), None, output), self.task, self.split, dev)
             self._baselines[key] = (metric, count_cost(model, self.task.example_input()))
         return self._baselines[key]
 
@@ -145,30 +153,32 @@ class Evaluator:
         """Compress ``model`` by ``policy`` and measure it (``model`` is left untouched)."""
         dev = resolve_device(self.device)
         times: dict[str, float] = {}
-        metric_original, original_cost = self.baseline(model)
+        output = getattr(space, "output", None) if getattr(space, "output", None) is not None else self.output
+        metric_original, original_cost = self.baseline(model, output)
         example = self.task.example_input()
 
         start = time.perf_counter()
         torch.manual_seed(self.seed)
         small = apply_policy(model, policy, example, space=space).to(dev)
+        run = bind(small, None, output)  # the same modules, called for the selected output
         policy = policy if isinstance(policy, Policy) else Policy.from_dict(policy)
         times["apply"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        recalibrate_batchnorm(small, self.task, batches=self.bn_batches, seed=self.seed, device=dev)
-        calibrate_activations(small, self._calibration_inputs(), device=dev)
+        recalibrate_batchnorm(run, self.task, batches=self.bn_batches, seed=self.seed, device=dev)
+        calibrate_activations(run, self._calibration_inputs(), device=dev)
         times["calibrate"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        before = evaluate_metric(small, self.task, self.split, dev)
+        before = evaluate_metric(run, self.task, self.split, dev)
         times["evaluate"] = time.perf_counter() - start
 
         after, log = None, {}
         if self.finetunes:
             start = time.perf_counter()
-            teacher = on_device(model, dev) if self.distill > 0 else None
+            teacher = bind(on_device(model, dev), None, output) if self.distill > 0 else None
             log = train(
-                small,
+                run,
                 self.task,
                 epochs=None if self.finetune_steps else self.finetune_epochs,
                 steps=self.finetune_steps or None,
@@ -182,7 +192,7 @@ class Evaluator:
             )
             times["finetune"] = time.perf_counter() - start
             start = time.perf_counter()
-            after = evaluate_metric(small, self.task, self.split, dev)
+            after = evaluate_metric(run, self.task, self.split, dev)
             times["evaluate"] += time.perf_counter() - start
         small.eval()
         cost = count_cost(small, example.to(dev))

@@ -8,13 +8,14 @@ there were and from where (the three most frequent places). Nested uses report o
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["ThirdPartyWarnings", "collected_warnings"]
+__all__ = ["ThirdPartyWarnings", "collected_warnings", "summarising"]
 
 _depth = [0]
 SHOWN_PLACES = 3
@@ -62,3 +63,17 @@ def collected_warnings(what: str) -> Iterator[list[warnings.WarningMessage]]:
         warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
     if foreign:
         warnings.warn(summary(foreign, what), ThirdPartyWarnings, stacklevel=3)
+
+
+def summarising(what: str) -> Callable[[Callable], Callable]:
+    """Decorator: the function's third-party warnings come back as one summary (see :func:`collected_warnings`)."""
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            with collected_warnings(what):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
