@@ -241,3 +241,16 @@ def test_the_readme_example_runs(tmp_path, monkeypatch) -> None:
         warnings.simplefilter("ignore")
         exec(compile(code, "README.md", "exec"), {"print": printed.append})  # noqa: S102
     assert printed and 0.7 < printed[0] < 0.8 and (tmp_path / "bert.onnx").is_file()
+
+
+def test_a_keyword_input_model_saves_and_loads(vision, tmp_path) -> None:
+    from autocompress.saving import load, save
+
+    model, example = vision
+    space = SearchSpace.from_model(model, example, output="logits")
+    small = apply_policy(model, Policy.uniform(space, prune=0.25, rank=0.5), example, space=space)
+    assert small.autocompress_policy.output == "logits"  # recorded: the rebuild prunes what was measured
+    save(small, tmp_path / "saved")
+    again = load(tmp_path / "saved", model)
+    with torch.no_grad():
+        torch.testing.assert_close(again(**example)["logits"], small.eval()(**example)["logits"])

@@ -24,7 +24,7 @@ Example = Tensor | Sequence[Tensor] | Mapping[str, Tensor]
 #: which output is measured: None (all of them), a key or attribute name, an index, or a callable
 OutputSelector = str | int | Callable[[Any], Any] | None
 
-__all__ = ["Bound", "OutputSelectionError", "Example", "OutputSelector", "bind", "join_example", "select_output", "split_example"]
+__all__ = ["Bound", "OutputSelectionError", "Example", "OutputSelector", "bind", "example_to", "join_example", "select_output", "split_example"]
 
 
 class OutputSelectionError(ValueError):
@@ -53,6 +53,13 @@ def split_example(example: Example) -> tuple[tuple[Tensor, ...], tuple[str, ...]
 def join_example(tensors: Sequence[Tensor], names: Sequence[str] | None) -> Example:
     """The inverse of :func:`split_example`: a dict when the inputs have names, else a tuple."""
     return dict(zip(names, tensors, strict=True)) if names else tuple(tensors)
+
+
+def example_to(example: Example, device: torch.device | str) -> Example:
+    """``example`` with every tensor on ``device``, in the same structure."""
+    tensors, names = split_example(example)
+    moved = tuple(t.to(device) for t in tensors)
+    return moved[0] if isinstance(example, Tensor) else join_example(moved, names)
 
 
 def _keys(output: Any) -> list[str]:

@@ -51,6 +51,12 @@ def check_bits(value: int, field: str = "bits") -> int:
     return int(value)
 
 
+def recorded_output(space: object) -> str | int | None:
+    """The space's output selector as a policy records it: a key or an index (a callable is not data)."""
+    output = getattr(space, "output", None)
+    return output if isinstance(output, (str, int)) and not isinstance(output, bool) else None
+
+
 def _without_none(data: dict[str, Any], key: str) -> dict[str, Any]:
     """``data`` without ``key`` when it is None (a field added later leaves older JSON unchanged)."""
     if data.get(key, 0) is None:
@@ -123,11 +129,15 @@ class Policy(BaseModel):
     #: "dynamic" (each call's own min/max, as ONNX Runtime's dynamic int8 does for transformers)
     activations: Literal["static", "dynamic"] = "static"
     arch: tuple[float, ...] | None = Field(None, description="sub-network of an elastic supernet (APQ); None: the model")
+    #: the model output the policy was measured on (``SearchSpace.from_model(output=...)``: a key or an
+    #: index; a callable is not recorded); None: all of them
+    output: str | int | None = None
 
     @model_serializer(mode="wrap")
     def _drop_unset_arch(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Policies of a fixed model serialize (and hash into study keys) as before ``arch`` existed."""
-        return _without_none(handler(self), "arch")
+        """Policies of a fixed model serialize (and hash into study keys) as before ``arch`` and
+        ``output`` existed."""
+        return _without_none(_without_none(handler(self), "arch"), "output")
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -153,7 +163,8 @@ class Policy(BaseModel):
                 "act_bits": act_bits if info.quantizable else 32,
             }
             layers[name] = LayerGenes(**genes)
-        return cls(layers=layers, inputs=space.inputs, activations="dynamic" if dynamic else "static")
+        return cls(layers=layers, inputs=space.inputs, activations="dynamic" if dynamic else "static",
+                   output=recorded_output(space))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Policy:

@@ -21,10 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.calls import OutputSelector, example_to
 from autocompress.cost import count_cost
 from autocompress.evaluate import EvalResult
 from autocompress.files import atomic_write
 from autocompress.policy import Policy
+from autocompress.space import SearchSpace
 from autocompress.transforms.apply import POLICY_ATTRIBUTE, apply_policy
 
 FORMAT = "autocompress/1"
@@ -65,14 +67,17 @@ def save(obj: nn.Module | EvalResult, directory: str | Path, *, policy: Policy |
     atomic_write(directory / "state_dict.pt", lambda tmp: torch.save(state, tmp))
     example = policy.example_input()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    cost = count_cost(model, tuple(t.to(device) for t in example)).as_dict()
+    cost = count_cost(model, example_to(example, device)).as_dict()
     meta = {"format": FORMAT, "torch": torch.__version__, "cost": cost, **metrics}
     atomic_write(directory / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return directory
 
 
-def load(directory: str | Path, model: nn.Module) -> nn.Module:
+def load(directory: str | Path, model: nn.Module, *, output: OutputSelector = None) -> nn.Module:
     """Rebuild the compressed model saved in ``directory`` from the original ``model``.
+
+    ``output``: the output selector the model was compressed with when it was a callable (a key
+    or an index is recorded in the policy).
 
     A candidate of the ``apq`` strategy (its policy names a sub-network, ``policy.arch``) is
     rebuilt from the elastic supernet it was searched on: pass that supernet as ``model``."""
@@ -91,7 +96,8 @@ def load(directory: str | Path, model: nn.Module) -> nn.Module:
             raise ValueError(f"{directory} holds a sub-network of an elastic supernet (its policy has `arch`): "
                              f"pass that supernet as `model`, not a {type(model).__name__}")
         model = model.extract(SubnetConfig.from_vector(policy.arch))
-    small = apply_policy(model, policy)
+    space = None if output is None else SearchSpace.from_model(model, policy.example_input(), output=output)
+    small = apply_policy(model, policy, space=space)
     state = torch.load(directory / "state_dict.pt", map_location="cpu", weights_only=True)
     device = next((p.device for p in small.parameters()), torch.device("cpu"))
     try:

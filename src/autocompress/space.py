@@ -26,7 +26,7 @@ from torch import nn
 
 from autocompress.calls import Example, OutputSelector, bind, split_example
 from autocompress.cost import FP32_BITS, CostReport, LayerCost
-from autocompress.policy import MAX_PRUNE, InputSpec, LayerGenes, Policy
+from autocompress.policy import MAX_PRUNE, InputSpec, LayerGenes, Policy, recorded_output
 from autocompress.quiet import collected_warnings
 from autocompress.replacements import check_replacements
 from autocompress.trace import ModelTraceError, flatten_tensors, trace_model
@@ -380,6 +380,8 @@ class SearchSpace:
                 )
         if policy.inputs is None:
             policy = policy.model_copy(update={"inputs": self.inputs})
+        if policy.output is None and recorded_output(self) is not None:
+            policy = policy.model_copy(update={"output": recorded_output(self)})
         return policy
 
     def kept_channels(self, group: str, prune: float, warn: bool = True) -> int:
@@ -451,7 +453,7 @@ class SearchSpace:
                 if "weight_bits" in genes:
                     genes["act_bits"] = genes["weight_bits"]
         layers = {name: LayerGenes(**genes) for name, genes in values.items()}
-        return Policy(layers=layers, inputs=self.inputs, activations=self.activations)
+        return Policy(layers=layers, inputs=self.inputs, activations=self.activations, output=recorded_output(self))
 
     # ------------------------------------------------------------------ cost
     def cost(self, policy: Policy) -> CostReport:

@@ -72,7 +72,7 @@ def apply_policy(
         policy = Policy.from_dict(policy)
     example = resolve_example(policy, example_input)
     if space is None:
-        space = SearchSpace.from_model(model, example)
+        space = SearchSpace.from_model(model, example, output=policy.output)
     policy = space.validate(policy)
     inputs, names = split_example(example)
     small = copy.deepcopy(model)
