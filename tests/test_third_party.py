@@ -159,3 +159,17 @@ def test_a_transformers_model_is_evaluated_and_searched_on_its_logits(tmp_path) 
                    storage=tmp_path / "s.db", finetune_epochs=0, progress=False)
     records = [r for r in study.records() if r.state == "complete"]
     assert len(records) == 2 and all(r.values["params_ratio"] < 1 for r in records)
+
+
+def test_gpt2_mlp_is_pruned_through_its_conv1d_layers() -> None:
+    """transformers' Conv1D handled as Linear; its key/value cache does not hide the channel dependencies."""
+    arch = next(a for a in ARCHITECTURES if a.name == "gpt2")
+    model, example = arch.build(), arch.example()
+    assert model.config.use_cache  # the model's own setting is left as it is
+    space = SearchSpace.from_model(model, example, output="logits")
+    up = "transformer.h.0.mlp.c_fc"
+    assert space.layers[up].methods == ["prune", "lowrank", "quant"]
+    small = apply_policy(model, Policy(layers={up: {"prune": 0.5}}), example, space=space)
+    mlp = small.transformer.h[0].mlp
+    assert isinstance(mlp.c_fc, nn.Linear) and mlp.c_fc.out_features == mlp.c_proj.in_features == 64
+    assert logits(small, example).shape == logits(model, example).shape

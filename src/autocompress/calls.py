@@ -13,6 +13,7 @@ the user's own layer names. ``bind`` returns the model itself when there is noth
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ Example = Tensor | Sequence[Tensor] | Mapping[str, Tensor]
 #: which output is measured: None (all of them), a key or attribute name, an index, or a callable
 OutputSelector = str | int | Callable[[Any], Any] | None
 
-__all__ = ["Bound", "OutputSelectionError", "Example", "OutputSelector", "bind", "example_to", "join_example", "select_output", "split_example"]
+__all__ = ["Bound", "OutputSelectionError", "Example", "OutputSelector", "bind", "example_to", "join_example", "select_output", "split_example", "without_cache"]
 
 
 class OutputSelectionError(ValueError):
@@ -100,7 +101,8 @@ class Bound(nn.Module):
     ``eval()`` reach the model itself too. A deep copy copies the model with it.
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str] | None, output: OutputSelector) -> None:
+    def __init__(self, model: nn.Module, names: Sequence[str] | None, output: OutputSelector,
+                 fixed: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         object.__setattr__(self, "target", model)
         self._modules = model._modules
@@ -108,6 +110,8 @@ class Bound(nn.Module):
         self._buffers = model._buffers
         self.names = tuple(names) if names else None
         self.output = output
+        #: keyword arguments passed on every call (``use_cache=False`` while tracing, see :func:`without_cache`)
+        self.fixed = dict(fixed or {})
         self.training = model.training
 
     def train(self, mode: bool = True) -> Bound:
@@ -116,12 +120,29 @@ class Bound(nn.Module):
 
     def forward(self, *tensors: Tensor) -> Any:
         if self.names is None:
-            output = self.target(*tensors)
+            output = self.target(*tensors, **self.fixed)
         else:
             if len(tensors) != len(self.names):
                 raise TypeError(f"expected {len(self.names)} inputs ({', '.join(self.names)}), got {len(tensors)}")
-            output = self.target(**dict(zip(self.names, tensors, strict=True)))
+            output = self.target(**self.fixed, **dict(zip(self.names, tensors, strict=True)))
         return select_output(output, self.output)
+
+
+def without_cache(model: nn.Module) -> nn.Module:
+    """``model`` called with ``use_cache=False`` when its forward takes it (``transformers``' decoders).
+
+    A key/value cache adds concatenations to the graph that Torch-Pruning cannot map (GPT-2), and it
+    is nothing a compressed layer depends on: channel dependencies are traced without it.
+    """
+    target = model.target if isinstance(model, Bound) else model
+    try:
+        parameters = inspect.signature(target.forward).parameters
+    except (TypeError, ValueError):
+        return model
+    if "use_cache" not in parameters:
+        return model
+    names, output, fixed = (model.names, model.output, model.fixed) if isinstance(model, Bound) else (None, None, {})
+    return Bound(target, names, output, {**fixed, "use_cache": False})
 
 
 def bind(model: nn.Module, names: Sequence[str] | None = None, output: OutputSelector = None) -> nn.Module:

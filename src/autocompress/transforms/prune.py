@@ -21,6 +21,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from autocompress.calls import without_cache
+
 Importance = Callable[[object], torch.Tensor]
 
 #: module types whose channel count a group may change, and that the cost model understands
@@ -77,7 +79,7 @@ def build_graph(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tp.Depend
     """Trace ``model`` (which Torch-Pruning puts in eval mode: pass a copy)."""
     with torch.enable_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+        return tp.DependencyGraph().build_dependency(without_cache(model), example_inputs=inputs, verbose=False)
 
 
 def _role(graph: tp.DependencyGraph, module: nn.Module, handler: Callable) -> str:
