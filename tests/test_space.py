@@ -28,7 +28,8 @@ def test_residual_depthwise_chain_is_one_group():
 def test_layers_it_cannot_handle_are_listed_with_the_reason():
     space = SearchSpace.from_model(Oddities(), torch.randn(2, 3, 6, 6))
     assert space.excluded["unused"].startswith("never called")
-    assert space.excluded["shared"] == "called 2 times in one forward (shared weights)"
+    shared = space.layers["shared"]  # low rank and quant act on every call alike; pruning never
+    assert shared.methods == ["lowrank", "quant"] and shared.reasons["prune"] == "called 2 times in one forward (shared weights)"
     assert "Conv3d is not supported" in space.excluded["conv3d"]
     assert space.excluded["head"].startswith("output layer")
     grouped = space.layers["grouped"]
@@ -120,3 +121,19 @@ def test_methods_restrict_the_genes():
     assert not space.layers["stem"].quantizable and not space.layers["stem"].decomposable
     with pytest.raises(ValueError, match="methods must be a non-empty subset"):
         SearchSpace.from_model(ResidualDW(), torch.randn(1, 1, 40), methods=["distill"])
+
+
+def test_a_layer_called_twice_is_factorized_and_quantized_for_both_calls():
+    from autocompress import apply_policy
+    from autocompress.cost import count_cost
+    from autocompress.policy import LayerGenes
+
+    model, x = Oddities().eval(), torch.randn(2, 3, 6, 6)
+    space = SearchSpace.from_model(model, x)
+    policy = Policy(layers={"shared": LayerGenes(rank=0.5, weight_bits=8, act_bits=8)})
+    small = apply_policy(model, policy, x, space=space)
+    built, analytic = count_cost(small, x), space.cost(policy)
+    assert built.as_dict() == pytest.approx(analytic.as_dict())
+    assert built.layer("shared.0").macs == built.layer("shared.1").macs == 2 * 8 * 4  # both calls, each factor
+    with torch.no_grad():
+        assert small(x).shape == model(x).shape

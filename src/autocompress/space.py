@@ -115,7 +115,7 @@ def _row_of(name: str, module: nn.Module, trace_info: object | None) -> _Row | N
             kernel=math.prod(module.kernel_size) if conv else 1,
             kernel_size=tuple(module.kernel_size) if conv else (),
             bias=module.bias is not None,
-            in_positions=getattr(trace_info, "in_positions", 0),
+            in_positions=trace_info.in_positions * trace_info.calls if trace_info else 0,
             out_positions=trace_info.out_positions * trace_info.calls if trace_info else 0,
         )
     if own == 0:
@@ -235,6 +235,7 @@ class SearchSpace:
         self, model: nn.Module, inputs: tuple[torch.Tensor, ...], exclude: Sequence[str], exclude_output: bool,
         methods: Sequence[str],
     ) -> None:
+        """The body of :meth:`from_model` (inputs already split, choices set)."""
         space = self
         model = linear_like.converted(model)  # transformers' Conv1D as nn.Linear (a copy, if any)
         runner = bind(model, space.input_names, space.output)
@@ -246,6 +247,7 @@ class SearchSpace:
 
         excluded: dict[str, str] = {}
         candidates: list[str] = []
+        shared: dict[str, int] = {}  # layers called several times (shared weights): low rank and quant only
         modules = dict(model.named_modules())
         executed = [n for n in trace.executed() if isinstance(modules[n], LAYER_TYPES)]
         for name, module in model.named_modules():
@@ -256,7 +258,8 @@ class SearchSpace:
                 elif record.calls == 0:
                     excluded[name] = "never called through its forward() on the example input"
                 elif record.calls > 1:
-                    excluded[name] = f"called {record.calls} times in one forward (shared weights)"
+                    shared[name] = record.calls
+                    candidates.append(name)
                 elif exclude_output and executed and name == executed[-1]:
                     excluded[name] = "output layer (exclude_output=True)"
                 else:
@@ -265,13 +268,14 @@ class SearchSpace:
                 excluded[name] = f"{type(module).__name__} is not supported (only Conv1d, Conv2d and Linear are compressed)"
 
         try:
-            groups = discover_groups(runner, inputs, ignored=list(excluded))
+            groups = discover_groups(runner, inputs, ignored=[*excluded, *shared])
         except Exception as error:  # Torch-Pruning could not trace: keep quant/low-rank
             groups = []
             group_error = f"channel dependencies could not be traced ({type(error).__name__}: {error})"
         else:
             group_error = ""
         groups = _verify_groups(runner, inputs, groups, trace.output_shapes)
+        groups = [_unless_shared(g, shared) for g in groups]
         space.groups = {g.name: g for g in groups}
         owner = {m.module: g.name for g in groups for m in g.members if m.role in ("out", "both")}
 
@@ -289,6 +293,9 @@ class SearchSpace:
                 reasons["prune"] = group.reason
             elif group.name != name:
                 reasons["prune"] = f"its channels are coupled with '{group.name}', which carries the group's prune gene"
+            if name in shared:
+                prunable = False
+                reasons["prune"] = f"called {shared[name]} times in one forward (shared weights)"
             conv = not isinstance(module, nn.Linear)
             decomposable = True
             if conv and module.groups > 1:
@@ -552,6 +559,14 @@ def _layer_costs(row: _Row, genes: LayerGenes | None, rank_multiple: int) -> lis
     biases = row.out_channels if row.bias else 0
     macs = row.out_positions * weights
     return [_linear_cost(row.name, row.type, macs, weights, biases, wb, ab)]
+
+
+def _unless_shared(group: ChannelGroup, shared: dict[str, int]) -> ChannelGroup:
+    """``group``, unprunable when one of its members is called several times in a forward."""
+    reused = [m.module for m in group.members if m.module in shared]
+    if not reused or not group.prunable:
+        return group
+    return replace(group, prunable=False, reason=f"its channels reach '{reused[0]}', called {shared[reused[0]]} times in one forward (shared weights)")
 
 
 def _checked_choices(name: str, values: Sequence[float], ok: object) -> tuple[float, ...]:
