@@ -173,3 +173,17 @@ def test_gpt2_mlp_is_pruned_through_its_conv1d_layers() -> None:
     mlp = small.transformer.h[0].mlp
     assert isinstance(mlp.c_fc, nn.Linear) and mlp.c_fc.out_features == mlp.c_proj.in_features == 64
     assert logits(small, example).shape == logits(model, example).shape
+
+
+def test_a_channel_group_that_never_settles_is_left_alone_not_a_hang() -> None:
+    """Llama's rotary embeddings make Torch-Pruning's index mapping loop without end on q/k."""
+    import time
+
+    arch = next(a for a in ARCHITECTURES if a.name == "llama")
+    model, example = arch.build(), arch.example()
+    start = time.perf_counter()
+    space = SearchSpace.from_model(model, example, output="logits")
+    assert time.perf_counter() - start < 60
+    q = space.layers["model.layers.0.self_attn.q_proj"]
+    assert q.methods == ["lowrank", "quant"] and "do not settle" in q.reasons["prune"]
+    assert space.layers["model.layers.0.mlp.gate_proj"].methods == ["prune", "lowrank", "quant"]

@@ -66,6 +66,7 @@ ARCHITECTURES: list[Arch] = [
     Arch("bert", "BertForSequenceClassification", "BertConfig", {**TEXT, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 32}, "tokens", "transformer"),
     Arch("albert", "AlbertForSequenceClassification", "AlbertConfig", {**TEXT, "hidden_size": 32, "embedding_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 32}, "tokens", "transformer"),
     Arch("gpt2", "GPT2ForSequenceClassification", "GPT2Config", {**TEXT, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 32, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}, "tokens", "transformer"),
+    Arch("llama", "LlamaForSequenceClassification", "LlamaConfig", {**TEXT, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 32, "pad_token_id": 0}, "tokens", "transformer"),
     Arch("wav2vec2", "Wav2Vec2ForSequenceClassification", "Wav2Vec2Config", {"num_labels": 3, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "conv_dim": (16, 16), "conv_stride": (5, 4), "conv_kernel": (10, 8), "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4, "classifier_proj_size": 16}, "audio", "transformer"),
 ]
 BY_NAME: dict[str, Arch] = {a.name: a for a in ARCHITECTURES}

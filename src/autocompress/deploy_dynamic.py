@@ -125,10 +125,14 @@ def export_dynamic_int8(
     inputs = tuple(x.detach().cpu() for x in tensors)
     with tempfile.TemporaryDirectory(prefix="autocompress-dyn8-") as tmp:
         fp32 = export_onnx(twin, Path(tmp) / "fp32.onnx", example_input, output=output)
-        nodes = layer_nodes(onnx.load(str(fp32)), DYNAMIC_OPS, (name for name, _ in twin.named_modules()))
-        missing = [name for name in layers if name not in nodes]
+        graph = onnx.load(str(fp32))
+        module_names = [name for name, _ in twin.named_modules()]
+        nodes = layer_nodes(graph, DYNAMIC_OPS, module_names)
+        exported = layer_nodes(graph, (*DYNAMIC_OPS, "Gemm"), module_names)
+        missing = [name for name in layers if name not in nodes and name in exported]
         if missing:
             raise ValueError(f"no ONNX MatMul found for layers {missing} (exported as Gemm?); they cannot run in int8")
+        layers = [name for name in layers if name in nodes]  # the others feed no exported output (output=)
         chosen = [node for name in layers for node in nodes[name]]
         candidate = Path(tmp) / "int8.onnx"
         if chosen:

@@ -12,9 +12,11 @@ score per channel (higher = keep). The default is the group's L2 weight magnitud
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -137,9 +139,73 @@ def discover_groups(
     names = {module: name for name, module in work.named_modules()}
     order = {name: i for i, (name, _) in enumerate(work.named_modules())}
     ignored_modules = [work.get_submodule(name) for name in ignored]
-    groups = graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=(nn.Conv1d, nn.Conv2d, nn.Linear))
-    described = [_heads(work, _describe(graph, group, names, order)) for group in groups]
+    described = []
+    for root, group in _all_groups(graph, ignored_modules, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        if isinstance(group, str):  # its dependencies never settle: the layer is not pruned
+            described.append(ChannelGroup(names[root], graph.get_out_channels(root), (GroupMember(names[root], "out", 1),),
+                                          prunable=False, reason=group))
+        else:
+            described.append(_heads(work, _describe(graph, group, names, order)))
     return sorted(described, key=lambda g: order[g.name])
+
+
+#: a channel group growing past this many items per graph node (or this many seconds) is a runaway
+RUNAWAY_ITEMS_PER_NODE = 8
+RUNAWAY_SECONDS = 5.0
+
+
+class _Runaway(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def _bounded_groups(graph: tp.DependencyGraph) -> Iterator[None]:
+    """Stop a group that keeps growing: Torch-Pruning's index mapping can loop without end (the
+    rotary embeddings of Llama-style attention: a slice-and-concat it maps onto itself)."""
+    limit = max(2000, RUNAWAY_ITEMS_PER_NODE * len(graph.module2node))
+    original = tp.dependency.group.Group.add_dep
+    start = [time.perf_counter()]
+
+    def add_dep(group: object, dep: object, idxs: object) -> None:
+        if len(group.items) > limit:
+            raise _Runaway(f"its channel dependencies do not settle (Torch-Pruning's group grew past {limit} items)")
+        if time.perf_counter() - start[0] > RUNAWAY_SECONDS:
+            raise _Runaway(f"its channel dependencies do not settle (Torch-Pruning's group still grew after {RUNAWAY_SECONDS:g} s)")
+        original(group, dep, idxs)
+
+    tp.dependency.group.Group.add_dep = add_dep
+    try:
+        yield start
+    finally:
+        tp.dependency.group.Group.add_dep = original
+
+
+def _all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module], root_types: tuple[type, ...]) -> Iterator[tuple[nn.Module, object]]:
+    """``(root, group)`` for every root layer, as Torch-Pruning's ``get_all_groups`` gives them, but a
+    group that runs away comes back as the reason (a string) instead of hanging the search space."""
+    visited: set[nn.Module] = set()
+    ignored = [*ignored, *graph.IGNORED_LAYERS_IN_TRACING]
+    with _bounded_groups(graph) as start:
+        for module in list(graph.module2node):
+            if module in visited or any(module is i for i in ignored) or not isinstance(module, root_types):
+                continue
+            pruner = graph.get_pruner_of_module(module)
+            if pruner is None or pruner.get_out_channels(module) is None:
+                continue
+            start[0] = time.perf_counter()
+            try:
+                group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module))))
+            except _Runaway as runaway:
+                visited.add(module)
+                yield module, str(runaway)
+                continue
+            prunable = True
+            for dep, _ in group:
+                if graph.is_out_channel_pruning_fn(dep.handler):
+                    visited.add(dep.target.module)
+                    prunable = prunable and not any(dep.target.module is i for i in ignored)
+            if prunable:
+                yield module, group
 
 
 def _heads(model: nn.Module, group: ChannelGroup) -> ChannelGroup:
