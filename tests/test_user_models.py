@@ -99,7 +99,7 @@ def test_factorized_and_quantized_layers_answer_like_the_original() -> None:
     for replacement in (factorize(conv, 0.5), quantize_layer(conv, 8, 8), quantize_layer(factorize(conv, 0.5), 8, 8)):
         assert {a: getattr(replacement, a) for a in attributes} == {a: getattr(conv, a) for a in attributes}
         assert replacement.weight.shape == conv.weight.shape and replacement.weight.dtype == conv.weight.dtype
-        assert torch.equal(replacement.bias, replacement.bias) and replacement.bias.shape == conv.bias.shape
+        assert torch.equal(replacement.bias, conv.bias)  # the last factor carries the original bias
     lowrank = factorize(conv, 0.5)
     with torch.no_grad():  # the effective weight is the factors' product: the same function
         direct = F.conv2d(x, lowrank.weight, lowrank.bias, lowrank.stride, lowrank.padding, lowrank.dilation)

@@ -152,7 +152,3 @@ def bind(model: nn.Module, names: Sequence[str] | None = None, output: OutputSel
     if not names and output is None:
         return model
     return Bound(model, names, output)
-
-
-def device_of(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))

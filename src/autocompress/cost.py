@@ -38,7 +38,7 @@ import torch
 from rich.table import Table
 from torch import Tensor, nn
 
-from autocompress.calls import Example, split_example
+from autocompress.calls import Example, bind, split_example
 from autocompress.transforms.linear_like import is_transposed_linear
 
 FP32_BITS = 32
@@ -149,14 +149,14 @@ class CostReport:
         return table
 
 
-def _input_tuple(example_input: Example) -> tuple:
-    inputs, _ = split_example(example_input)
+def _input_tuple(example_input: Example) -> tuple[tuple, tuple[str, ...] | None]:
+    inputs, names = split_example(example_input)
     if not inputs or inputs[0].dim() == 0:
         raise ValueError(
             "example_input must be a tensor or a tuple whose first item is a tensor "
             "with the batch on dim 0"
         )
-    return tuple(inputs)
+    return inputs, names
 
 
 def _layer_macs_per_output(layer: nn.Module) -> int:
@@ -200,8 +200,7 @@ def count_cost(model: nn.Module, example_input: Example) -> CostReport:
 
     ``example_input``: a tensor, positional tensors or a dict of keyword tensors.
     """
-    inputs = _input_tuple(example_input)
-    _, names = split_example(example_input)
+    inputs, names = _input_tuple(example_input)
     batch_size = inputs[0].shape[0]
     if batch_size == 0:
         raise ValueError("example_input has batch size 0; costs are per sample")
@@ -227,7 +226,7 @@ def count_cost(model: nn.Module, example_input: Example) -> CostReport:
     try:
         model.eval()
         with torch.no_grad():
-            model(**dict(zip(names, inputs, strict=True))) if names else model(*inputs)
+            bind(model, names)(*inputs)
     finally:
         for handle in handles:
             handle.remove()

@@ -153,7 +153,7 @@ class Evaluator:
         """Compress ``model`` by ``policy`` and measure it (``model`` is left untouched)."""
         dev = resolve_device(self.device)
         times: dict[str, float] = {}
-        output = getattr(space, "output", None) if getattr(space, "output", None) is not None else self.output
+        output = self.output if space is None or space.output is None else space.output
         metric_original, original_cost = self.baseline(model, output)
         example = self.task.example_input()
 

@@ -8,6 +8,7 @@ Runtime against PyTorch on the example input and on a second, random input.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import uuid
 import warnings
@@ -158,7 +159,7 @@ def _compare(
         raise ExportMismatchError(
             f"ONNX model returned {len(got)} outputs, PyTorch {len(expected)} ({what})"
         )
-    for name, onnx_out, torch_out in zip(_output_names(len(got)), got, expected, strict=True):
+    for index, (name, onnx_out, torch_out) in enumerate(zip(_output_names(len(got)), got, expected, strict=True)):
         reference = torch_out.detach().cpu().numpy()
         if onnx_out.shape != reference.shape:
             raise ExportMismatchError(
@@ -174,7 +175,6 @@ def _compare(
         if envelope is not None:
             if bounds is None:
                 bounds = envelope() or []
-            index = _output_names(len(got)).index(name)
             if bounds:
                 allowed = ENVELOPE_FACTOR * float(bounds[index].max()) + atol
                 if float(np.nanmax(abs_err)) <= allowed:
@@ -208,9 +208,7 @@ def _check_file(
         with torch.no_grad():
             expected = flatten_tensors(model(*case_inputs), strict=True)
 
-        def envelope(case_inputs: tuple[Tensor, ...] = case_inputs, expected: list = expected) -> list | None:
-            return rounding_envelope(model, case_inputs, expected)
-
+        envelope = functools.partial(rounding_envelope, model, case_inputs, expected)
         _compare(run_session(session, case_inputs), expected, rtol, atol, what, envelope)
 
 

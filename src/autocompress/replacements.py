@@ -83,10 +83,10 @@ def check_replacements(
     for (name, method), problem in failures.items():
         info = layers[name]
         reason = f"the model fails with this layer {'factorized' if method == 'lowrank' else 'quantized'} ({problem})"
-        layers[name] = info = replace(info, **{_FLAGS[method]: False}, reasons={**info.reasons, method: reason})
-    for name, info in list(layers.items()):
-        if (name, "lowrank") in failures or (name, "quant") in failures:
-            if not (info.prunable or info.decomposable or info.quantizable):
-                excluded[name] = "; ".join(f"{m}: {r}" for m, r in info.reasons.items())
-                del layers[name]
+        layers[name] = replace(info, **{_FLAGS[method]: False}, reasons={**info.reasons, method: reason})
+    for name in [n for n in layers if any((n, m) in failures for m in CHECKED)]:  # in layer order
+        info = layers[name]
+        if not (info.prunable or info.decomposable or info.quantizable):
+            excluded[name] = "; ".join(f"{m}: {r}" for m, r in info.reasons.items())
+            del layers[name]
     return failures

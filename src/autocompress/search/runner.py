@@ -82,7 +82,7 @@ def _evaluator(spec: EvaluationSpec) -> Evaluator:
 
 
 def original_values(spec: EvaluationSpec) -> dict[str, float]:
-    metric, cost = _evaluator(spec).baseline(spec.model, getattr(spec.space, "output", None))
+    metric, cost = _evaluator(spec).baseline(spec.model, spec.space.output)
     values = {"metric": metric, "metric_before_finetune": metric, "metric_original": metric, "accuracy_drop": 0.0}
     values.update({k: float(v) for k, v in cost.as_dict().items()})
     values.update({f"{k}_ratio": 1.0 for k in COST_KEYS})
@@ -97,7 +97,7 @@ def evaluate_values(spec: EvaluationSpec, policy: Policy) -> dict[str, float]:
     result = _evaluator(spec).evaluate(model, policy, space=space)
     if not math.isfinite(result.metric):
         raise FloatingPointError(f"the metric is {result.metric}")
-    metric_original, original_cost = _evaluator(spec).baseline(spec.model, getattr(spec.space, "output", None))  # a sub-network's too: the search's model
+    metric_original, original_cost = _evaluator(spec).baseline(spec.model, spec.space.output)  # a sub-network's too: the search's model
     values = {
         "metric": result.metric,
         "metric_before_finetune": result.metric_before_finetune,

@@ -486,13 +486,11 @@ def factorize_conv(conv: nn.Conv1d | nn.Conv2d, rank_in: int, rank_out: int) -> 
 
 def _build(shape: FactorShape, like: nn.Module) -> nn.Module:
     if shape.type == "Linear":
-        module: nn.Module = nn.Linear(shape.in_features, shape.out_features, bias=shape.has_bias)
-    else:
-        module = type(like)(
-            shape.in_features, shape.out_features, shape.kernel, stride=shape.stride,
-            padding=shape.padding, dilation=shape.dilation, bias=shape.has_bias,
-        )
-    return module
+        return nn.Linear(shape.in_features, shape.out_features, bias=shape.has_bias)
+    return type(like)(
+        shape.in_features, shape.out_features, shape.kernel, stride=shape.stride,
+        padding=shape.padding, dilation=shape.dilation, bias=shape.has_bias,
+    )
 
 
 def placeholder(layer: nn.Module, name: str | None = None) -> LowRank:
@@ -505,9 +503,8 @@ def placeholder(layer: nn.Module, name: str | None = None) -> LowRank:
     shapes = factor_shapes_of(layer, 1e-9)
     factors = [_build(shape, layer) for shape in shapes]
     kind = "svd" if len(factors) == 2 else "tucker2"
-    ranks = tuple(f.out_features if isinstance(f, nn.Linear) else f.out_channels for f in factors[:-1])
-    return _finish(LowRank(*factors, kind=kind, ranks=ranks[-1:] if kind == "svd" else ranks,
-                           original_type=type(layer).__name__), layer)
+    ranks = tuple(shape.out_features for shape in shapes[:-1])  # svd: (rank,); tucker2: (rank_in, rank_out)
+    return _finish(LowRank(*factors, kind=kind, ranks=ranks, original_type=type(layer).__name__), layer)
 
 
 def factorize(

@@ -159,9 +159,10 @@ class _Runaway(RuntimeError):
 
 
 @contextlib.contextmanager
-def _bounded_groups(graph: tp.DependencyGraph) -> Iterator[None]:
+def _bounded_groups(graph: tp.DependencyGraph) -> Iterator[list[float]]:
     """Stop a group that keeps growing: Torch-Pruning's index mapping can loop without end (the
-    rotary embeddings of Llama-style attention: a slice-and-concat it maps onto itself)."""
+    rotary embeddings of Llama-style attention: a slice-and-concat it maps onto itself). Yields the
+    one-item list holding the current group's start time (the caller resets it per group)."""
     limit = max(2000, RUNAWAY_ITEMS_PER_NODE * len(graph.module2node))
     original = tp.dependency.group.Group.add_dep
     start = [time.perf_counter()]

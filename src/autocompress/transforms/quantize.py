@@ -164,8 +164,7 @@ class ActivationQuantizer(nn.Module):
 
     def _quantize(self, x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
         levels = float(2**self.bits - 1)
-        nudge = getattr(self, "nudge", 0.0)
-        steps = x / scale + nudge if nudge else x / scale
+        steps = x / scale + self.nudge if self.nudge else x / scale
         q = torch.clamp(torch.round(steps) + zero_point, 0.0, levels)
         out = (q - zero_point) * scale
         if not _needs_grad(x):
