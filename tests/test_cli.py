@@ -95,7 +95,7 @@ def test_optimize_returns_a_policy_for_a_new_budget_without_training(tmp_path, m
     )
     assert runner.invoke(app, ["search", str(config)]).exit_code == 0
     out = tmp_path / "p.json"
-    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=0.2", "--kind", "gp", "--out", str(out)], terminal_width=200)
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops_ratio<=0.2", "--kind", "gp", "--out", str(out)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "fitted on 10 labelled policies" in result.output and "predicted accuracy" in result.output
     from autocompress.policy import Policy
@@ -103,15 +103,17 @@ def test_optimize_returns_a_policy_for_a_new_budget_without_training(tmp_path, m
 
     _, _, space = load_config(config).build()
     assert space.cost(Policy.load(out)).bitops <= 0.2 * space.cost(Policy()).bitops
-    result = runner.invoke(app, ["optimize", str(storage), "--budget", "speed=2"])
-    assert result.exit_code != 0 and "must be one of" in result.output and "or latency" in result.output
-    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=1e-9", "--kind", "linear"])
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "speed<=2"], terminal_width=400)
+    assert result.exit_code != 0 and "unknown key 'speed'" in result.output and "latency_ratio" in result.output
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops=0.2"], terminal_width=400)
+    assert result.exit_code != 0 and "did you mean 'bitops_ratio<=0.2'" in result.output
+    result = runner.invoke(app, ["optimize", str(storage), "--budget", "bitops_ratio<=1e-9", "--kind", "linear"])
     assert result.exit_code != 0 and "smallest reachable" in result.output
     from test_lut import Counter
 
     # deterministic stub timings: the test checks the plumbing, not this machine's speed
     monkeypatch.setattr("autocompress.hardware.lut.time_layer", Counter())
-    fast = runner.invoke(app, ["optimize", str(storage), "--budget", "latency=0.7", "--kind", "gp",
+    fast = runner.invoke(app, ["optimize", str(storage), "--budget", "latency_ratio<=0.7", "--kind", "gp",
                                "--target", "ort-cpu:batch=512,repeats=5,warmup=2"], terminal_width=200)
     assert fast.exit_code == 0, fast.output
     assert "latency model: lookup table on ort-cpu" in fast.output and "latency_ratio<=0.7" in fast.output

@@ -5,13 +5,16 @@ The data that flows: ``SearchSpace.from_model`` -> ``Policy`` -> ``apply_policy`
 """
 
 from autocompress import search
+from autocompress.budget import BudgetError
 from autocompress.cost import CostReport, LayerCost, count_cost
 from autocompress.evaluate import EvalResult, Evaluator
 from autocompress.export import ExportMismatchError, export_onnx
+from autocompress.pipeline import Candidate, CompressResult, TaskError, compress
 from autocompress.policy import InputSpec, LayerGenes, Policy
 from autocompress.saving import load, save
 from autocompress.search import Study
 from autocompress.space import LayerInfo, ModelTraceError, PolicyError, SearchSpace
+from autocompress.streamed import BatchError
 from autocompress.task import Task
 from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.refine import refine_dense as refine_dense
@@ -20,6 +23,12 @@ from autocompress.transforms.refine_study import sweep_study as sweep_study
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchError",
+    "BudgetError",
+    "Candidate",
+    "CompressResult",
+    "TaskError",
+    "compress",
     "CostReport",
     "EvalResult",
     "Evaluator",

@@ -25,7 +25,7 @@ Example = Tensor | Sequence[Tensor] | Mapping[str, Tensor]
 #: which output is measured: None (all of them), a key or attribute name, an index, or a callable
 OutputSelector = str | int | Callable[[Any], Any] | None
 
-__all__ = ["Bound", "OutputSelectionError", "Example", "OutputSelector", "bind", "example_to", "join_example", "select_output", "split_example", "without_cache"]
+__all__ = ["Bound", "OutputSelectionError", "Example", "OutputSelector", "accepted_keywords", "bind", "call_model", "example_to", "fit_inputs", "join_example", "select_output", "split_example", "without_cache"]
 
 
 class OutputSelectionError(ValueError):
@@ -49,6 +49,46 @@ def split_example(example: Example) -> tuple[tuple[Tensor, ...], tuple[str, ...]
         "example_input must be a tensor, a tuple/list of tensors (positional inputs) or a dict of "
         f"tensors (keyword inputs, e.g. {{'input_ids': ids, 'attention_mask': mask}}), got {type(example).__name__}"
     )
+
+
+def accepted_keywords(model: nn.Module) -> tuple[set[str], bool] | None:
+    """(the keyword names ``model``'s forward names, whether it takes any other too via ``**kwargs``);
+    None when its signature cannot be read."""
+    target = model.target if isinstance(model, Bound) else model
+    try:
+        parameters = inspect.signature(target.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    named = {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def fit_inputs(model: nn.Module, inputs: Any) -> Any:
+    """``inputs`` without the keywords ``model``'s forward does not name (a tokenizer's ``token_type_ids``
+    for DistilBERT, even when its forward also takes ``**kwargs``); anything but a dict comes back unchanged."""
+    if not isinstance(inputs, Mapping):
+        return inputs
+    accepted = accepted_keywords(model)
+    if accepted is None:
+        return dict(inputs)
+    named, takes_any = accepted
+    kept = {k: v for k, v in inputs.items() if k in named}
+    if kept:
+        return kept
+    if takes_any:
+        return dict(inputs)
+    raise ValueError(f"none of the batch's keys ({', '.join(map(str, inputs))}) is an input of "
+                     f"{type(model).__name__}.forward (it takes {', '.join(sorted(named))}); "
+                     "give Task.from_loaders(..., batch_to_inputs=fn) to map a batch to the model's inputs")
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model`` called on one batch's inputs: a tensor, positional tensors or keyword tensors."""
+    if isinstance(inputs, Mapping):
+        return model(**fit_inputs(model, inputs))
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
 
 
 def join_example(tensors: Sequence[Tensor], names: Sequence[str] | None) -> Example:
@@ -118,8 +158,10 @@ class Bound(nn.Module):
         self.target.training = mode
         return super().train(mode)
 
-    def forward(self, *tensors: Tensor) -> Any:
-        if self.names is None:
+    def forward(self, *tensors: Tensor, **keywords: Any) -> Any:
+        if keywords:  # a batch of keyword inputs, as the user's model takes them
+            output = self.target(*tensors, **self.fixed, **keywords)
+        elif self.names is None:
             output = self.target(*tensors, **self.fixed)
         else:
             if len(tensors) != len(self.names):

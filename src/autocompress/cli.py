@@ -1,4 +1,4 @@
-"""Command-line interface: ``autocompress inspect | policy | apply | demo``."""
+"""Command-line interface: ``autocompress compress | inspect | profile | policy | apply | demo | search | ...``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from rich.console import Console
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Automatic compression of trained PyTorch models.")
 console = Console()
 
-ZooOption = Annotated[str, typer.Option("--zoo", help="a bundled model: see `autocompress zoo`")]
+ZooOption = Annotated[str | None, typer.Option("--zoo", help="a bundled model: see `autocompress zoo` (or --model and --task)")]
+ModelOption = Annotated[str | None, typer.Option("--model", help="your model: 'module:function' returning the trained nn.Module "
+                                                 "(the current directory is importable)")]
+TaskOption = Annotated[str | None, typer.Option("--task", help="your data: 'module:function' returning an autocompress.Task "
+                                                "(e.g. Task.from_loaders(train, val, test))")]
 SeedOption = Annotated[int, typer.Option(help="seed of the bundled model's data and training")]
 
 
@@ -31,6 +35,31 @@ def _zoo(name: str, seed: int, pretrained: bool):
     return load_zoo(name, pretrained=pretrained, seed=seed, progress=True)
 
 
+class _Source:
+    """A model, its task and an example input: a bundled one (--zoo) or the user's (--model/--task)."""
+
+    def __init__(self, name: str, model, task, example) -> None:  # noqa: ANN001
+        self.name, self.model, self.task, self.example_input = name, model, task, example
+
+
+def _source(zoo: str | None, model: str | None, task: str | None, seed: int, pretrained: bool) -> _Source:
+    if zoo is not None:
+        if model or task:
+            _fail("give either --zoo or --model and --task, not both")
+        entry = _zoo(zoo, seed, pretrained)
+        return _Source(zoo, entry.model, entry.task, entry.example_input)
+    if not model or not task:
+        _fail("give --zoo NAME (see `autocompress zoo`) or both --model module:function and --task module:function")
+    from autocompress.calls import fit_inputs
+    from autocompress.search.config import ConfigError, load_user_objects
+
+    try:
+        made, data = load_user_objects(model, task)
+    except ConfigError as error:
+        _fail(str(error))
+    return _Source(model, made, data, fit_inputs(made, data.example_input(1)))
+
+
 @app.command("zoo")
 def zoo_cmd() -> None:
     """List the bundled models."""
@@ -41,15 +70,15 @@ def zoo_cmd() -> None:
 
 
 @app.command()
-def inspect(zoo: ZooOption, seed: SeedOption = 0) -> None:
+def inspect(zoo: ZooOption = None, model: ModelOption = None, task: TaskOption = None, seed: SeedOption = 0) -> None:
     """Layer table: type, shape, params, FLOPs, BitOps, which methods apply, and why a layer is left alone."""
     from autocompress.policy import Policy
     from autocompress.report import human, layer_table
     from autocompress.space import SearchSpace
 
-    entry = _zoo(zoo, seed, pretrained=False)
+    entry = _source(zoo, model, task, seed, pretrained=False)
     space = SearchSpace.from_model(entry.model, entry.example_input)
-    console.print(layer_table(space, title=f"{zoo}: layers (per-sample costs)"))
+    console.print(layer_table(space, title=f"{entry.name}: layers (per-sample costs)"))
     total = space.cost(Policy())
     console.print(f"total: params {human(total.params)}, FLOPs {human(total.flops)}, BitOps {human(total.bitops)}, bytes {human(total.bytes, 'B')}")
     console.print(f"{len(space.groups)} channel groups, {len(space.genes)} genes")
@@ -57,7 +86,9 @@ def inspect(zoo: ZooOption, seed: SeedOption = 0) -> None:
 
 @app.command()
 def profile(
-    zoo: ZooOption,
+    zoo: ZooOption = None,
+    model_ref: ModelOption = None,
+    task_ref: TaskOption = None,
     target: Annotated[str, typer.Option(help="ort-cpu, torch-cpu or torch-cuda, with options: 'ort-cpu:threads=2,batch=8'")] = "ort-cpu",
     policy_file: Annotated[Path | None, typer.Option("--policy", help="profile the model compressed by this policy")] = None,
     seed: SeedOption = 0,
@@ -76,7 +107,7 @@ def profile(
         parsed = parse_target(target)
     except ValueError as error:
         _fail(str(error))
-    entry = _zoo(zoo, seed, pretrained=False)
+    entry = _source(zoo, model_ref, task_ref, seed, pretrained=False)
     model, original = entry.model, None
     if policy_file is not None:
         space = SearchSpace.from_model(entry.model, entry.example_input)
@@ -86,7 +117,7 @@ def profile(
         table.entries, table.overheads = {}, {}
     estimate = table.estimate(model, entry.example_input, original=original)
     whole = measure(model, entry.example_input, parsed)
-    rows = Table(title=f"{zoo} on {parsed.name} (per batch of {parsed.batch}; table {table.path})")
+    rows = Table(title=f"{entry.name} on {parsed.name} (per batch of {parsed.batch}; table {table.path})")
     for column in ("layer", "configuration", "ms", "share"):
         rows.add_column(column, justify="right" if column in ("ms", "share") else "left")
     for name, config, ms in estimate.layers:
@@ -102,7 +133,9 @@ def profile(
 
 @app.command()
 def policy(
-    zoo: ZooOption,
+    zoo: ZooOption = None,
+    model: ModelOption = None,
+    task: TaskOption = None,
     out: Annotated[Path, typer.Option(help="where to write the policy JSON")] = Path("policy.json"),
     prune: float = 0.0,
     rank: float = 1.0,
@@ -114,7 +147,7 @@ def policy(
     from autocompress.policy import Policy
     from autocompress.space import SearchSpace
 
-    entry = _zoo(zoo, seed, pretrained=False)
+    entry = _source(zoo, model, task, seed, pretrained=False)
     space = SearchSpace.from_model(entry.model, entry.example_input)
     try:
         made = Policy.uniform(space, prune=prune, rank=rank, weight_bits=weight_bits, act_bits=act_bits)
@@ -126,14 +159,17 @@ def policy(
 
 @app.command()
 def apply(
-    zoo: ZooOption,
     policy: Annotated[Path, typer.Option(help="policy JSON file")],
     out: Annotated[Path, typer.Option(help="output directory")],
+    zoo: ZooOption = None,
+    model_ref: ModelOption = None,
+    task_ref: TaskOption = None,
     finetune_epochs: Annotated[float, typer.Option(help="fine-tune budget after compression (0 = none)")] = 1.0,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads for the latency measurement")] = 1,
     seed: SeedOption = 0,
 ) -> None:
     """Compress a zoo model by a policy; write the model (policy + state_dict), its ONNX file and a summary."""
+    from autocompress.calls import fit_inputs, split_example
     from autocompress.evaluate import Evaluator
     from autocompress.export import export_onnx
     from autocompress.hardware.latency import compare_latency
@@ -148,7 +184,7 @@ def apply(
         chosen = Policy.load(policy)
     except (ValueError, json.JSONDecodeError) as error:
         _fail(f"{policy} is not a valid policy: {error}")
-    entry = _zoo(zoo, seed, pretrained=True)
+    entry = _source(zoo, model_ref, task_ref, seed, pretrained=True)
     space = SearchSpace.from_model(entry.model, entry.example_input)
     try:
         chosen = space.validate(chosen)
@@ -157,10 +193,10 @@ def apply(
     evaluator = Evaluator(entry.task, finetune_epochs=finetune_epochs, split="test", seed=seed, progress=True)
     result = evaluator.evaluate(entry.model, chosen, space=space)
     save(result, out)
-    example = entry.task.example_input(32)
-    small_path = export_onnx(result.model, out / "model.onnx", example)
-    original_path = export_onnx(entry.model, out / "original.onnx", example)
-    latency = compare_latency({"original": original_path, "compressed": small_path}, example, threads=threads)
+    example = fit_inputs(entry.model, entry.task.example_input(32))
+    small_path = export_onnx(result.model, out / "model.onnx", example, output=space.output)
+    original_path = export_onnx(entry.model, out / "original.onnx", example, output=space.output)
+    latency = compare_latency({"original": original_path, "compressed": small_path}, split_example(example)[0], threads=threads)
     summary = {
         **result.to_dict(),
         "ort_latency_ms": {k: v.median_ms for k, v in latency.items()},
@@ -188,6 +224,53 @@ def demo(
     from autocompress.demo import run_demo
 
     run_demo(out, finetune_epochs=finetune_epochs, seed=seed, threads=threads, console=console)
+
+
+@app.command("compress")
+def compress_cmd(
+    zoo: ZooOption = None,
+    model: ModelOption = None,
+    task: TaskOption = None,
+    target: Annotated[str, typer.Option(help="the budget: latency_ratio<=0.5, latency_ms<=2, flops_ratio<=0.25, params<=1e5, ...")] = "latency_ratio<=0.5",
+    max_drop: Annotated[float, typer.Option(help="points of the metric the delivered model may lose")] = 1.0,
+    budget: Annotated[int, typer.Option(help="candidates to evaluate (learning-rate trials included)")] = 24,
+    out: Annotated[Path, typer.Option(help="where to write the file to deploy (model.onnx) and policy/state_dict/meta")] = Path("best"),
+    storage: Annotated[str, typer.Option(help="the study's storage (a SQLite file or an RDB URL); the same call resumes")] = "runs/compress.db",
+    int8: Annotated[str, typer.Option(help="auto (int8 where measured faster and within the drop), yes or no")] = "auto",
+    runtime: Annotated[str, typer.Option(help="where latency is measured: ort-cpu")] = "ort-cpu",
+    finetune_steps: Annotated[int | None, typer.Option(help="training steps per candidate (default: 3 epochs, 100-400)")] = None,
+    final_finetune: Annotated[int | None, typer.Option(help="training steps per finalist (default: 15 epochs, 400-2000)")] = None,
+    lr: Annotated[str, typer.Option(help="fine-tune learning rate, or auto (tried on the uniform policy)")] = "auto",
+    seed: SeedOption = 0,
+) -> None:
+    """Compress a model for a target and write the file to deploy: one command from model and data to ONNX."""
+    from autocompress.budget import BudgetError
+    from autocompress.pipeline import TaskError, compress
+
+    choices = {"auto": "auto", "yes": True, "no": False}
+    if int8 not in choices:
+        _fail(f"--int8 {int8!r}: allowed: {', '.join(choices)}")
+    try:
+        rate = lr if lr == "auto" else float(lr)
+    except ValueError:
+        _fail(f"--lr {lr!r}: give a number or auto")
+    entry = _source(zoo, model, task, seed, pretrained=True)
+    try:
+        result = compress(entry.model, entry.task, target=target, max_drop=max_drop, budget=budget, storage=storage,
+                          runtime=runtime, finetune_steps=finetune_steps, final_finetune=final_finetune, lr=rate,
+                          seed=seed, console=console)
+    except (BudgetError, TaskError, ValueError) as error:
+        _fail(str(error))
+    best = result.best()
+    if best is None:
+        console.print(f"[yellow]nothing written:[/yellow] {result.nearest()}; every candidate is saved in {storage}")
+        raise typer.Exit(1)
+    path = best.export(out, int8=choices[int8])
+    deploy = json.loads((out / "meta.json").read_text())["deploy"]
+    chosen = deploy["variants"][deploy["chosen"]]
+    console.print(f"wrote {path} ({deploy['chosen']}): {entry.task.metric_name} {chosen['metric']:.2f} on {deploy['split']} "
+                  f"(original {deploy['variants']['original']['metric']:.2f}), latency {chosen['latency_ratio']:.2f}x the "
+                  f"original's (ONNX Runtime, batch {deploy['batch']}, {deploy['threads']} thread, measured side by side)")
 
 
 # ---------------------------------------------------------------- search
@@ -576,7 +659,8 @@ def refine(
 @app.command()
 def optimize(
     storage: StorageArg,
-    budget: Annotated[str, typer.Option(help='a cost budget: "flops=0.1" (a ratio of the original) or "bitops<=2e6" (absolute)')],
+    budget: Annotated[str, typer.Option(help='a cost budget: "flops_ratio<=0.1" (a ratio of the original), "bitops<=2e6" '
+                                        '(absolute), "latency_ratio<=0.5" or "latency_ms<=2"')],
     study: StudyOption = None,
     kind: Annotated[str, typer.Option(help="predictor: auto, gp, mlp, ensemble, linear")] = "auto",
     out: Annotated[Path | None, typer.Option(help="write the policy (JSON) here")] = None,
@@ -585,29 +669,27 @@ def optimize(
 ) -> None:
     """A policy for a new budget from a study's labelled policies: fit a predictor, optimize on it (no training).
 
-    Latency budgets (``--budget latency=2ms``, or ``latency=0.5`` for half the original's) are
+    Latency budgets (``--budget latency_ms<=2``, or ``latency_ratio<=0.5`` for half the original's) are
     estimated from the per-layer lookup table of the target (timed once, then cached).
     """
+    from autocompress.budget import Constraint
     from autocompress.policy import Policy
     from autocompress.predict.optimize import optimize_policy
-    from autocompress.search.objectives import COST_KEYS
     from autocompress.search.strategies.allocate import cost_value
     from autocompress.search.strategies.seernet import fit_predictor
 
     opened = _open_study(storage, study)
     _config, spec = _stored_config(opened)
     task, space = spec.task, spec.space
-    key, _, value = budget.partition("=")
-    key, value = key.strip(), value.strip()
-    if value and key in COST_KEYS:
-        bound = f"{key}_ratio<={value}"
-    elif value and key == "latency":
-        bound = f"latency<={value.removesuffix('ms')}" if value.endswith("ms") else f"latency_ratio<={value}"
+    try:
+        bound = Constraint.parse(budget)
+    except ValueError as error:
+        _fail(str(error))
+    if bound.cost is None or not bound.upper:
+        _fail(f"--budget {budget!r}: bound a cost from above, e.g. flops_ratio<=0.1, bitops<=2e6 or latency_ratio<=0.5")
+    if bound.cost == "latency":
         _attach_latency(space, spec.model, task, opened, target)
-    elif not value:
-        bound = budget
-    else:
-        _fail(f"--budget {budget!r}: the cost must be one of {', '.join(COST_KEYS)} or latency")
+    bound = str(bound)
     records = [r for r in opened.completed() if "metric" in r.values]
     if len(records) < 2:
         _fail(f"the study has {len(records)} completed candidates; the predictor needs at least 2")

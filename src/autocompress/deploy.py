@@ -50,7 +50,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +72,7 @@ from autocompress.calls import Example, OutputSelector, split_example
 from autocompress.export import export_onnx, feed_names, input_names, onnx_session, run_session
 from autocompress.files import atomic_write
 from autocompress.quiet import summarising
-from autocompress.task import Task
+from autocompress.task import Task, reduce
 from autocompress.transforms.apply import set_submodule
 from autocompress.transforms.quantize import QuantWrapper, freeze_weights, runs_in_int8
 
@@ -566,10 +566,25 @@ def onnx_metric(
     batch_size: int = 256,
     threads: int = 1,
 ) -> float:
-    """The task's metric (e.g. accuracy in percent) of an ONNX model run in ONNX Runtime on ``split``."""
-    inputs, targets = task.split(split)
-    outputs = run_batched(_existing(path), (inputs,), batch_size, threads)
-    return float(task.metric_fn()(torch.from_numpy(outputs).float(), targets))
+    """The task's metric (e.g. accuracy in percent) of an ONNX model run in ONNX Runtime on ``split``,
+    streamed batch by batch (keyword inputs are fed by name)."""
+    session = onnx_session(_existing(path), threads=threads)
+    names = [i.name for i in session.get_inputs()]
+
+    def pairs() -> Iterator[tuple[Tensor, Tensor]]:
+        for inputs, targets in task.loader(split, shuffle=False):
+            if isinstance(inputs, Mapping):
+                missing = [n for n in names if n not in inputs]
+                if missing:
+                    raise ValueError(f"{str(path)!r} takes inputs {names}; the {split} batches lack {missing}")
+                tensors = tuple(inputs[n] for n in names)
+            else:
+                tensors = split_example(inputs)[0]
+            for start in range(0, len(targets), batch_size):
+                part = tuple(t[start:start + batch_size] for t in tensors)
+                yield torch.from_numpy(run_session(session, part)[0]).float(), targets[start:start + batch_size]
+
+    return reduce(task.metric, task.metric_fn(), pairs())
 
 
 # ---------------------------------------------------------------- model -> int8 file

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autocompress.calls import OutputSelector, bind
+from autocompress.calls import OutputSelector, bind, example_to, fit_inputs
 from autocompress.cost import CostReport, count_cost
 from autocompress.finetune import evaluate_metric, recalibrate_batchnorm, resolve_device, train
 from autocompress.policy import Policy
@@ -118,7 +118,7 @@ class Evaluator:
             raise ValueError("finetune_epochs and finetune_steps must be >= 0")
         if not 0.0 <= distill <= 1.0:
             raise ValueError(f"distill must be in [0, 1], got {distill}")
-        task.split(split)  # raises if the split does not exist
+        task.source(split)  # raises if the split does not exist
         self.task = task
         self.finetune_epochs = finetune_epochs
         self.finetune_steps = finetune_steps
@@ -146,7 +146,7 @@ class Evaluator:
         if key not in self._baselines:
             dev = resolve_device(self.device)
             metric = evaluate_metric(bind(on_device(model, dev), None, output), self.task, self.split, dev)
-            self._baselines[key] = (metric, count_cost(model, self.task.example_input()))
+            self._baselines[key] = (metric, count_cost(model, fit_inputs(model, self.task.example_input())))
         return self._baselines[key]
 
     def evaluate(self, model: nn.Module, policy: Policy | dict, *, space: SearchSpace | None = None) -> EvalResult:
@@ -155,7 +155,7 @@ class Evaluator:
         times: dict[str, float] = {}
         output = self.output if space is None or space.output is None else space.output
         metric_original, original_cost = self.baseline(model, output)
-        example = self.task.example_input()
+        example = fit_inputs(model, self.task.example_input())
 
         start = time.perf_counter()
         torch.manual_seed(self.seed)
@@ -166,7 +166,7 @@ class Evaluator:
 
         start = time.perf_counter()
         recalibrate_batchnorm(run, self.task, batches=self.bn_batches, seed=self.seed, device=dev)
-        calibrate_activations(run, self._calibration_inputs(), device=dev)
+        calibrate_activations(run, self._calibration_inputs(), device=dev, pairs=False)
         times["calibrate"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -195,7 +195,7 @@ class Evaluator:
             after = evaluate_metric(run, self.task, self.split, dev)
             times["evaluate"] += time.perf_counter() - start
         small.eval()
-        cost = count_cost(small, example.to(dev))
+        cost = count_cost(small, example_to(example, dev))
         return EvalResult(
             policy=policy,
             metric_name=self.task.metric_name,
@@ -209,7 +209,7 @@ class Evaluator:
             model=small,
         )
 
-    def _calibration_inputs(self) -> list[torch.Tensor]:
+    def _calibration_inputs(self) -> list:
         loader = self.task.loader("train", shuffle=True, seed=self.seed + 1)
         batches = []
         for index, (inputs, _) in enumerate(loader):

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from autocompress.task import Task
+from autocompress.calls import Bound, call_model
+from autocompress.streamed import to_device
+from autocompress.task import Task, reduce
 
 __all__ = ["OPTIMIZERS", "evaluate_metric", "recalibrate_batchnorm", "resolve_device", "train"]
 
@@ -90,17 +92,24 @@ def train(
         model.train()
         if teacher_model is not None:
             teacher_model.eval()
-        for step, (inputs, targets) in enumerate(_batches(task, seed, total_steps)):
-            inputs, targets = inputs.to(dev), targets.to(dev)
+        hook = task.train_step
+        for step, batch in enumerate(_batches(task, seed, total_steps, raw=hook is not None)):
             if on_step is not None:
                 on_step(step)
-            outputs = model(inputs)
-            loss = task_loss_fn(outputs, targets)
-            if teacher_model is not None:
-                with torch.no_grad():
-                    teacher_out = teacher_model(inputs)
-                kd = _distill_loss(outputs, teacher_out, temperature, task.is_classification)
-                loss = (1.0 - distill_weight) * loss + distill_weight * kd
+            if hook is not None:  # the user's own step: their batch, their model's own call and output
+                loss = hook(unbound(model), to_device(batch, dev))
+            else:
+                inputs, targets = to_device(batch[0], dev), batch[1].to(dev)
+                outputs = call_model(model, inputs)
+                loss = task_loss_fn(outputs, targets)
+                if teacher_model is not None:
+                    with torch.no_grad():
+                        teacher_out = call_model(teacher_model, inputs)
+                    kd = _distill_loss(outputs, teacher_out, temperature, task.is_classification)
+                    loss = (1.0 - distill_weight) * loss + distill_weight * kd
+            if not isinstance(loss, Tensor) or loss.dim() != 0:
+                raise TypeError(f"train: the training step must give a scalar loss tensor, got {type(loss).__name__}"
+                                + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else ""))
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"train: loss became {loss.item()} at step {step} (lr={lr})"
@@ -114,7 +123,7 @@ def train(
     tail = losses[-min(10, len(losses)) :]
     return {
         "steps": total_steps,
-        "epochs": total_steps / _steps_per_epoch(task),
+        "epochs": _epochs(task, total_steps),
         "seconds": time.perf_counter() - start,
         "final_loss": sum(tail) / len(tail),
         "first_loss": losses[0],
@@ -124,29 +133,51 @@ def train(
 def evaluate_metric(
     model: nn.Module, task: Task, split: str = "val", device: str | torch.device = "cpu"
 ) -> float:
-    """The task metric over the whole ``split``, in eval mode and without grad (modes restored)."""
-    return float(task.metric_fn()(*_split_outputs(model, task, split, device)))
+    """The task metric over the whole ``split``, in eval mode and without grad (modes restored).
+
+    Built-in metrics are reduced batch by batch (exactly); a callable metric sees the whole split's
+    outputs and targets at once; a task's ``evaluate(model, loader)`` hook replaces both.
+    """
+    if task.evaluate is not None:
+        dev = resolve_device(device)
+        model.to(dev)
+        with _kept_modes(model), torch.no_grad():
+            model.eval()
+            return float(task.evaluate(unbound(model), task.source(split)))
+    return _reduced(model, task, split, device, task.metric, task.metric_fn())
 
 
 def evaluate_loss(
     model: nn.Module, task: Task, split: str = "val", device: str | torch.device = "cpu"
 ) -> float:
     """The task loss (e.g. mean cross-entropy) over the whole ``split``, in eval mode, without grad."""
-    return float(task.loss_fn()(*_split_outputs(model, task, split, device)))
+    return _reduced(model, task, split, device, task.loss, task.loss_fn())
+
+
+def _reduced(model: nn.Module, task: Task, split: str, device: str | torch.device, name: object,
+             whole: Callable[[Tensor, Tensor], object]) -> float:
+    return reduce(name, whole, _outputs(model, task, split, device))
+
+
+def _outputs(model: nn.Module, task: Task, split: str, device: str | torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """(outputs, targets) of each batch of ``split`` on the CPU, in eval mode, without grad (modes restored)."""
+    dev = resolve_device(device)
+    model.to(dev)
+    with _kept_modes(model), torch.no_grad():
+        model.eval()
+        for inputs, targets in task.loader(split, shuffle=False):
+            outputs = call_model(model, to_device(inputs, dev))
+            if not isinstance(outputs, Tensor):
+                raise TypeError(f"the model's output is a {type(outputs).__name__}, not a tensor: pick the one the "
+                                "metric reads with output= (a key such as 'logits', an index or a callable)")
+            yield outputs.float().cpu(), targets
 
 
 def _split_outputs(
     model: nn.Module, task: Task, split: str, device: str | torch.device
 ) -> tuple[Tensor, Tensor]:
     """(model outputs, targets) over the whole ``split`` on the CPU, in eval mode, without grad (modes restored)."""
-    dev = resolve_device(device)
-    model.to(dev)
-    outputs, targets = [], []
-    with _kept_modes(model), torch.no_grad():
-        model.eval()
-        for inputs, batch_targets in task.loader(split, shuffle=False):
-            outputs.append(model(inputs.to(dev)).float().cpu())
-            targets.append(batch_targets)
+    outputs, targets = zip(*_outputs(model, task, split, device), strict=True)
     return torch.cat(outputs), torch.cat(targets)
 
 
@@ -179,11 +210,11 @@ def recalibrate_batchnorm(
                 norm.reset_running_stats()
                 norm.momentum = None
                 norm.train()
-            loader = task.loader("train", shuffle=True, seed=seed, drop_last=_can_drop_last(task))
+            loader = task.loader("train", shuffle=True, seed=seed, drop_last=task.can_drop_last())
             for index, (inputs, _) in enumerate(loader):
                 if index >= batches:
                     break
-                model(inputs.to(dev))
+                call_model(model, to_device(inputs, dev))
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
@@ -193,14 +224,16 @@ def recalibrate_batchnorm(
 # --- internals ---------------------------------------------------------------------------
 
 
-def _steps_per_epoch(task: Task) -> int:
-    loader = task.loader("train", drop_last=_can_drop_last(task))
-    return max(1, len(loader))
+def unbound(model: nn.Module) -> nn.Module:
+    """The user's own module behind a :class:`~autocompress.calls.Bound` one (what hooks are given)."""
+    return model.target if isinstance(model, Bound) else model
 
 
-def _can_drop_last(task: Task) -> bool:
-    """Drop a trailing partial batch (avoids size-1 BN batches) when a full batch exists."""
-    return len(task.train[0]) >= task.batch_size
+def _epochs(task: Task, steps: int) -> float | None:
+    try:
+        return steps / task.steps_per_epoch()
+    except ValueError:  # a train loader without a length
+        return None
 
 
 def _budget_steps(task: Task, epochs: float | None, steps: int | None) -> int:
@@ -213,7 +246,7 @@ def _budget_steps(task: Task, epochs: float | None, steps: int | None) -> int:
     epochs = 1.0 if epochs is None else epochs
     if not epochs > 0:
         raise ValueError(f"train: epochs must be > 0, got {epochs!r}")
-    return max(1, math.ceil(epochs * _steps_per_epoch(task)))
+    return max(1, math.ceil(epochs * task.steps_per_epoch()))
 
 
 def _check_distill(teacher: nn.Module | None, weight: float, temperature: float) -> None:
@@ -258,9 +291,9 @@ def _make_optimizer(
     raise ValueError(f"train: unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
-def _batches(task: Task, seed: int, total_steps: int) -> Iterator[tuple[Tensor, Tensor]]:
+def _batches(task: Task, seed: int, total_steps: int, raw: bool = False) -> Iterator:
     """``total_steps`` training batches, reshuffling each epoch from one seeded generator."""
-    loader = task.loader("train", shuffle=True, seed=seed, drop_last=_can_drop_last(task))
+    loader = task.loader("train", shuffle=True, seed=seed, drop_last=task.can_drop_last(), raw=raw)
     produced = 0
     while produced < total_steps:
         for batch in loader:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["LOSSES", "METRICS", "SPLITS", "Task"]
+__all__ = ["LOSSES", "METRICS", "REDUCTIONS", "SPLITS", "Task"]
 
 MetricFn = Callable[[Tensor, Tensor], float]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -39,6 +40,47 @@ def _mse(outputs: Tensor, targets: Tensor) -> Tensor:
 
 METRICS: dict[str, MetricFn] = {"accuracy": _accuracy, "neg_rmse": _neg_rmse}
 LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": _mse}
+
+
+def _accuracy_sum(outputs: Tensor, targets: Tensor) -> tuple[float, float]:
+    labels = targets.argmax(dim=1) if targets.dim() > 1 else targets
+    return float((outputs.argmax(dim=1) == labels).sum()) * 100.0, float(len(targets))
+
+
+def _squared_sum(outputs: Tensor, targets: Tensor) -> tuple[float, float]:
+    diff = outputs.float().reshape(targets.shape) - targets.float()
+    return float(diff.pow(2).sum()), float(diff.numel())
+
+
+def _cross_entropy_sum(outputs: Tensor, targets: Tensor) -> tuple[float, float]:
+    return float(F.cross_entropy(outputs, targets, reduction="sum")), float(len(targets))
+
+
+def _mse_sum(outputs: Tensor, targets: Tensor) -> tuple[float, float]:
+    return float(F.mse_loss(outputs, targets.reshape(outputs.shape).to(outputs.dtype), reduction="sum")), float(outputs.numel())
+
+
+#: built-in metrics and losses reduced batch by batch, exactly: name -> (per-batch (sum, count), final(sum, count))
+REDUCTIONS: dict[str, tuple[Callable[[Tensor, Tensor], tuple[float, float]], Callable[[float, float], float]]] = {
+    "accuracy": (_accuracy_sum, lambda total, count: total / count if count else math.nan),
+    "neg_rmse": (_squared_sum, lambda total, count: -math.sqrt(total / count)),
+    "cross_entropy": (_cross_entropy_sum, lambda total, count: total / count),
+    "mse": (_mse_sum, lambda total, count: total / count),
+}
+
+
+def reduce(name: object, whole: Callable[[Tensor, Tensor], object], pairs: Iterable[tuple[Tensor, Tensor]]) -> float:
+    """A metric or loss over batches of (outputs, targets): built-in ones summed batch by batch (exactly),
+    any other ``whole(outputs, targets)`` once over every batch joined."""
+    if not isinstance(name, str) or name not in REDUCTIONS:
+        outputs, targets = zip(*pairs, strict=True)
+        return float(whole(torch.cat(outputs), torch.cat(targets)))
+    per_batch, final = REDUCTIONS[name]
+    total = count = 0.0
+    for outputs, targets in pairs:
+        part, size = per_batch(outputs, targets)
+        total, count = total + part, count + size
+    return float(final(total, count))
 
 
 @dataclass
@@ -94,6 +136,33 @@ class Task:
                 f"Task {self.name!r}: batch_size must be a positive int, got {self.batch_size!r}"
             )
 
+    #: hooks of a task over loaders (:meth:`from_loaders`); an in-memory task uses the defaults
+    train_step = None
+    evaluate = None
+
+    @classmethod
+    def from_loaders(
+        cls,
+        train: Iterable,
+        val: Iterable,
+        test: Iterable | None = None,
+        *,
+        metric: str | MetricFn = "accuracy",
+        loss: str | LossFn = "cross_entropy",
+        batch_to_inputs: Callable[[Any], Any] | None = None,
+        batch_to_targets: Callable[[Any], Tensor] | None = None,
+        train_step: Callable[[Any, Any], Tensor] | None = None,
+        evaluate: Callable[[Any, Iterable], float] | None = None,
+        name: str = "task",
+    ) -> Task:
+        """A task over the user's loaders (``DataLoader`` s or any re-iterable of batches), streamed: no
+        split is ever held in memory. Batches may be ``(inputs, targets)`` tuples or dicts with
+        ``labels``; see :mod:`autocompress.streamed` for the mapping, the hooks and the checks."""
+        from autocompress.streamed import StreamedTask
+
+        return StreamedTask(train, val, test, metric=metric, loss=loss, batch_to_inputs=batch_to_inputs,
+                            batch_to_targets=batch_to_targets, train_step=train_step, evaluate=evaluate, name=name)
+
     def _check_split(self, split: str) -> None:
         data = getattr(self, split)
         if data is None:
@@ -137,6 +206,25 @@ class Task:
             raise ValueError(f"Task {self.name!r} has no {split} split")
         return data
 
+    def has_split(self, split: str) -> bool:
+        return split in SPLITS and getattr(self, split) is not None
+
+    def source(self, split: str) -> DataLoader:
+        """What an ``evaluate`` hook is given: a loader over ``split`` in order."""
+        return self.loader(split, shuffle=False)
+
+    def steps_per_epoch(self) -> int:
+        """Training steps in one epoch (a trailing partial batch is dropped when a full one exists)."""
+        return max(1, len(self.loader("train", drop_last=self.can_drop_last())))
+
+    def can_drop_last(self) -> bool:
+        """Drop a trailing partial batch (avoids size-1 BN batches) when a full batch exists."""
+        return len(self.train[0]) >= self.batch_size
+
+    def sample_inputs(self, split: str, count: int) -> Tensor:
+        """The first ``count`` inputs of ``split``, as a new tensor."""
+        return self.split(split)[0][:count].clone()
+
     def loader(
         self,
         split: str = "train",
@@ -145,8 +233,10 @@ class Task:
         seed: int = 0,
         batch_size: int | None = None,
         drop_last: bool = False,
+        raw: bool = False,
     ) -> DataLoader:
-        """A DataLoader over ``split``; shuffled (seeded) by default for "train" only."""
+        """A DataLoader over ``split``; shuffled (seeded) by default for "train" only (``raw``: the same
+        (inputs, targets) batches; for a task over loaders, the loader's own batches)."""
         inputs, targets = self.split(split)
         shuffle = split == "train" if shuffle is None else shuffle
         generator = torch.Generator().manual_seed(seed) if shuffle else None

@@ -27,6 +27,7 @@ Unknown keys are errors; every error names the field and what is allowed.
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,6 +123,8 @@ class SearchConfig(BaseModel):
     model: str | None = Field(None, description="module:function returning the trained nn.Module")
     task: str | None = Field(None, description="module:function returning an autocompress.Task")
     elastic: str | None = Field(None, description="module:function returning a trained elastic supernet (strategy apq)")
+    directories: list[str] = Field([], description="folders importable for module:function references (the YAML file's "
+                                                   "folder and the current directory always are)")
     objectives: list[str] = ["accuracy", "flops"]
     constraints: list[str] = []
     strategy: str = "genecai"
@@ -190,7 +193,7 @@ class SearchConfig(BaseModel):
         if self._supernet is None:
             from autocompress.elastic import ElasticModel
 
-            supernet = resolve(self.elastic, "elastic")()
+            supernet = resolve(self.elastic, "elastic", tuple(self.directories))()
             if not isinstance(supernet, ElasticModel):
                 raise ConfigError(f"elastic: {self.elastic} returned {type(supernet).__name__}, not an elastic supernet "
                                   "(choices, forward(x, config), extract, stage_layers: docs/elastic.md)")
@@ -205,8 +208,8 @@ class SearchConfig(BaseModel):
                 raise ConfigError(f"zoo: unknown model {self.zoo!r}; allowed: {', '.join(list_zoo())}")
             entry = load_zoo(self.zoo, pretrained=True, seed=self.seed, progress=True)
             return entry.model, entry.task
-        make_model = resolve(self.model, "model") if self.model is not None else None
-        task = resolve(self.task, "task")()
+        make_model = resolve(self.model, "model", tuple(self.directories)) if self.model is not None else None
+        task = resolve(self.task, "task", tuple(self.directories))()
         if not isinstance(task, Task):
             raise ConfigError(f"task: {self.task} returned {type(task).__name__}, not an autocompress.Task")
         if make_model is None:  # the elastic supernet's largest sub-network, BatchNorm statistics re-estimated
@@ -225,11 +228,26 @@ class SearchConfig(BaseModel):
 SECTIONS: dict[str, type[BaseModel]] = {"evaluator": EvaluatorConfig, "space": SpaceConfig, "latency": LatencyConfig}
 
 
-def resolve(reference: str, field: str) -> Any:
-    """Import ``module:attribute``."""
+def importable(*directories: str | Path) -> None:
+    """Put ``directories`` (and the current directory) on ``sys.path`` so ``module:function`` references
+    to the user's own files import without ``PYTHONPATH``."""
+    for directory in (*directories, Path.cwd()):
+        text = str(Path(directory).resolve())
+        if text not in sys.path:
+            sys.path.insert(0, text)
+
+
+def load_user_objects(model_ref: str, task_ref: str, directories: tuple[str | Path, ...] = ()) -> tuple[nn.Module, Task]:
+    """The user's model and task from two ``module:function`` references (``SearchConfig``'s checks)."""
+    return SearchConfig(model=model_ref, task=task_ref, directories=[str(d) for d in directories]).load_model_and_task()
+
+
+def resolve(reference: str, field: str, directories: tuple[str | Path, ...] = ()) -> Any:
+    """Import ``module:attribute`` (the current directory and ``directories`` are importable)."""
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise ConfigError(f"{field}: {reference!r} is not of the form 'module:function'")
+    importable(*directories)
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -254,6 +272,8 @@ def load_config(source: str | Path | dict[str, Any]) -> SearchConfig:
         where = str(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of settings")
+    if not isinstance(source, dict):  # the YAML file's own folder is importable for module:function
+        data = {**data, "directories": [*data.get("directories", []), str(Path(source).resolve().parent)]}
     try:
         return SearchConfig.model_validate(data)
     except ValidationError as error:

@@ -47,12 +47,14 @@ def confirm(
     progress: bool = True,
     console: Console | None = None,
     elastic: nn.Module | None = None,
+    latency: dict[str, Any] | None = None,
 ) -> Study:
     """Re-evaluate the ``top`` best candidates of ``study`` meeting ``constraints`` with a longer fine-tune.
 
     ``evaluator``: more Evaluator settings (lr, split, distill, ...); ``finetune_epochs`` and
     ``seed`` are the confirmation's. ``elastic``: the search's supernet, for candidates naming a
-    sub-network (the ``apq`` strategy's). Candidates are ranked by ``objective`` (default the
+    sub-network (the ``apq`` strategy's). ``latency``: latency settings, as for ``search``, to
+    measure the confirmed models' latency too. Candidates are ranked by ``objective`` (default the
     metric) as the search measured it. Raises LookupError, saying how close the nearest
     came, when no candidate meets the constraints. Returns the companion study holding the
     confirmed results (run it again: nothing is evaluated twice; a larger ``top`` adds the
@@ -83,7 +85,7 @@ def confirm(
         objectives=objectives, strategy="given", strategy_params={"policies": finalists},
         budget=budget, storage=study.storage, study_name=name, seed=seed, workers=workers,
         finetune_epochs=finetune_epochs, evaluator={k: v for k, v in settings.items() if k not in ("finetune_epochs", "seed")},
-        progress=progress, console=console, elastic=elastic,
+        progress=progress, console=console, elastic=elastic, latency=latency,
         config=companion_config(study.meta.get("config"), settings, name, finalists, budget),
     )
 

@@ -6,39 +6,30 @@ A candidate's measured values are stored under these keys (all per sample):
   ``metric_original`` and ``accuracy_drop`` (= metric_original - metric);
 - ``flops``, ``macs``, ``params``, ``bitops``, ``bytes`` and their ratios to the original model,
   ``flops_ratio``, ``macs_ratio``, ``params_ratio``, ``bitops_ratio``, ``bytes_ratio``;
-- ``latency_ms`` when latency is measured.
+- ``latency_ms`` and ``latency_ratio`` when latency is measured.
 
 An objective name maps to one key and a direction: ``accuracy``/``metric`` are maximized,
-every cost is minimized. Constraints are written ``"<key> <op> <number>"`` with op one of
-``<=, <, >=, >``, e.g. ``"accuracy_drop<=1.0"`` or ``"flops_ratio<=0.1"``.
+every cost is minimized. Constraints use the one budget grammar of :mod:`autocompress.budget`,
+e.g. ``"accuracy_drop<=1.0"``, ``"flops_ratio<=0.1"`` or ``"latency_ratio<=0.5"``.
 """
 
 from __future__ import annotations
 
-import operator
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from autocompress.budget import COST_KEYS, KEYS, Constraint
 from autocompress.policy import Policy
 
-COST_KEYS = ("flops", "macs", "params", "bitops", "bytes")
+__all__ = ["COST_KEYS", "OBJECTIVES", "VALUE_KEYS", "Constraint", "Objective", "Record", "parse_objectives"]
+
 OBJECTIVES: dict[str, tuple[str, str]] = {
     "accuracy": ("metric", "maximize"),
     "metric": ("metric", "maximize"),
     **{name: (name, "minimize") for name in COST_KEYS},
     "latency": ("latency_ms", "minimize"),
 }
-VALUE_KEYS = (
-    "metric",
-    "metric_before_finetune",
-    "metric_original",
-    "accuracy_drop",
-    *COST_KEYS,
-    *(f"{k}_ratio" for k in COST_KEYS),
-    "latency_ms",
-)
-_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+VALUE_KEYS = KEYS
 
 
 @dataclass(frozen=True)
@@ -66,42 +57,6 @@ def parse_objectives(names: tuple[str, ...] | list[str]) -> tuple[Objective, ...
     if len({o.key for o in objectives}) != len(objectives):
         raise ValueError(f"objectives repeat a quantity: {list(names)}")
     return objectives
-
-
-@dataclass(frozen=True)
-class Constraint:
-    key: str
-    op: str
-    bound: float
-
-    @classmethod
-    def parse(cls, text: str) -> Constraint:
-        match = re.fullmatch(r"\s*([a-z_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*", text)
-        if not match:
-            raise ValueError(f"constraint {text!r} is not of the form '<key> <op> <number>' (op: <=, <, >=, >)")
-        key, op, number = match.groups()
-        key = OBJECTIVES.get(key, (key, ""))[0]
-        if key not in VALUE_KEYS:
-            raise ValueError(f"constraint {text!r}: unknown quantity {key!r}; allowed: {', '.join(VALUE_KEYS)}")
-        try:
-            bound = float(number)
-        except ValueError:
-            raise ValueError(f"constraint {text!r}: {number!r} is not a number") from None
-        return cls(key, op, bound)
-
-    def satisfied(self, values: dict[str, float]) -> bool:
-        value = values.get(self.key)
-        return value is not None and _OPS[self.op](value, self.bound)
-
-    def violation(self, values: dict[str, float]) -> float:
-        """How far ``values`` is from satisfying it (0 when satisfied; inf when not measured)."""
-        value = values.get(self.key)
-        if value is None:
-            return float("inf")
-        return 0.0 if _OPS[self.op](value, self.bound) else abs(value - self.bound)
-
-    def __str__(self) -> str:
-        return f"{self.key}{self.op}{self.bound:g}"
 
 
 @dataclass(frozen=True)

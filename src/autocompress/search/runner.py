@@ -36,6 +36,7 @@ from rich.progress import (
 )
 from torch import nn
 
+from autocompress.calls import bind, fit_inputs, split_example
 from autocompress.cost import CostReport
 from autocompress.evaluate import Evaluator
 from autocompress.policy import Policy
@@ -87,7 +88,8 @@ def original_values(spec: EvaluationSpec) -> dict[str, float]:
     values.update({k: float(v) for k, v in cost.as_dict().items()})
     values.update({f"{k}_ratio": 1.0 for k in COST_KEYS})
     if spec.latency:
-        values["latency_ms"] = _latency(spec, spec.model)
+        values["latency_ms"] = _original_ms(spec)
+        values["latency_ratio"] = 1.0
     return values
 
 
@@ -108,7 +110,18 @@ def evaluate_values(spec: EvaluationSpec, policy: Policy) -> dict[str, float]:
     values.update({f"{k}_ratio": float(v) for k, v in result.cost.ratio_to(original_cost).items()})
     if spec.latency:
         values["latency_ms"] = _latency(spec, result.model)
+        values["latency_ratio"] = values["latency_ms"] / _original_ms(spec)
     return values
+
+
+_ORIGINAL_MS: dict[int, float] = {}
+
+
+def _original_ms(spec: EvaluationSpec) -> float:
+    """The original model's latency on the spec's target (measured once per process)."""
+    if id(spec) not in _ORIGINAL_MS:
+        _ORIGINAL_MS[id(spec)] = _latency(spec, spec.model)
+    return _ORIGINAL_MS[id(spec)]
 
 
 def _latency(spec: EvaluationSpec, model: nn.Module) -> float:
@@ -118,10 +131,11 @@ def _latency(spec: EvaluationSpec, model: nn.Module) -> float:
 
     settings = spec.latency
     target = target_from_settings(settings)
-    example = spec.task.example_input(1)
+    example, names = split_example(fit_inputs(spec.model, spec.task.example_input(1)))
+    model, original = bind(model, names, spec.space.output), bind(spec.model, names, spec.space.output)
     if settings.get("estimate"):
         table = LatencyTable.open(target)  # cached per target: every candidate after the first few is free
-        return table.estimate(model, example, original=spec.model).total_ms
+        return table.estimate(model, example, original=original).total_ms
     return measure(model, example, target).median_ms
 
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autocompress.calls import call_model
 from autocompress.policy import ALLOWED_BITS, check_bits
+from autocompress.streamed import to_device
 from autocompress.transforms.lowrank import LowRank, UnsupportedLayerError
 
 __all__ = [
@@ -302,14 +304,16 @@ def _first_tensor(batch: object) -> Tensor:
 
 
 def calibrate_activations(
-    model: nn.Module, batches: Iterable[Tensor], device: torch.device | str | None = None
+    model: nn.Module, batches: Iterable, device: torch.device | str | None = None, *, pairs: bool = True
 ) -> int:
     """Set every ActivationQuantizer's range to the exact min/max over ``batches``.
 
     Ranges are reset, then ``model`` runs under ``no_grad`` in eval mode while the
     quantizers record min/max and pass activations through unquantized (the float
     activations are observed). Modes are restored afterwards. ``device`` defaults to the
-    model's parameters' device. Returns the number of quantizers calibrated (32-bit ones,
+    model's parameters' device. ``pairs``: a tuple batch is ``(inputs, ...)`` from a DataLoader;
+    with ``pairs=False`` every batch is one model input (a tensor, positional tensors or a dict of
+    keyword tensors). Returns the number of quantizers calibrated (32-bit ones,
     being identities, are not counted). Raises ValueError if there are quantizers but no
     batches.
     """
@@ -329,7 +333,8 @@ def calibrate_activations(
             quantizer.calibrating = True
         with torch.no_grad():
             for batch in batches:
-                model(_first_tensor(batch).to(device))
+                inputs = _first_tensor(batch) if pairs and not isinstance(batch, Mapping) else batch
+                call_model(model, to_device(inputs, device))
                 seen += 1
     finally:
         for quantizer in quantizers:

@@ -197,6 +197,16 @@ def gene_ladders(space: SearchSpace, fields: Sequence[str] = ("prune",)) -> Ladd
     return out
 
 
+def at_strength(space: SearchSpace, ladders: Ladders, z: np.ndarray | Sequence[float], strength: float) -> Policy:
+    """The policy of allocation ``z`` at global ``strength``: gene ``i`` at point ``min(1, strength · exp(z_i))``
+    of its ladder (0 = identity, 1 = its most aggressive legal value)."""
+    vector = space.encode(Policy())
+    weights = np.exp(np.clip(np.asarray(z, dtype=float), -6, 6))
+    for (position, values), w in zip(ladders, weights, strict=True):
+        vector[position] = values[int(round(min(1.0, strength * w) * (len(values) - 1)))]
+    return space.decode(vector)
+
+
 def project(space: SearchSpace, ladders: Ladders, z: np.ndarray, key: str, bound: float) -> tuple[Policy, float, bool]:
     """The policy of allocation ``z`` at the largest strength whose analytic ``key`` cost is <= ``bound``.
 
@@ -204,14 +214,10 @@ def project(space: SearchSpace, ladders: Ladders, z: np.ndarray, key: str, bound
     bisected. Returns (policy, its cost, reached); not reached: the most aggressive policy
     of ``z`` (every gene at its last ladder value) and its cost, the closest reachable.
     """
-    identity = space.encode(Policy())
     weights = np.exp(np.clip(np.asarray(z, dtype=float), -6, 6))
 
     def at(strength: float) -> tuple[Policy, float]:
-        vector = identity.copy()
-        for (position, values), w in zip(ladders, weights, strict=True):
-            vector[position] = values[int(round(min(1.0, strength * w) * (len(values) - 1)))]
-        policy = space.decode(vector)
+        policy = at_strength(space, ladders, z, strength)
         return policy, cost_value(space, policy, key)
 
     top = 1.0 / float(weights.min())  # every gene at its most aggressive value

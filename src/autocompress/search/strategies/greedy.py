@@ -38,7 +38,6 @@ coarsened beyond, see ``sensitivity.py``) plus one evaluation per target.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,31 +58,26 @@ Column = tuple[int, list[float], list[float]]  # gene position, values (mild -> 
 
 
 def parse_target(target: str | float, cost: str) -> tuple[str, float, bool]:
-    """``"flops_ratio<=0.25"`` / ``"bitops<=1e6"`` / ``0.25`` -> (cost key, bound, bound is a ratio)."""
+    """``"flops_ratio<=0.25"`` / ``"bitops<=1e6"`` / ``"latency_ratio<=0.5"`` / ``0.25`` -> (cost key, bound, bound is a ratio).
+
+    The cost key is one of COST_KEYS or ``"latency"`` (milliseconds, or a ratio of the original's;
+    it needs ``space.latency_model``). A number is a ratio of ``cost``.
+    """
     if isinstance(target, (int, float)) and not isinstance(target, bool):
         if not 0 < target <= 1:
-            raise ValueError(f"greedy: a numeric target is a {cost} ratio in (0, 1], got {target}")
+            raise ValueError(f"a numeric target is a {cost} ratio in (0, 1], got {target}")
         return cost, float(target), True
-    latency = re.fullmatch(r"\s*latency(?:_ms)?(_ratio)?\s*(<=|<)\s*([0-9.eE+-]+)\s*(?:ms)?\s*", str(target))
-    if latency:  # a latency budget (ms, or a ratio of the original's): needs space.latency_model
-        return "latency", float(latency.group(3)), latency.group(1) is not None
-    constraint = Constraint.parse(str(target))
-    key = constraint.key.removesuffix("_ratio")
-    if key not in COST_KEYS or constraint.op not in ("<=", "<"):
-        raise ValueError(f"greedy: target {target!r} must bound a cost from above, e.g. 'flops_ratio<=0.25' or 'params<=1e5'")
-    return key, constraint.bound, constraint.key.endswith("_ratio")
+    constraint = Constraint.parse(target)
+    if constraint.cost is None or not constraint.upper:
+        raise ValueError(f"target {target!r} must bound a cost from above, e.g. 'latency_ratio<=0.5', "
+                         "'flops_ratio<=0.25' or 'params<=1e5'")
+    return constraint.cost, constraint.bound, constraint.is_ratio
 
 
 def cost_bounds(constraints: Sequence[Constraint]) -> list[tuple[str, float, bool]]:
-    """The search constraints that bound a cost from above, as :func:`parse_target` triples."""
-    out = []
-    for c in constraints:
-        key = c.key.removesuffix("_ratio")
-        if key in COST_KEYS and c.op in ("<=", "<"):
-            out.append((key, c.bound, c.key.endswith("_ratio")))
-        elif key == "latency_ms" and c.op in ("<=", "<"):  # filled when the space has a latency model
-            out.append(("latency", c.bound, False))
-    return out
+    """The search constraints that bound a cost from above, as :func:`parse_target` triples
+    (latency bounds are filled when the space has a latency model)."""
+    return [(c.cost, c.bound, c.is_ratio) for c in constraints if c.cost is not None and c.upper]
 
 
 class GreedyStrategy(Strategy):

@@ -1,0 +1,471 @@
+"""``compress(model, task, target=..., max_drop=...)``: from your model and data to a file to deploy.
+
+One call runs what the rest of the library offers, in this order (every step is stored in one
+SQLite file or PostgreSQL database, so the same call resumes where an interrupted one stopped):
+
+1. **Checks** — the target in the one budget grammar (:mod:`autocompress.budget`); the model is
+   run on the first batch of every split, and the loss and metric on its output, so that a loader
+   yielding the wrong shapes or dtypes fails here with the shapes named. ``output="auto"`` picks
+   what the metric reads: the tensor itself, a ``logits`` field, else the first tensor.
+2. **Space** — :meth:`SearchSpace.from_model` (for an ONNX Runtime CPU latency target, kept channels
+   are rounded to multiples of 8: its convolutions run blocks of 8 channels and a remainder falls back
+   to a slower kernel). A latency target becomes a FLOPs budget through the *measured* latency of the
+   uniform policy at a few strengths (:mod:`autocompress.hardware.measured_path`; timed whole, side by
+   side with the original, ``runtime="ort-cpu"``, batch ``latency_batch``, one thread).
+3. **Learning rate** — unless ``lr`` is given, the uniform policy at the target is fine-tuned at
+   each of :data:`LEARNING_RATES` and the best on the validation split is kept (the first
+   ``len(LEARNING_RATES)`` evaluations of the budget).
+4. **Search** — the ``allocate`` strategy (per-layer allocations evolved *on* the budget: every
+   candidate fills it; generation 0 is the uniform policy) at three budgets, milder than, equal to
+   and stronger than the target, so the front spans mild to strong compression. Every candidate is
+   fine-tuned for ``finetune_steps`` and, for a latency target, its latency measured whole.
+5. **Final fine-tune** — the ``finalists`` best candidates meeting the target get
+   ``final_finetune`` steps (the last rung of successive halving, :func:`~autocompress.search.confirm`).
+
+The methods: channel pruning for latency, FLOPs, MACs and parameter targets (the change that
+makes a model faster on every runtime we measured); pruning and weight bits for BitOps and byte
+targets; int8 is decided at export (:mod:`autocompress.deliver`), where it is measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from autocompress.budget import BudgetError, Constraint, parse_bound
+from autocompress.calls import OutputSelector, bind, call_model, fit_inputs
+from autocompress.evaluate import Evaluator
+from autocompress.policy import Policy
+from autocompress.search.objectives import Record
+from autocompress.search.study import Study
+from autocompress.space import SearchSpace
+from autocompress.streamed import _describe
+from autocompress.task import Task
+
+__all__ = ["LEARNING_RATES", "Candidate", "CompressResult", "TaskError", "auto_output", "check_task", "compress"]
+
+#: learning rates tried on the uniform policy when ``lr="auto"`` (Adam, cosine decay)
+LEARNING_RATES = (1e-4, 1e-3, 3e-3)
+#: the search's three budgets, as multiples of the target's ratio: milder, the target, stronger
+LADDER = (0.5, 1.0, 1.5)  # exponents: t**0.5, t, t**1.5
+
+
+class TaskError(ValueError):
+    """The model cannot run on the task's batches (the message names the split and the shapes)."""
+
+
+def auto_output(model: nn.Module, example: Any) -> OutputSelector:
+    """What the metric reads of ``model``'s output: None for a tensor, ``"logits"`` when there is
+    such a field, else the first tensor in a tuple, dict or ``ModelOutput``."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            output = call_model(model, example)
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    if isinstance(output, Tensor):
+        return None
+    items = dict(output.items()) if hasattr(output, "items") else None
+    if items is not None:
+        if isinstance(items.get("logits"), Tensor):
+            return "logits"
+        key = next((k for k, v in items.items() if isinstance(v, Tensor)), None)
+        if key is not None:
+            return key
+    if isinstance(output, (tuple, list)):
+        index = next((i for i, v in enumerate(output) if isinstance(v, Tensor)), None)
+        if index is not None:
+            return index
+    raise TaskError(f"{type(model).__name__} returns {type(output).__name__} with no tensor in it; "
+                    "give output= (a key, an index or a callable) to say what the metric reads")
+
+
+def check_task(model: nn.Module, task: Task, output: OutputSelector = None) -> None:
+    """Run ``model`` on the first batch of every split, and the task's loss and metric on the output.
+
+    TaskError names the split, the batch's shapes and what failed.
+    """
+    from autocompress.finetune import _kept_modes, unbound
+
+    runner = bind(model, None, output)
+    for split in ("train", "val", "test"):
+        if not task.has_split(split):
+            continue
+        inputs, targets = next(iter(task.loader(split, shuffle=False)))
+        where = f"the model on the first batch of the {split} split (inputs {_describe(inputs)}, targets {_describe(targets)})"
+        with _kept_modes(model), torch.no_grad():
+            model.eval()
+            try:
+                if task.evaluate is not None:
+                    continue  # the user's evaluate hook reads the outputs itself
+                outputs = call_model(runner, inputs)
+            except Exception as error:  # noqa: BLE001 - reported with the shapes that caused it
+                raise TaskError(f"{where} fails: {type(error).__name__}: {error}") from error
+            if not isinstance(outputs, Tensor):
+                raise TaskError(f"{where} returns {_describe(outputs)}, not a tensor; give output= to pick one")
+            try:
+                loss = task.loss_fn()(outputs, targets) if task.train_step is None else None
+                task.metric_fn()(outputs, targets)
+            except Exception as error:  # noqa: BLE001
+                raise TaskError(f"{where}: the loss or metric fails on outputs {_describe(outputs)}: "
+                                f"{type(error).__name__}: {error}") from error
+            if loss is not None and not torch.isfinite(loss):
+                raise TaskError(f"{where}: the loss is {float(loss)}")
+    if task.train_step is not None:
+        batch = next(iter(task.loader("train", raw=True)))
+        loss = task.train_step(unbound(model), batch)
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise TaskError(f"train_step(model, batch) must return a scalar loss tensor, got {_describe(loss)}")
+
+
+# ---------------------------------------------------------------------- result
+@dataclass
+class Candidate:
+    """One stored, measured candidate that can rebuild itself with exactly the settings that measured it."""
+
+    record: Record
+    stage: str  # "search" (after finetune_steps) or "final" (after final_finetune)
+    settings: dict[str, Any]
+    result: CompressResult = field(repr=False)
+    _model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def policy(self) -> Policy:
+        return self.record.policy
+
+    @property
+    def values(self) -> dict[str, float]:
+        return dict(self.record.values)
+
+    @property
+    def metric(self) -> float:
+        return self.record.values["metric"]
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.record.values["accuracy_drop"]
+
+    @property
+    def cost_ratio(self) -> float:
+        """The target's value (e.g. the measured latency ratio)."""
+        return self.record.values.get(self.result.target.key, math.nan)
+
+    def model(self) -> nn.Module:
+        """The compressed model, rebuilt and fine-tuned with the settings that measured it (cached)."""
+        if self._model is None:
+            r = self.result
+            evaluated = Evaluator(r.task, **self.settings).evaluate(r.model, self.policy, space=r.space)
+            self._model = evaluated.model.eval()
+        return self._model
+
+    def export(self, directory: str | Path, *, int8: bool | str = "auto") -> Path:
+        """Write the file to deploy (``model.onnx``) and policy/state_dict/meta to ``directory``; its path.
+
+        ``int8="auto"``: int8 where it is measured faster and within the drop (:mod:`autocompress.deliver`).
+        """
+        from autocompress.deliver import deliver
+
+        r = self.result
+        extra = {"candidate": self.record.number, "stage": self.stage, "target": str(r.target),
+                 "measured": self.values, "settings": self.settings}
+        return deliver(self.model(), r.model, r.task, directory, output=r.space.output, int8=int8,
+                       max_drop=r.max_drop, batch=r.latency_batch, extra=extra)
+
+    def __str__(self) -> str:
+        return (f"#{self.record.number} ({self.stage}): {self.result.task.metric_name} {self.metric:.2f} "
+                f"(drop {self.accuracy_drop:+.2f}), {self.result.target.key} {self.cost_ratio:.3g}")
+
+
+@dataclass
+class CompressResult:
+    """What :func:`compress` found: the search's front, the finalists and the best candidate."""
+
+    study: Study
+    final: Study | None
+    model: nn.Module = field(repr=False)
+    task: Task = field(repr=False)
+    space: SearchSpace = field(repr=False)
+    target: Constraint
+    max_drop: float
+    settings: dict[str, Any]
+    final_settings: dict[str, Any]
+    latency_batch: int = 32
+    notes: list[str] = field(default_factory=list)
+
+    def _candidates(self, study: Study | None, stage: str, settings: dict[str, Any]) -> list[Candidate]:
+        if study is None:
+            return []
+        return [Candidate(r, stage, settings, self) for r in study.completed()]
+
+    def candidates(self) -> list[Candidate]:
+        """Every measured candidate: the search's, then the finalists' (after the final fine-tune)."""
+        return [*self._candidates(self.study, "search", self.settings),
+                *self._candidates(self.final, "final", self.final_settings)]
+
+    def finalists(self) -> list[Candidate]:
+        return self._candidates(self.final, "final", self.final_settings)
+
+    def _meets(self, candidate: Candidate) -> bool:
+        return self.target.satisfied(candidate.values) and candidate.accuracy_drop <= self.max_drop
+
+    def best(self) -> Candidate | None:
+        """The finalist meeting the target and ``max_drop`` with the best metric (then the lowest cost); None if none does."""
+        meeting = [c for c in self.finalists() if self._meets(c)]
+        if not meeting:
+            return None
+        return min(meeting, key=lambda c: (-c.metric, c.cost_ratio, c.record.number))
+
+    def nearest(self) -> str:
+        """How close the candidates came to the target and ``max_drop`` (what to relax when best() is None)."""
+        pool = self.finalists() or self._candidates(self.study, "search", self.settings)
+        if not pool:
+            return "no candidate was measured"
+
+        def gap(c: Candidate) -> float:
+            return self.target.violation(c.values) / max(abs(self.target.bound), 1e-12) + max(0.0, c.accuracy_drop - self.max_drop)
+
+        closest = min(pool, key=gap)
+        return (f"closest: {closest} (needs {self.target} and accuracy_drop<={self.max_drop:g})"
+                + (f"; {'; '.join(self.notes)}" if self.notes else ""))
+
+    def front(self) -> list[Candidate]:
+        """The search's Pareto front (metric against the target's cost), mildest first."""
+        key = self.target.key
+        pool = [c for c in self._candidates(self.study, "search", self.settings) if key in c.values]
+        front = [c for c in pool if not any(
+            o.metric >= c.metric and o.values[key] <= c.values[key] and (o.metric > c.metric or o.values[key] < c.values[key])
+            for o in pool)]
+        return sorted(front, key=lambda c: -c.values[key])
+
+    def plot(self, path: str | Path) -> Path:
+        """A PNG of every candidate (metric against the target's cost), the front and the finalists."""
+        import numpy as np
+
+        from autocompress.search.plot import plot_front
+
+        key = self.target.key
+        pool = [c for c in self.candidates() if key in c.values]
+        front = {id(c) for c in self.front()}
+        points = np.array([[c.values[key], c.metric] for c in pool]).reshape(-1, 2)
+        labels = [f"#{c.record.number}" + (" final" if c.stage == "final" else "") for c in pool]
+        mask = np.array([id(c) in front or c.stage == "final" for c in pool], dtype=bool)
+        original = self.study.meta.get("original") or {}
+        return plot_front(points, mask, x_label=key, y_label=self.task.metric_name, path=path, annotate=labels,
+                          original=(original.get(key, 1.0), original.get("metric", math.nan)),
+                          title=f"{type(self.model).__name__}: target {self.target}")
+
+    @property
+    def training_steps(self) -> int:
+        """Training steps spent: every candidate's fine-tune (learning-rate trials included) and the final ones."""
+        searched = len(self.study.records({"complete", "failed"})) + sum(
+            len(s.records({"complete", "failed"})) for s in self._lr_studies())
+        finals = 0 if self.final is None else len(self.final.records({"complete", "failed"}))
+        return searched * int(self.settings.get("finetune_steps") or 0) + finals * int(self.final_settings.get("finetune_steps") or 0)
+
+    def _lr_studies(self) -> list[Study]:
+        names = self.study.meta.get("lr_studies") or []
+        return [Study.open(self.study.storage, n) for n in names]
+
+    def summary(self) -> str:
+        best = self.best()
+        head = f"target {self.target}, max_drop {self.max_drop:g}: "
+        return head + (f"best {best}" if best is not None else f"no candidate meets both; {self.nearest()}")
+
+
+# ---------------------------------------------------------------------- compress
+def _auto_steps(task: Task, epochs: float, low: int, high: int) -> int:
+    try:
+        per_epoch = task.steps_per_epoch()
+    except ValueError:  # a loader without a length
+        return high
+    return int(min(high, max(low, math.ceil(epochs * per_epoch))))
+
+
+def _fields(space: SearchSpace, cost: str) -> tuple[str, ...]:
+    from autocompress.search.strategies.allocate import gene_ladders
+
+    wanted = ("prune", "weight_bits") if cost in ("bitops", "bytes") else ("prune",)
+    for fields in (wanted, (*wanted, "rank"), ("rank",)):
+        if gene_ladders(space, fields):
+            return fields
+    raise BudgetError(f"no layer of the model can be compressed for a {cost} target: {space.excluded}")
+
+
+def _ladder(bound: Constraint) -> list[str]:
+    if bound.is_ratio:
+        values = sorted({min(1.0, bound.bound ** e) for e in LADDER}, reverse=True)
+    else:
+        values = [bound.bound * f for f in (1.5, 1.0, 0.7)]
+    return [f"{bound.key}<={v:.6g}" for v in values]
+
+
+def _latency_budgets(model: nn.Module, space: SearchSpace, example: Any, ladders: list, bound: Constraint,
+                     latency: dict[str, Any], study: Study, console: Console) -> tuple[Constraint, list[str], str | None]:
+    """The FLOPs budget whose measured latency meets ``bound``, the ladder's FLOPs targets, and a note when out of reach.
+
+    The uniform policy's measured latency path (:mod:`autocompress.hardware.measured_path`) is kept in the
+    study, so a resumed call measures nothing again."""
+    from autocompress.hardware.measured_path import STRENGTHS, flops_for, measure_path
+    from autocompress.search.strategies.allocate import at_strength
+
+    stored = study.meta.get("latency_path")
+    if stored is None:
+        console.print(f"[dim]measuring the uniform policy's latency at {len(STRENGTHS)} strengths on {latency['runtime']} "
+                      f"(batch {latency['batch']}, 1 thread, side by side with the original)[/dim]")
+        policies = [at_strength(space, ladders, [0.0] * len(ladders), s) for s in STRENGTHS]
+        points, original_ms = measure_path(model, space, example, policies, batch=latency["batch"])
+        stored = {"points": points, "original_ms": original_ms}
+        study.set_meta(latency_path=stored)
+    points = stored["points"]
+    ratio = bound.bound if bound.is_ratio else bound.bound / stored["original_ms"]
+    flops, fastest = flops_for(points, ratio)
+    note = None
+    if flops is None:
+        flops = min(p[0] for p in points)
+        note = (f"the target is out of reach by pruning alone: the most pruned uniform model measured "
+                f"{fastest:.3g}x the original's latency (needs {bound})")
+    ladder = []
+    for exponent in LADDER:
+        found, _ = flops_for(points, ratio ** exponent)
+        if found is not None:
+            ladder.append(f"flops_ratio<={found:.6g}")
+    return Constraint("flops_ratio", "<=", flops), sorted(set(ladder), reverse=True), note
+
+
+def _name(model: nn.Module, bound: Constraint, seed: int) -> str:
+    digest = hashlib.sha1(f"{type(model).__module__}.{type(model).__qualname__}".encode()).hexdigest()[:6]
+    return f"compress-{type(model).__name__}-{digest}-{bound.key}{bound.op}{bound.bound:g}-seed{seed}"
+
+
+def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by benchmark
+    model: nn.Module,
+    task: Task,
+    *,
+    target: str = "latency_ratio<=0.5",
+    max_drop: float = 1.0,
+    budget: int = 24,
+    storage: str | Path = "runs/compress.db",
+    study: str | None = None,
+    runtime: str = "ort-cpu",
+    latency_batch: int = 32,
+    output: OutputSelector | str = "auto",
+    channel_multiple: int | str = "auto",
+    finetune_steps: int | None = None,
+    final_finetune: int | None = None,
+    finalists: int = 3,
+    lr: float | str = "auto",
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = True,
+    console: Console | None = None,
+) -> CompressResult:
+    """Compress ``model`` for ``target`` losing at most ``max_drop`` of ``task``'s metric (see the module docstring).
+
+    ``budget``: candidates evaluated (learning-rate trials included); ``finetune_steps`` /
+    ``final_finetune``: training steps per candidate / per finalist (default: 3 / 15 epochs of the
+    train loader, within 100-400 / 400-2000 steps). The user's model is never changed. Run the same
+    call again (same storage) to resume or to read the stored result without training anything.
+    """
+    from autocompress.search.confirm import confirm
+    from autocompress.search.runner import search
+    from autocompress.search.strategies.allocate import (
+        AllocateStrategy,
+        cost_value,
+        gene_ladders,
+        project,
+    )
+    from autocompress.search.strategies.given import GivenStrategy
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be an autocompress.Task (Task.from_loaders(train, val, test) for DataLoaders), got {type(task).__name__}")
+    bound = parse_bound(target)
+    if bound.cost is None or not bound.upper:
+        raise BudgetError(f"target {target!r} must bound a cost from above, e.g. 'latency_ratio<=0.5', 'latency_ms<=2', "
+                          "'flops_ratio<=0.25' or 'params<=1e5'; the metric is bounded by max_drop")
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not max_drop >= 0:
+        raise ValueError(f"max_drop must be a number >= 0 (points of the metric), got {max_drop!r}")
+    probes = 0 if lr != "auto" else len(LEARNING_RATES)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < probes + 3:
+        raise ValueError(f"budget must be an int >= {probes + 3} (the learning-rate trials and at least 3 candidates), got {budget!r}")
+    if lr != "auto" and not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be 'auto' or a positive number, got {lr!r}")
+    if finalists < 1:
+        raise ValueError(f"finalists must be >= 1, got {finalists}")
+    console = console or Console()
+
+    example = fit_inputs(model, task.example_input(1))
+    if output == "auto":
+        inputs, targets = next(iter(task.loader("train", shuffle=False)))
+        try:
+            output = auto_output(model, fit_inputs(model, inputs))
+        except TaskError:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported with the shapes that caused it
+            raise TaskError(f"the model on the first batch of the train split (inputs {_describe(inputs)}, targets "
+                            f"{_describe(targets)}) fails: {type(error).__name__}: {error}") from error
+    check_task(model, task, output)
+    cost = bound.cost
+    if channel_multiple == "auto":  # ONNX Runtime's CPU convolutions run blocks of 8 channels: a remainder is slow
+        channel_multiple = 8 if cost == "latency" and runtime.startswith("ort-cpu") else 1
+    space = SearchSpace.from_model(model, example, output=output, channel_multiple=channel_multiple)
+    fields = _fields(space, cost)
+    ladders = gene_ladders(space, fields)
+    steps = finetune_steps or _auto_steps(task, 3.0, 100, 400)
+    final_steps = final_finetune or _auto_steps(task, 15.0, 400, 2000)
+    name = study or _name(model, bound, seed)
+    objectives = ["accuracy", "latency" if cost == "latency" else cost]
+    latency, notes, fill, ladder = None, [], bound, _ladder(bound)
+    if cost == "latency":
+        latency = {"runtime": runtime, "batch": latency_batch, "threads": 1, "repeats": 20}
+        fill, ladder, note = _latency_budgets(model, space, example, ladders, bound, latency,
+                                              Study.open(storage, name, objectives=objectives), console)
+        notes += [note] if note else []
+    key = "flops" if cost == "latency" else cost
+    base = cost_value(space, Policy(), key)
+    uniform, closest, reached = project(space, ladders, [0.0] * len(ladders), key, fill.bound * base if fill.is_ratio else fill.bound)
+    if not reached:
+        notes.append(f"the target is out of reach: the most compressed model the legal choices allow has "
+                     f"{fill.key}={closest / base if fill.is_ratio else closest:.4g} (needs {fill})")
+    common = dict(storage=storage, seed=seed, workers=workers, progress=progress, console=console, latency=latency)
+    chosen_lr, lr_studies = lr, []
+    if lr == "auto":
+        scores = {}
+        for rate in LEARNING_RATES:
+            probe = search(model, task, space, objectives=objectives, strategy="given", strategy_params={"policies": [uniform]},
+                           budget=1, study_name=f"{name}/lr-{rate:g}", finetune_epochs=0.0,
+                           evaluator={"finetune_steps": steps, "lr": rate}, **common)
+            lr_studies.append(f"{name}/lr-{rate:g}")
+            done = probe.completed()
+            scores[rate] = done[0].values["metric"] if done else -math.inf
+        chosen_lr = max(LEARNING_RATES, key=lambda r: (scores[r], -r))
+        console.print("learning rate: " + ", ".join(f"{r:g} -> {s:.2f}" for r, s in scores.items()) + f"; using {chosen_lr:g}")
+
+    settings = {"finetune_epochs": 0.0, "finetune_steps": steps, "lr": chosen_lr, "seed": seed, "device": "auto"}
+    strategy = AllocateStrategy(targets=ladder, fields=fields) if reached and ladder else GivenStrategy([uniform])
+    found = search(model, task, space, objectives=objectives, constraints=[str(bound)], strategy=strategy,
+                   budget=budget - probes, study_name=name, finetune_epochs=0.0,
+                   evaluator={"finetune_steps": steps, "lr": chosen_lr}, **common)
+    found.set_meta(compress={"target": str(bound), "max_drop": max_drop, "settings": settings}, lr_studies=lr_studies)
+
+    final_settings = {**settings, "finetune_steps": final_steps}
+    result = CompressResult(found, None, model, task, space, bound, float(max_drop), settings, final_settings, latency_batch, notes)
+    try:
+        result.final = confirm(found, model, task, space, constraints=[str(bound)], top=finalists, finetune_epochs=0.0,
+                               evaluator={"finetune_steps": final_steps, "lr": chosen_lr},
+                               **{k: v for k, v in common.items() if k != "storage"})
+    except LookupError as error:  # nothing met the target: everything is saved, the result says how close
+        result.notes.append(str(error))
+    console.print(result.summary())
+    return result
+
