@@ -181,6 +181,7 @@ def test_cli_compress_imports_the_users_module_from_the_current_directory(tmp_pa
                                  "--final-finetune", "20", "--out", "best", "--int8", "no"], terminal_width=300)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "best" / "model.onnx").exists() and "wrote best/model.onnx (fp32)" in result.output
+    assert "allocate: candidate #0 done in" in result.output  # no terminal: one line per candidate
     bad = runner.invoke(app, ["compress", "--model", "mymodels:model", "--task", "mymodels:task", "--target", "speed<=1"], terminal_width=300)
     assert bad.exit_code == 2 and "unknown key 'speed'" in bad.output
     # a YAML file's own folder is importable too, from any current directory
@@ -191,3 +192,20 @@ def test_cli_compress_imports_the_users_module_from_the_current_directory(tmp_pa
     monkeypatch.chdir(tmp_path / "best")
     searched = runner.invoke(app, ["search", str(tmp_path / "cfg" / "s.yaml")], terminal_width=300)
     assert searched.exit_code == 0, searched.output
+
+
+def test_a_changed_model_data_or_setting_never_resumes_another_study(digits):
+    from autocompress.pipeline import _name
+
+    model, task, x, y = digits
+    bound = parse_bound("latency_ratio<=0.5")
+    name = _name(model, task, bound, 0, {"steps": 100})
+    assert name == _name(model, task, bound, 0, {"steps": 100})
+    changed = _trained_cnn(x[:1000], y[:1000])
+    with torch.no_grad():
+        changed[0].weight.add_(1e-3)
+    assert _name(changed, task, bound, 0, {"steps": 100}) != name
+    assert _name(model, task, bound, 0, {"steps": 200}) != name
+    other = ac.Task.from_loaders(DataLoader(TensorDataset(x[:500], y[:500]), batch_size=50),
+                                 DataLoader(TensorDataset(x[500:900], y[500:900]), batch_size=50))
+    assert _name(model, other, bound, 0, {"steps": 100}) != name

@@ -589,7 +589,9 @@ def _refine_sweep(entry, storage: str, name: str, epsilon: float | str, toleranc
 
 @app.command()
 def refine(
-    zoo: ZooOption,
+    zoo: ZooOption = None,
+    model_ref: ModelOption = None,
+    task_ref: TaskOption = None,
     epsilon: Annotated[str, typer.Option(help="remove hidden units scoring below this (a number >= 0; 0.45 met the paper's goal in benchmarks/odf2nna.py), or 'auto': the largest epsilon whose retrained model stays within --tolerance on the validation split")] = "auto",
     tolerance: Annotated[float | None, typer.Option(help="with --epsilon auto: allowed validation-metric drop (default: 0.5 accuracy points; other metrics 1 % of the original's)")] = None,
     retrain_epochs: Annotated[float, typer.Option(help="retraining epochs of the refined model (0 = none)")] = 5.0,
@@ -616,12 +618,13 @@ def refine(
     if statistic not in STATISTICS:
         _fail(f"unknown --statistic {statistic!r}; allowed: {', '.join(STATISTICS)}")
     mlps = [name for name in list_zoo() if name.endswith("-mlp")]
-    structure = _zoo(zoo, seed, pretrained=False)
+    structure = _source(zoo, model_ref, task_ref, seed, pretrained=False)
     try:
         dense_chain(structure.model, structure.example_input)
     except DenseStructureError as error:
-        _fail(f"refine needs a dense network (an MLP), and {zoo!r} is not one: {error}. Zoo MLPs: {', '.join(mlps)}")
-    entry = _zoo(zoo, seed, pretrained=True)
+        _fail(f"refine needs a dense network (an MLP), and {structure.name!r} is not one: {error}. Zoo MLPs: {', '.join(mlps)}")
+    entry = _source(zoo, model_ref, task_ref, seed, pretrained=True) if zoo is not None else structure
+    zoo = entry.name
     if storage is not None:
         chosen_epsilon = _refine_sweep(entry, storage, study, chosen_epsilon, tolerance, retrain_epochs, statistic, seed)
     refined, report = refine_dense(entry.model, entry.task, chosen_epsilon, tolerance=tolerance,

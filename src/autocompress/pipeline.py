@@ -30,6 +30,7 @@ targets; int8 is decided at export (:mod:`autocompress.deliver`), where it is me
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from autocompress.budget import BudgetError, Constraint, parse_bound
-from autocompress.calls import OutputSelector, bind, call_model, fit_inputs
+from autocompress.calls import OutputSelector, bind, call_model, fit_inputs, split_example
 from autocompress.evaluate import Evaluator
 from autocompress.policy import Policy
 from autocompress.search.objectives import Record
@@ -341,9 +342,18 @@ def _latency_budgets(model: nn.Module, space: SearchSpace, example: Any, ladders
     return Constraint("flops_ratio", "<=", flops), sorted(set(ladder), reverse=True), note
 
 
-def _name(model: nn.Module, bound: Constraint, seed: int) -> str:
-    digest = hashlib.sha1(f"{type(model).__module__}.{type(model).__qualname__}".encode()).hexdigest()[:6]
-    return f"compress-{type(model).__name__}-{digest}-{bound.key}{bound.op}{bound.bound:g}-seed{seed}"
+def _name(model: nn.Module, task: Task, bound: Constraint, seed: int, settings: dict[str, Any]) -> str:
+    """The study's name: the model class, target and seed, and a digest of the model's weights, the first
+    validation batch and the search settings, so a changed model, data or setting never resumes another's study."""
+    from autocompress.saving import weights_digest
+
+    inputs, targets = next(iter(task.loader("val", shuffle=False)))
+    digest = hashlib.sha1(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    digest.update(weights_digest(model).encode())
+    for tensor in [*split_example(inputs)[0], targets]:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return f"compress-{type(model).__name__}-{bound.key}{bound.op}{bound.bound:g}-seed{seed}-{digest.hexdigest()[:10]}"
 
 
 def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by benchmark
@@ -423,7 +433,8 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
     ladders = gene_ladders(space, fields)
     steps = finetune_steps or _auto_steps(task, 3.0, 100, 400)
     final_steps = final_finetune or _auto_steps(task, 15.0, 400, 2000)
-    name = study or _name(model, bound, seed)
+    name = study or _name(model, task, bound, seed, {"steps": steps, "final": final_steps, "lr": lr, "runtime": runtime,
+                                                      "batch": latency_batch, "multiple": channel_multiple, "output": str(output)})
     objectives = ["accuracy", "latency" if cost == "latency" else cost]
     latency, notes, fill, ladder = None, [], bound, _ladder(bound)
     if cost == "latency":
