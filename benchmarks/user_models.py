@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -50,7 +51,7 @@ from autocompress.deploy import export_int8, onnx_metric
 from autocompress.export import export_onnx
 from autocompress.finetune import evaluate_metric, recalibrate_batchnorm, train
 from autocompress.hardware.latency import compare_latency
-from autocompress.hardware.targets import batched
+from autocompress.hardware.targets import batched, cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -248,7 +249,7 @@ def cell(arch: str, seed: int, target: float, args: argparse.Namespace) -> dict[
 def table(cells: list[dict], args: argparse.Namespace) -> str:
     lines = [f"Command: `python benchmarks/user_models.py --archs {' '.join(args.archs)} --targets {' '.join(map(str, args.targets))} "
              f"--seeds {' '.join(map(str, args.seeds))} --budget {args.budget}`",
-             f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; ONNX Runtime, 1 thread, batch {BATCH}; "
+             f"Machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores; ONNX Runtime, 1 thread, batch {BATCH}; "
              f"{time.strftime('%Y-%m-%d')}; git {git()}. Medians over seeds; latency is the delivered file's, as a ratio of the "
              "original's fp32 file measured side by side; drop = original test accuracy (ONNX Runtime) - the file's.",
              "", "| model | target | arm | latency ratio | test drop (points) | met (seeds) | training steps |", "|---|---:|---|---:|---:|---:|---:|"]
@@ -285,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/user_models")
+    parser.add_argument("--report", action="store_true", help="only tabulate the cells already computed")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -292,6 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     for arch in args.archs:
         for seed in args.seeds:
             for target in args.targets:
+                if args.report:
+                    path = Path(args.out) / f"{arch}-seed{seed}-t{target:g}.json"
+                    cells += [json.loads(path.read_text())] if path.exists() else []
+                    continue
                 cells.append(cell(arch, seed, target, args))
                 log(json.dumps({k: {a: round(v["latency_ratio"], 3) for a, v in cells[-1]["arms"].items()} for k in ["ratio"]}))
                 log(json.dumps({k: {a: round(v["drop"], 2) for a, v in cells[-1]["arms"].items()} for k in ["drop"]}))
