@@ -176,13 +176,10 @@ def without_cache(model: nn.Module) -> nn.Module:
     A key/value cache adds concatenations to the graph that Torch-Pruning cannot map (GPT-2), and it
     is nothing a compressed layer depends on: channel dependencies are traced without it.
     """
+    accepted = accepted_keywords(model)
+    if accepted is None or "use_cache" not in accepted[0]:
+        return model
     target = model.target if isinstance(model, Bound) else model
-    try:
-        parameters = inspect.signature(target.forward).parameters
-    except (TypeError, ValueError):
-        return model
-    if "use_cache" not in parameters:
-        return model
     names, output, fixed = (model.names, model.output, model.fixed) if isinstance(model, Bound) else (None, None, {})
     return Bound(target, names, output, {**fixed, "use_cache": False})
 

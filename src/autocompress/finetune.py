@@ -144,19 +144,14 @@ def evaluate_metric(
         with _kept_modes(model), torch.no_grad():
             model.eval()
             return float(task.evaluate(unbound(model), task.source(split)))
-    return _reduced(model, task, split, device, task.metric, task.metric_fn())
+    return reduce(task.metric, task.metric_fn(), _outputs(model, task, split, device))
 
 
 def evaluate_loss(
     model: nn.Module, task: Task, split: str = "val", device: str | torch.device = "cpu"
 ) -> float:
     """The task loss (e.g. mean cross-entropy) over the whole ``split``, in eval mode, without grad."""
-    return _reduced(model, task, split, device, task.loss, task.loss_fn())
-
-
-def _reduced(model: nn.Module, task: Task, split: str, device: str | torch.device, name: object,
-             whole: Callable[[Tensor, Tensor], object]) -> float:
-    return reduce(name, whole, _outputs(model, task, split, device))
+    return reduce(task.loss, task.loss_fn(), _outputs(model, task, split, device))
 
 
 def _outputs(model: nn.Module, task: Task, split: str, device: str | torch.device) -> Iterator[tuple[Tensor, Tensor]]:

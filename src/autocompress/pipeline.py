@@ -29,6 +29,7 @@ targets; int8 is decided at export (:mod:`autocompress.deliver`), where it is me
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -102,31 +103,29 @@ def check_task(model: nn.Module, task: Task, output: OutputSelector = None) -> N
 
     runner = bind(model, None, output)
     for split in ("train", "val", "test"):
-        if not task.has_split(split):
+        if not task.has_split(split) or task.evaluate is not None:  # the user's evaluate hook reads the outputs itself
             continue
         inputs, targets = next(iter(task.loader(split, shuffle=False)))
         where = f"the model on the first batch of the {split} split (inputs {_describe(inputs)}, targets {_describe(targets)})"
         with _kept_modes(model), torch.no_grad():
             model.eval()
             try:
-                if task.evaluate is not None:
-                    continue  # the user's evaluate hook reads the outputs itself
                 outputs = call_model(runner, inputs)
             except Exception as error:  # noqa: BLE001 - reported with the shapes that caused it
                 raise TaskError(f"{where} fails: {type(error).__name__}: {error}") from error
-            if not isinstance(outputs, Tensor):
-                raise TaskError(f"{where} returns {_describe(outputs)}, not a tensor; give output= to pick one")
-            try:
-                loss = task.loss_fn()(outputs, targets) if task.train_step is None else None
-                task.metric_fn()(outputs, targets)
-            except Exception as error:  # noqa: BLE001
-                raise TaskError(f"{where}: the loss or metric fails on outputs {_describe(outputs)}: "
-                                f"{type(error).__name__}: {error}") from error
-            if loss is not None and not torch.isfinite(loss):
-                raise TaskError(f"{where}: the loss is {float(loss)}")
-    if task.train_step is not None:
+        if not isinstance(outputs, Tensor):
+            raise TaskError(f"{where} returns {_describe(outputs)}, not a tensor; give output= to pick one")
+        try:
+            loss = task.loss_fn()(outputs, targets) if task.train_step is None else None
+            task.metric_fn()(outputs, targets)
+        except Exception as error:  # noqa: BLE001
+            raise TaskError(f"{where}: the loss or metric fails on outputs {_describe(outputs)}: "
+                            f"{type(error).__name__}: {error}") from error
+        if loss is not None and not torch.isfinite(loss):
+            raise TaskError(f"{where}: the loss is {float(loss)}")
+    if task.train_step is not None:  # on a copy: a step in train mode would move the user's BatchNorm statistics
         batch = next(iter(task.loader("train", raw=True)))
-        loss = task.train_step(unbound(model), batch)
+        loss = task.train_step(unbound(copy.deepcopy(model)), batch)
         if not isinstance(loss, Tensor) or loss.dim() != 0:
             raise TaskError(f"train_step(model, batch) must return a scalar loss tensor, got {_describe(loss)}")
 
@@ -439,12 +438,14 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
     name = study or _name(model, task, bound, seed, {"steps": steps, "final": final_steps, "lr": lr, "runtime": runtime,
                                                       "batch": latency_batch, "multiple": channel_multiple, "output": str(output)})
     objectives = ["accuracy", "latency" if cost == "latency" else cost]
-    latency, notes, fill, ladder = None, [], bound, _ladder(bound)
+    latency, notes, fill, ladder = None, [], bound, None
     if cost == "latency":
         latency = {"runtime": runtime, "batch": latency_batch, "threads": 1, "repeats": 20}
         fill, ladder, note = _latency_budgets(model, space, example, ladders, bound, latency,
                                               Study.open(storage, name, objectives=objectives), console)
         notes += [note] if note else []
+    else:
+        ladder = _ladder(bound)
     key = "flops" if cost == "latency" else cost
     base = cost_value(space, Policy(), key)
     uniform, closest, reached = project(space, ladders, [0.0] * len(ladders), key, fill.bound * base if fill.is_ratio else fill.bound)

@@ -259,13 +259,7 @@ class StreamedTask(Task):
 
     def example_input(self, batch_size: int = 1) -> Any:
         """The first ``batch_size`` inputs of the first train batch (more batches when it is smaller)."""
-        parts, have = [], 0
-        for inputs, targets in self.loader("train"):
-            parts.append(inputs)
-            have += len(targets)
-            if have >= batch_size:
-                break
-        return slice_inputs(parts[0] if len(parts) == 1 else concat_inputs(parts), batch_size)
+        return self.sample_inputs("train", batch_size)
 
     def sample_inputs(self, split: str, count: int) -> Any:
         """The first ``count`` inputs of ``split`` (fewer when it is smaller), joined."""
@@ -275,7 +269,7 @@ class StreamedTask(Task):
             have += len(targets)
             if have >= count:
                 break
-        return slice_inputs(concat_inputs(parts), count)
+        return slice_inputs(parts[0] if len(parts) == 1 else concat_inputs(parts), count)
 
     @property
     def is_classification(self) -> bool:

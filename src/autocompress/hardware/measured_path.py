@@ -12,38 +12,44 @@ then fills that FLOPs budget exactly and measures each candidate's latency whole
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from autocompress.calls import Example, split_example
+from autocompress.calls import Example, OutputSelector, split_example
 from autocompress.export import export_onnx
-from autocompress.hardware.latency import compare_latency
+from autocompress.hardware.latency import LatencyResult, compare_latency
 from autocompress.hardware.targets import batched
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.apply import apply_policy
 
-__all__ = ["STRENGTHS", "flops_for", "measure_path"]
+__all__ = ["STRENGTHS", "flops_for", "measure_path", "side_by_side"]
 
 STRENGTHS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)
+
+
+def side_by_side(models: Mapping[Any, nn.Module], example: Example, output: OutputSelector = None, *, batch: int = 32,
+                 threads: int = 1, warmup: int = 10, repeats: int = 20, rounds: int = 3) -> dict[Any, LatencyResult]:
+    """Every model exported to fp32 ONNX and timed in one interleaved ONNX Runtime run (see ``compare_latency``)."""
+    tensors, _ = split_example(example)
+    with tempfile.TemporaryDirectory(prefix="autocompress-side-by-side-") as tmp:
+        files = {key: export_onnx(model, Path(tmp) / f"{index}.onnx", example, output=output, check=False)
+                 for index, (key, model) in enumerate(models.items())}
+        return compare_latency(files, batched(tuple(t.detach().cpu() for t in tensors), batch), threads=threads,
+                               warmup=warmup, repeats=repeats, rounds=rounds)
 
 
 def measure_path(model: nn.Module, space: SearchSpace, example: Example, policies: Sequence[Policy], *,
                  batch: int = 32, threads: int = 1, repeats: int = 20) -> tuple[list[tuple[float, float]], float]:
     """(FLOPs ratio, measured latency ratio) of ``policies`` and of the original (1, 1), FLOPs ascending;
     and the original's latency (ms per batch)."""
-    tensors, _ = split_example(example)
     base = space.cost(Policy()).flops
-    with tempfile.TemporaryDirectory(prefix="autocompress-path-") as tmp:
-        files = {"original": export_onnx(model, Path(tmp) / "original.onnx", example, output=space.output, check=False)}
-        for index, policy in enumerate(policies):
-            small = apply_policy(model, policy, example, space=space)
-            files[index] = export_onnx(small, Path(tmp) / f"{index}.onnx", example, output=space.output, check=False)
-        timed = compare_latency(files, batched(tuple(t.detach().cpu() for t in tensors), batch), threads=threads,
-                                repeats=repeats, rounds=3)
+    models = {"original": model, **{i: apply_policy(model, p, example, space=space) for i, p in enumerate(policies)}}
+    timed = side_by_side(models, example, space.output, batch=batch, threads=threads, repeats=repeats)
     points = [(1.0, 1.0)] + [(space.cost(p).flops / base, timed[i].median_ms / timed["original"].median_ms)
                              for i, p in enumerate(policies)]
     return sorted(points), timed["original"].median_ms

@@ -18,7 +18,7 @@ from torch import nn
 
 from autocompress.calls import Example, bind, fit_inputs, split_example
 from autocompress.hardware.lut import LatencyTable, LayerConfig, _signature, layer_configs
-from autocompress.policy import LayerGenes, Policy
+from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.lowrank import factor_shapes
@@ -29,7 +29,7 @@ class PolicyLatency:
     """``ms(policy)``: estimated latency (ms per batch of the table's target) of ``apply_policy(model, policy)``."""
 
     def __init__(self, space: SearchSpace, model: nn.Module, example_input: Example, table: LatencyTable, *,
-                 calibration: int = 8, seed: int = 0, fields: tuple[str, ...] | None = None) -> None:
+                 calibration: int = 8, seed: int = 0) -> None:
         self.space, self.table = space, table
         tensors, names = split_example(example_input)  # keyword inputs: the model is called through bind
         runner = bind(model, names, space.output)
@@ -42,13 +42,10 @@ class PolicyLatency:
         signature = _signature(calls)
         if signature not in table.overheads or (calibration and table.overheads[signature].get("calibration_models", 1) < 2):
             rng = np.random.default_rng(seed)
-            policies = [only(space, space.random_policy(rng), fields) for _ in range(calibration)]
-            derived = [bind(apply_policy(model, p, space=space), names, space.output) for p in policies]
+            derived = [bind(apply_policy(model, space.random_policy(rng), space=space), names, space.output)
+                       for _ in range(calibration)]
             table.calibrate(runner, tensors, derived)
         self.coefficients = table.overheads[signature]
-
-    #: ``fields``: the genes the calibration models vary (all by default; a search that only prunes
-    #: calibrates on pruned models)
 
     def configs(self, policy: Policy) -> list[LayerConfig]:
         """The configuration of every Conv/Linear call of the compressed model (one per call)."""
@@ -82,18 +79,6 @@ class PolicyLatency:
     def ms(self, policy: Policy) -> float:
         k = self.coefficients
         return k["overhead_ms"] + sum(self.table.scaled_ms(c, k) for c in self.configs(policy))
-
-
-def only(space: SearchSpace, policy: Policy, fields: tuple[str, ...] | None) -> Policy:
-    """``policy`` with every gene outside ``fields`` at its identity value (None: unchanged)."""
-    if fields is None:
-        return policy
-    identity = {f: float(v) for f, v in LayerGenes().model_dump().items()}
-    vector = space.encode(policy)
-    for position, gene in enumerate(space.genes):
-        if gene.field not in fields:
-            vector[position] = identity[gene.field]
-    return space.decode(vector)
 
 
 def latency_model_for(space: SearchSpace, model: nn.Module, task, settings: dict) -> PolicyLatency:  # noqa: ANN001

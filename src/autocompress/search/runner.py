@@ -121,23 +121,16 @@ def evaluate_values(spec: EvaluationSpec, policy: Policy) -> dict[str, float]:
 def _side_by_side(spec: EvaluationSpec, model: nn.Module) -> tuple[float, float] | None:
     """(ms, ratio to the original) with the original timed in the same interleaved run (fp32 models on
     ``ort-cpu``; None otherwise: measured alone and divided by the original's first measurement)."""
-    import tempfile
-
-    from autocompress.export import export_onnx
-    from autocompress.hardware.latency import compare_latency
-    from autocompress.hardware.targets import batched, static_quantized, target_from_settings
+    from autocompress.hardware.measured_path import side_by_side
+    from autocompress.hardware.targets import static_quantized, target_from_settings
 
     settings = spec.latency
     target = target_from_settings(settings)
     if settings.get("estimate") or target.runtime != "ort-cpu" or static_quantized(model):
         return None
     example = fit_inputs(spec.model, spec.task.example_input(1))
-    tensors, _ = split_example(example)
-    with tempfile.TemporaryDirectory(prefix="autocompress-latency-") as tmp:
-        files = {"original": export_onnx(spec.model, Path(tmp) / "original.onnx", example, output=spec.space.output, check=False),
-                 "candidate": export_onnx(model, Path(tmp) / "candidate.onnx", example, output=spec.space.output, check=False)}
-        timed = compare_latency(files, batched(tuple(t.detach().cpu() for t in tensors), target.batch), threads=target.threads,
-                                warmup=target.warmup, repeats=max(1, target.repeats // 3), rounds=3)
+    timed = side_by_side({"original": spec.model, "candidate": model}, example, spec.space.output, batch=target.batch,
+                         threads=target.threads, warmup=target.warmup, repeats=max(1, target.repeats // 3))
     return timed["candidate"].median_ms, timed["candidate"].median_ms / timed["original"].median_ms
 
 
