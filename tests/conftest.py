@@ -6,7 +6,8 @@ import torch
 
 # keep the zoo's cache inside the test session unless the caller chose one
 os.environ.setdefault("AUTOCOMPRESS_CACHE", tempfile.mkdtemp(prefix="autocompress-test-cache-"))
-torch.set_num_threads(2)
+# one torch thread per pytest-xdist worker (the suite runs on 2 workers: `-n 2` in pyproject), else 2
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture()

@@ -61,15 +61,21 @@ def test_compress_delivers_a_file_that_matches_the_model_it_measured(digits, tmp
     model, task, x, _ = digits
     before = _digest(model)
     storage = f"sqlite:///{tmp_path / 'c.db'}"
-    kwargs = dict(target="flops_ratio<=0.5", max_drop=50.0, budget=6, storage=storage, finetune_steps=15,
+    kwargs = dict(target="flops_ratio<=0.5", max_drop=50.0, budget=8, storage=storage, finetune_steps=15,
                   final_finetune=30, finalists=2, progress=False)
     result = ac.compress(model, task, **kwargs)
     assert _digest(model) == before  # the user's model is untouched
     best = result.best()
     assert best is not None and best.stage == "final"
     assert best.values["flops_ratio"] <= 0.5 and best.accuracy_drop <= 50.0
-    assert len(result.finalists()) == 2 and result.front()
-    assert result.training_steps == 6 * 15 + 2 * 30  # 3 learning-rate trials + 3 candidates, 2 finalists
+    # the uniform policy's long learning-rate trial is a finalist, beside the 2 best of the search
+    finalists = result.finalists()
+    (uniform,) = [r.policy for r in result.study.completed()  # generation 0 of the target is the uniform policy
+                  if r.tags.get("target") == "flops_ratio<=0.5" and r.tags.get("generation") == 0]
+    assert uniform in [c.policy for c in finalists] and len(finalists) in (2, 3) and result.front()
+    assert {c.settings["lr"] for c in finalists} == {result.final_settings["lr"]}
+    # 3 short learning-rate trials, 2 long ones (one of them the uniform finalist), 3 candidates, the other finalists
+    assert result.training_steps == 3 * 15 + 30 + 3 * 15 + len(finalists) * 30
     # the rebuilt model is the one that was measured
     rebuilt = best.model()
     assert evaluate_metric(rebuilt, task, "val") == pytest.approx(best.metric, abs=1e-9)

@@ -67,6 +67,16 @@ def test_budget_is_shared_between_targets_and_a_resume_replays_for_free(space):
     assert list(cache) == whole.real
 
 
+def test_the_remainder_and_an_unreachable_targets_share_are_spent_on_the_others(space):
+    ctx = FakeContext(space, budget=9)
+    AllocateStrategy([0.6, 0.3], population=4).run(ctx)  # 9 = 5 + 4: the loosest takes the remainder
+    assert [len(records_of(ctx, target=t)) for t in ("flops_ratio<=0.6", "flops_ratio<=0.3")] == [5, 4]
+    ctx = FakeContext(space, budget=9)
+    AllocateStrategy([0.6, 0.001, 0.3], population=4).run(ctx)  # 0.001 is out of reach: the others share all 9
+    assert [len(records_of(ctx, target=t)) for t in ("flops_ratio<=0.6", "flops_ratio<=0.3")] == [5, 4]
+    assert len(ctx.real) == 9
+
+
 def test_an_unreachable_target_is_said_with_the_closest_cost(space):
     ctx = FakeContext(space, budget=10)
     AllocateStrategy(["flops_ratio<=0.001"]).run(ctx)

@@ -26,9 +26,10 @@ from autocompress.space import SearchSpace
 from autocompress.task import Task
 
 
-def confirm_study_name(study: Study, settings: dict[str, Any]) -> str:
+def confirm_study_name(study: Study | str, settings: dict[str, Any]) -> str:
+    """The companion study's name for ``study`` (or its name) and the confirmation's settings."""
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{study.optuna.study_name}/confirm-{digest}"
+    return f"{study if isinstance(study, str) else study.optuna.study_name}/confirm-{digest}"
 
 
 def confirm(

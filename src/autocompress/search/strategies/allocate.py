@@ -26,7 +26,8 @@ It is close to EagleEye (Li et al., ECCV 2020: random layer-wise pruning ratios 
 FLOPs budget, scored after BN re-estimation, the best fine-tuned), with an evolution in
 place of pure random sampling and the search's fine-tune proxy in place of BN-only scores.
 
-The budget is shared equally between the targets (in ``ctx.budget``, the total over every
+The budget is shared equally between the reachable targets, the remainder to the loosest, and what a
+target leaves unspent (no new allocation to draw) to the next (in ``ctx.budget``, the total over every
 resume, so a resumed search makes the same plan); each target's records are tagged
 ``phase="allocate"``, ``target="<cost>_ratio<=t"`` and ``generation``. Deterministic given
 ``ctx.seed`` and the stored results, like every strategy.
@@ -98,11 +99,23 @@ class AllocateStrategy(Strategy):
         if not ladders:
             ctx.log(f"allocate: no gene of {list(self.fields)} in this search space; nothing to allocate")
             return
-        share = max(1, ctx.budget // len(targets))
-        for index, (key, bound, label) in enumerate(targets):
+        reachable = []
+        for target in targets:
+            key, bound, label = target
+            base = cost_value(ctx.space, Policy(), key)
+            _, cost, reached = project(ctx.space, ladders, np.zeros(len(ladders)), key, bound)
+            if reached:
+                reachable.append(target)
+            else:
+                ctx.log(f"allocate: target {label} is not reachable with the legal choices; closest reachable "
+                        f"{key}_ratio={cost / base:.4g}; nothing evaluated for it")
+        carry = 0  # what a target leaves unspent (no new allocation to draw) goes to the next one
+        for index, (key, bound, label) in enumerate(reachable):
             if ctx.remaining() <= 0:
                 return
-            self._evolve(ctx, ladders, key, bound, label, share, np.random.default_rng([ctx.seed, index]))
+            share = ctx.budget // len(reachable) + (index < ctx.budget % len(reachable)) + carry
+            spent = self._evolve(ctx, ladders, key, bound, label, share, np.random.default_rng([ctx.seed, targets.index((key, bound, label))]))
+            carry = share - spent
 
     def _targets(self, ctx: SearchContext) -> list[tuple[str, float, str]]:
         """(cost key, absolute bound, label) per target, the loosest first."""
@@ -123,14 +136,11 @@ class AllocateStrategy(Strategy):
         return sorted(dict.fromkeys(out), key=lambda t: -t[1] / cost_value(ctx.space, Policy(), t[0]))
 
     # ------------------------------------------------------------------ evolution
-    def _evolve(self, ctx: SearchContext, ladders: list, key: str, bound: float, label: str, share: int, rng: np.random.Generator) -> None:
+    def _evolve(self, ctx: SearchContext, ladders: list, key: str, bound: float, label: str, share: int, rng: np.random.Generator) -> int:
+        """Evaluate up to ``share`` allocations filling ``bound``; how many were evaluated."""
         base = cost_value(ctx.space, Policy(), key)
         dims = len(ladders)
-        uniform, cost, reached = project(ctx.space, ladders, np.zeros(dims), key, bound)
-        if not reached:
-            ctx.log(f"allocate: target {label} is not reachable with the legal choices; closest reachable "
-                    f"{key}_ratio={cost / base:.4g}; nothing evaluated for it")
-            return
+        uniform, cost, _ = project(ctx.space, ladders, np.zeros(dims), key, bound)
         ctx.log(f"allocate: target {label}, uniform policy at {key}_ratio={cost / base:.4g}")
         seen: set[str] = set()
         scored: list[tuple[float, np.ndarray]] = []  # (metric, z) of every evaluated candidate
@@ -151,12 +161,12 @@ class AllocateStrategy(Strategy):
                     batch.append((policy, z))
             if not batch:
                 ctx.log(f"allocate: target {label}: no new allocation after {size * self.max_redraws} draws; done")
-                return
+                return spent
             records = ctx.evaluate_many([p for p, _ in batch], phase="allocate", target=label, generation=generation)
             spent += len(batch)
             for (_, z), record in zip(batch, records, strict=True):
                 if record.state == "skipped":
-                    return
+                    return spent
                 if record.ok:
                     scored.append((float(record.values["metric"]), z))
             if scored:
@@ -166,6 +176,7 @@ class AllocateStrategy(Strategy):
                 mean = np.average(np.stack([z for _, z in top]), axis=0, weights=weights)
             sigma *= self.sigma_decay
             generation += 1
+        return spent
 
 
 Ladders = list[tuple[int, list[float]]]
