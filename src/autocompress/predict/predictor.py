@@ -13,16 +13,20 @@ Models (``kind``):
 - ``"ensemble"``: ``members`` such MLPs, each on a bootstrap resample with its own
   initialization; the mean is the prediction and the spread across members the
   uncertainty (a deep ensemble).
-- ``"gp"``: a Gaussian process (scikit-learn; constant × RBF with one length scale per
-  input + white noise, hyperparameters by marginal likelihood), posterior std as the
-  uncertainty.
+- ``"rank"``: the ensemble trained on the squared error plus a pairwise logistic ranking loss
+  (weight ``ranking``): a search uses the predictor to rank, not to read off values.
+- ``"gp"``: Bayesian ridge as the mean and a Gaussian process on its residuals (bounded length
+  scales, restarts; :class:`~autocompress.predict.models.LinearMeanGP`): never a constant where
+  the ridge ranks.
 - ``"linear"``: Bayesian ridge regression (scikit-learn), its predictive std.
+- ``"gbt"``: gradient-boosted trees (scikit-learn's ``HistGradientBoostingRegressor``).
+- ``"stack"``: a non-negative blend of the kinds of :data:`~autocompress.predict.choose.AUTO_KINDS`,
+  weighted by their out-of-fold predictions.
 
-Which one is the default (``kind="auto"``) is decided by ``benchmarks/predictor.py`` —
-Kendall τ on 100 held-out MNIST-1D CNN policies, 5 seeds: with 25 labels the ensemble ranks
-best (τ 0.36; the GP 0.10, its length scales are not identifiable yet), from 100 labels the GP
-does (τ 0.63 at 100, 0.71 at 200; the MLPs 0.48 / 0.60). So ``"auto"`` is the ensemble below
-:data:`GP_FROM` labels and the GP from there on (:func:`default_kind`).
+``kind="auto"`` chooses by the labels it is given (:func:`~autocompress.predict.choose.choose_kind`):
+the kind, or the stack, whose out-of-fold predictions rank the labels best (Kendall τ), Bayesian
+ridge for very few labels; a near-constant predictor is never chosen. ``kind_`` is the choice and
+``cv_scores_`` the τ it was made on.
 Every model also gives the gradient of its prediction (:meth:`AccuracyPredictor.gradient`)
 for policy optimization: by autograd for the MLPs, by central differences otherwise.
 """
@@ -30,7 +34,6 @@ for policy optimization: by autograd for the MLPs, by central differences otherw
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any
 
 import numpy as np
@@ -40,13 +43,8 @@ from torch import nn
 
 from autocompress.threads import single_threaded
 
-KINDS = ("mlp", "ensemble", "gp", "linear")
-GP_FROM = 75  # labels; below it "auto" is the ensemble (benchmarks/predictor.py, see the module docstring)
-
-
-def default_kind(labels: int) -> str:
-    """The predictor ``kind="auto"`` fits on ``labels`` labelled policies."""
-    return "gp" if labels >= GP_FROM else "ensemble"
+KINDS = ("mlp", "ensemble", "rank", "gp", "linear", "gbt", "stack")
+MLP_KINDS = ("mlp", "ensemble", "rank")
 
 
 class AccuracyPredictor:
@@ -61,6 +59,7 @@ class AccuracyPredictor:
         lr: float = 0.01,
         weight_decay: float = 1e-4,
         members: int = 5,
+        ranking: float = 1.0,
         seed: int = 0,
     ) -> None:
         self.kind = kind
@@ -69,6 +68,7 @@ class AccuracyPredictor:
         self.lr = lr
         self.weight_decay = weight_decay
         self.members = members
+        self.ranking = ranking
         self.seed = seed
 
     # ------------------------------------------------------------------ fit / predict
@@ -79,48 +79,57 @@ class AccuracyPredictor:
         X, y = _check_xy(X, y)
         if warm_start is not None:
             return self._fit_warm(X, y, warm_start)
-        kind = default_kind(len(X)) if self.kind == "auto" else self.kind
-        if kind not in KINDS:
+        if self.kind != "auto" and self.kind not in KINDS:
             raise ValueError(f"kind must be 'auto' or one of {list(KINDS)}, got {self.kind!r}")
         if len(X) < 2:
             raise ValueError(f"need at least 2 labelled policies to fit, got {len(X)}")
+        self.cv_scores_: dict[str, float] = {}
+        kind, weights = self.kind, None
+        if kind in ("auto", "stack"):
+            from autocompress.predict.choose import choose_kind
+
+            chosen, self.cv_scores_, weights = choose_kind(self._sibling, X, y, seed=self.seed)
+            if kind == "auto":
+                kind = chosen
+            elif not weights:  # too few labels, or a single usable kind, to blend
+                kind = chosen
         self.kind_ = kind
         self.n_features_in_ = X.shape[1]
         self.x_mean_, self.x_std_ = X.mean(0), X.std(0)
         self.x_scale_ = np.where(self.x_std_ > 0, self.x_std_, 1.0)  # a constant column carries no information
         self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
         Z, t = self._z(X), (y - self.y_mean_) / self.y_scale_
-        if kind in ("mlp", "ensemble"):
+        if kind == "stack":
+            self.blend_ = [(w, self._sibling(k).fit(X, y)) for k, w in weights.items() if w > 0]
+        elif kind in MLP_KINDS:
             rng = np.random.default_rng(self.seed)
             count = 1 if kind == "mlp" else self.members
             self.nets_ = []
             with single_threaded():
                 for member in range(count):
                     rows = np.arange(len(Z)) if kind == "mlp" else rng.integers(0, len(Z), len(Z))
-                    self.nets_.append(self._train_mlp(Z[rows], t[rows], self.seed * 1000 + member))
-        elif kind == "gp":
-            from sklearn.exceptions import ConvergenceWarning
-            from sklearn.gaussian_process import GaussianProcessRegressor
-            from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-
-            kernel = ConstantKernel(1.0, (1e-3, 1e3)) * RBF(np.ones(Z.shape[1]), (1e-2, 1e5)) + WhiteKernel(0.1, (1e-6, 1.0))
-            self.model_ = GaussianProcessRegressor(kernel, normalize_y=False, n_restarts_optimizer=2, random_state=self.seed)
-            with warnings.catch_warnings():  # a length scale at its bound means "this gene does not matter": fine
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                self.model_.fit(Z, t)
+                    self.nets_.append(self._train_mlp(Z[rows], t[rows], self.seed * 1000 + member,
+                                                      ranking=self.ranking if kind == "rank" else 0.0))
         else:
-            from sklearn.linear_model import BayesianRidge
+            from autocompress.predict import models
 
-            self.model_ = BayesianRidge().fit(Z, t)
+            with single_threaded():
+                self.model_ = {"gp": lambda: models.LinearMeanGP(Z, t, self.seed), "linear": lambda: models.Ridge(Z, t),
+                               "gbt": lambda: models.Boosted(Z, t, self.seed)}[kind]()
         return self
+
+    def _sibling(self, kind: str) -> AccuracyPredictor:
+        """An unfitted predictor of ``kind`` with this one's hyperparameters."""
+        return AccuracyPredictor(kind, hidden=self.hidden, epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
+                                 members=self.members, ranking=self.ranking, seed=self.seed)
 
     def _fit_warm(self, X: np.ndarray, y: np.ndarray, source: AccuracyPredictor) -> AccuracyPredictor:
         source._check_fitted()
-        if source.kind_ not in ("mlp", "ensemble"):
-            raise ValueError(f"warm_start needs an 'mlp' or 'ensemble' predictor, got a {source.kind_!r} one")
+        if source.kind_ not in MLP_KINDS:
+            raise ValueError(f"warm_start needs an 'mlp', 'ensemble' or 'rank' predictor, got a {source.kind_!r} one")
         if X.shape[1] != source.n_features_in_:
             raise ValueError(f"warm_start was fitted on {source.n_features_in_} features; X has {X.shape[1]}")
-        self.kind_, self.n_features_in_ = source.kind_, source.n_features_in_
+        self.kind_, self.n_features_in_, self.cv_scores_ = source.kind_, source.n_features_in_, {}
         self.x_mean_, self.x_scale_ = source.x_mean_.copy(), source.x_scale_.copy()
         # inputs the source never saw vary (e.g. bits, all full precision there) get the new data's scale:
         # kept at the source's (mean, 1) they would be too small for the copied networks to learn from
@@ -133,28 +142,38 @@ class AccuracyPredictor:
         self.y_mean_, self.y_scale_ = source.y_mean_, source.y_scale_
         Z, t = self._z(X), (y - self.y_mean_) / self.y_scale_
         with single_threaded():
-            self.nets_ = [self._train_mlp(Z, t, self.seed * 1000 + i, start=net) for i, net in enumerate(source.nets_)]
+            self.nets_ = [self._train_mlp(Z, t, self.seed * 1000 + i, start=net, ranking=self.ranking if self.kind_ == "rank" else 0.0)
+                          for i, net in enumerate(source.nets_)]
         return self
 
     def predict(self, X: Any, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Predicted metric per row (and its uncertainty, in the metric's units, with ``return_std``)."""
         self._check_fitted()
         X = _check_x(X, self.n_features_in_)
+        if self.kind_ == "stack":
+            parts = [(w, *m.predict(X, return_std=True)) for w, m in self.blend_]
+            mean, std = sum(w * m for w, m, _ in parts), sum(w * s for w, _, s in parts)
+            return (mean, std) if return_std else mean
         Z = self._z(X)
-        if self.kind_ in ("mlp", "ensemble"):
+        if self.kind_ in MLP_KINDS:
             with torch.no_grad(), single_threaded():
                 outs = np.stack([net(torch.as_tensor(Z, dtype=torch.float32)).squeeze(-1).numpy() for net in self.nets_])
             mean, std = outs.mean(0), (outs.std(0) if len(outs) > 1 else np.zeros(len(Z)))
         else:
-            mean, std = self.model_.predict(Z, return_std=True)
+            mean, std = self.model_.predict(Z)
         mean = mean * self.y_scale_ + self.y_mean_
         return (mean, np.asarray(std) * self.y_scale_) if return_std else mean
 
-    def gradient(self, X: Any, step: float = 1e-3) -> np.ndarray:
-        """d prediction / d X per row (same shape as X): autograd for the MLPs, central differences otherwise."""
+    def gradient(self, X: Any, step: float | None = None) -> np.ndarray:
+        """d prediction / d X per row (same shape as X): autograd for the MLPs, central differences otherwise
+        (``step`` in units of each input's std: 1e-3, or 0.25 for the piecewise-constant trees, whose
+        gradient is zero almost everywhere)."""
         self._check_fitted()
         X = _check_x(X, self.n_features_in_)
-        if self.kind_ in ("mlp", "ensemble"):
+        if self.kind_ == "stack":
+            return sum(w * m.gradient(X, step) for w, m in self.blend_)
+        step = step if step is not None else (0.25 if self.kind_ == "gbt" else 1e-3)
+        if self.kind_ in MLP_KINDS:
             z = torch.as_tensor(self._z(X), dtype=torch.float32).requires_grad_(True)
             with single_threaded():
                 torch.stack([net(z).squeeze(-1) for net in self.nets_]).mean(0).sum().backward()
@@ -173,7 +192,7 @@ class AccuracyPredictor:
     def _z(self, X: np.ndarray) -> np.ndarray:
         return (X - self.x_mean_) / self.x_scale_
 
-    def _train_mlp(self, Z: np.ndarray, t: np.ndarray, seed: int, start: nn.Module | None = None) -> nn.Module:
+    def _train_mlp(self, Z: np.ndarray, t: np.ndarray, seed: int, start: nn.Module | None = None, ranking: float = 0.0) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if start is not None:
@@ -184,9 +203,14 @@ class AccuracyPredictor:
         inputs, targets = torch.as_tensor(Z, dtype=torch.float32), torch.as_tensor(t, dtype=torch.float32)
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.epochs)
+        order = torch.sign(targets[:, None] - targets[None, :])  # +1 where row i should rank above row j
         for _ in range(self.epochs):
             optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(net(inputs).squeeze(-1), targets)
+            out = net(inputs).squeeze(-1)
+            loss = nn.functional.mse_loss(out, targets)
+            if ranking > 0:  # pairwise logistic (RankNet) loss over every ordered pair
+                margin = order * (out[:, None] - out[None, :])
+                loss = loss + ranking * (nn.functional.softplus(-margin) * order.abs()).sum() / order.abs().sum().clamp(min=1)
             loss.backward()
             optimizer.step()
             schedule.step()
