@@ -239,7 +239,7 @@ def compress_cmd(
     int8: Annotated[str, typer.Option(help="auto (int8 where measured faster and within the drop), yes or no")] = "auto",
     runtime: Annotated[str, typer.Option(help="where latency is measured: ort-cpu")] = "ort-cpu",
     finetune_steps: Annotated[int | None, typer.Option(help="training steps per candidate (default: 3 epochs, 100-400)")] = None,
-    final_finetune: Annotated[int | None, typer.Option(help="training steps per finalist (default: 15 epochs, 400-2000)")] = None,
+    final_finetune: Annotated[int | None, typer.Option(help="training steps per finalist (default: 75 epochs, 1000-5000)")] = None,
     lr: Annotated[str, typer.Option(help="fine-tune learning rate, or auto (tried on the uniform policy)")] = "auto",
     seed: SeedOption = 0,
 ) -> None:
