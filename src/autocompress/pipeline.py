@@ -66,6 +66,7 @@ LONG_PROBES = 2
 #: the final fine-tune's length (epochs of the train loader, within FINAL_STEPS): a pruned
 #: MobileNetV2 (digits, 40 % of the FLOPs) scored 93.25 / 95.75 / 98.0 % val after 400 / 1,200 / 2,400
 #: steps at lr 1e-3 and 99.5 % after 1,200 at 3e-3 (original 97.25 %); a ResNet was level from 400
+#: (benchmarks/final_finetune.py, docs/results.md)
 FINAL_EPOCHS, FINAL_STEPS = 75.0, (1000, 5000)
 #: a latency target is filled at this fraction of it: a policy at the edge measures on either side of
 #: it from run to run (0.159 and 0.140 for one at 0.15, busy machine), and a finalist must meet it
