@@ -18,6 +18,9 @@ side by side in one ONNX Runtime run (1 thread, batch 32; medians):
   fine-tuned for as many steps as ``compress`` spent in total (every candidate, the learning-rate
   trials, the final fine-tune) at ``compress``'s final fine-tune's learning rate, then int8 by the same rule as ``ort-int8``.
 
+``--fill measured`` runs ``compress(fill="measured")`` (every allocation timed whole and filled to the
+latency budget) in place of the default FLOPs fill; its cells are kept apart (``-measured``).
+
 The test drop is against the original's metric in ONNX Runtime on the test split. Results are cached
 per cell under benchmarks/results/user_models/ (committed; rerun: nothing is recomputed); the table goes to benchmarks/results/user_models.md.
 """
@@ -29,6 +32,7 @@ import copy
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -144,20 +148,28 @@ def tp_pruned(model: nn.Module, ratio: float, example: torch.Tensor) -> nn.Modul
     modules = dict(pruned.named_modules())
     head = modules["classifier"] if isinstance(modules.get("classifier"), nn.Linear) else modules["classifier.1"]
     extra = {}
-    attention = {m.query: m.num_attention_heads for m in pruned.modules() if hasattr(m, "query") and hasattr(m, "num_attention_heads")}
-    if attention:
-        for m in pruned.modules():
-            if hasattr(m, "query") and hasattr(m, "num_attention_heads"):
-                attention[m.key] = attention[m.value] = m.num_attention_heads
-        extra = {"num_heads": attention, "prune_head_dims": True, "prune_num_heads": False}
+    attention = [m for m in pruned.modules() if hasattr(m, "num_attention_heads") and _projections(m)]
+    if attention:  # Torch-Pruning's default for attention: every head keeps, and loses, the same dimensions
+        extra = {"num_heads": {p: m.num_attention_heads for m in attention for p in _projections(m)}, "prune_head_dims": True}
     pruner = tp.pruner.BasePruner(run, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
                                   global_pruning=False, iterative_steps=1, ignored_layers=[head], round_to=ROUND_TO, **extra)
     pruner.step()
-    for m in pruned.modules():  # attention modules read their sizes from attributes
-        if hasattr(m, "query") and hasattr(m, "attention_head_size"):
-            m.attention_head_size = m.query.out_features // m.num_attention_heads
-            m.all_head_size = m.query.out_features
+    for m in attention:  # attention modules read their sizes from attributes
+        size = _projections(m)[0].out_features // m.num_attention_heads
+        for name in ("head_dim", "attention_head_size"):
+            if hasattr(m, name):
+                setattr(m, name, size)
+        if hasattr(m, "all_head_size"):
+            m.all_head_size = size * m.num_attention_heads
     return pruned
+
+
+def _projections(module: nn.Module) -> list[nn.Linear]:
+    """An attention module's query, key and value projections (either naming of ``transformers``), else []."""
+    for names in (("query", "key", "value"), ("q_proj", "k_proj", "v_proj")):
+        if all(isinstance(getattr(module, n, None), nn.Linear) for n in names):
+            return [getattr(module, n) for n in names]
+    return []
 
 
 def latency_ratio(model: nn.Module, original_path: Path, example: torch.Tensor, folder: Path) -> float:
@@ -188,7 +200,7 @@ def scan_tp(model: nn.Module, target: float, original_path: Path, example: torch
 # --------------------------------------------------------------------------- one cell
 def cell(arch: str, seed: int, target: float, args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(args.out)
-    path = cell_path(arch, seed, target)
+    path = cell_path(arch, seed, target, args.fill)
     if path.exists():
         return json.loads(path.read_text())
     splits = digits(seed)
@@ -196,7 +208,7 @@ def cell(arch: str, seed: int, target: float, args: argparse.Namespace) -> dict[
     model = pretrained(arch, seed, task, folder, args.pretrain_epochs)
     started = time.perf_counter()
     result = ac.compress(model, task, target=f"latency_ratio<={target}", max_drop=MAX_DROP, budget=args.budget,
-                         storage=f"sqlite:///{folder / 'studies.db'}", study=f"{arch}-seed{seed}-t{target:g}", seed=seed,
+                         storage=f"sqlite:///{folder / 'studies.db'}", study=f"{arch}-seed{seed}-t{target:g}" + ("-measured" if args.fill == "measured" else ""), seed=seed, fill=args.fill,
                          progress=False)
     search_seconds = time.perf_counter() - started
     best, met = result.best(), True
@@ -246,39 +258,50 @@ def cell(arch: str, seed: int, target: float, args: argparse.Namespace) -> dict[
     for arm in arms.values():
         arm["latency_ratio"] = arm["latency_ms"] / variants["original"]["latency_ms"]
         arm["drop"] = original - arm["metric"]
-    out = {"arch": arch, "seed": seed, "target": target, "original_metric": original,
+    out = {"arch": arch, "seed": seed, "target": target, "machine": cpu_model(), "fill": args.fill, "original_metric": original,
            "original_ms": variants["original"]["latency_ms"], "arms": arms, "variants": variants}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     return out
 
 
-def cell_path(arch: str, seed: int, target: float) -> Path:
-    """A cell's figures are kept (committed) under benchmarks/results/user_models/: a rerun recomputes nothing."""
-    return RESULTS / "user_models" / f"{arch}-seed{seed}-t{target:g}.json"
+def machine_tag(name: str | None = None) -> str:
+    """A short name for the CPU (``intel-xeon``, ``amd-epyc``): latency ratios and int8 gains differ between
+    CPUs (this project's machines have been both), so each cell is kept per CPU and tabulated per CPU."""
+    words = re.sub(r"\(r\)|\(tm\)|[^a-z0-9 ]", " ", (name or cpu_model()).lower()).split()
+    return "-".join(words[:2]) or "unknown"
+
+
+def cell_path(arch: str, seed: int, target: float, fill: str = "flops") -> Path:
+    """A cell's figures are kept (committed) under benchmarks/results/user_models/, per CPU and ``compress``'s
+    ``fill``: a rerun recomputes nothing."""
+    suffix = "" if fill == "flops" else f"-{fill}"
+    return RESULTS / "user_models" / f"{arch}-seed{seed}-t{target:g}-{machine_tag()}{suffix}.json"
 
 
 def table(cells: list[dict], args: argparse.Namespace) -> str:
     lines = [f"Command: `python benchmarks/user_models.py --archs {' '.join(args.archs)} --targets {' '.join(map(str, args.targets))} "
              f"--seeds {' '.join(map(str, args.seeds))} --budget {args.budget}`",
-             f"Machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores; ONNX Runtime, 1 thread, batch {BATCH}; "
-             f"{time.strftime('%Y-%m-%d')}; git {git()}. Medians over seeds; latency is the delivered file's, as a ratio of the "
-             "original's fp32 file measured side by side; drop = original test accuracy (ONNX Runtime) - the file's.",
-             "", "| model | target | arm | latency ratio | test drop (points) | met (seeds) | training steps |", "|---|---:|---|---:|---:|---:|---:|"]
-    for arch in args.archs:
-        for target in args.targets:
-            group = [c for c in cells if c["arch"] == arch and c["target"] == target]
-            if not group:
-                continue
-            for arm in ("compress", "tp-uniform", "ort-int8"):
-                rows = [c["arms"][arm] for c in group if arm in c["arms"]]
-                if not rows:
-                    continue
-                ratio = statistics.median(r["latency_ratio"] for r in rows)
-                drop = statistics.median(r["drop"] for r in rows)
-                met = sum(1 for r in rows if r["latency_ratio"] <= target * 1.05 and r["drop"] <= MAX_DROP)
-                steps = statistics.median(r.get("steps", 0) for r in rows)
-                lines.append(f"| {arch} | {target:g} | {arm} | {ratio:.3f} | {drop:+.2f} | {met}/{len(rows)} | {steps:,.0f} |")
+             f"ONNX Runtime, 1 thread, batch {BATCH}; {os.cpu_count()} cores; tabulated {time.strftime('%Y-%m-%d')} at git {git()}. "
+             "Medians over seeds; latency is the delivered file's, as a ratio of the original's fp32 file measured side by "
+             f"side; drop = original test accuracy (ONNX Runtime) - the file's; met: latency within the target (+5 %) and drop <= {MAX_DROP:g}."]
+    for machine, fill in sorted({(c["machine"], c.get("fill", "flops")) for c in cells}):
+        lines += ["", f"Machine: {platform.machine()}, {machine}; compress(fill={fill!r})", "",
+                  "| model | target | arm | latency ratio | test drop (points) | met (seeds) | training steps |",
+                  "|---|---:|---|---:|---:|---:|---:|"]
+        for arch in args.archs:
+            for target in args.targets:
+                group = [c for c in cells if c["arch"] == arch and c["target"] == target and c["machine"] == machine
+                         and c.get("fill", "flops") == fill]
+                for arm in ("compress", "tp-uniform", "ort-int8"):
+                    rows = [c["arms"][arm] for c in group if arm in c["arms"]]
+                    if not rows:
+                        continue
+                    ratio = statistics.median(r["latency_ratio"] for r in rows)
+                    drop = statistics.median(r["drop"] for r in rows)
+                    met = sum(1 for r in rows if r["latency_ratio"] <= target * 1.05 and r["drop"] <= MAX_DROP)
+                    steps = statistics.median(r.get("steps", 0) for r in rows)
+                    lines.append(f"| {arch} | {target:g} | {arm} | {ratio:.3f} | {drop:+.2f} | {met}/{len(rows)} | {steps:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -300,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/user_models", help="pretrained weights and the studies (not committed)")
+    parser.add_argument("--fill", default="flops", choices=["flops", "measured"],
+                        help="compress's fill: allocations on the uniform policy's FLOPs budget, or timed whole")
     parser.add_argument("--report", action="store_true", help="only tabulate the cells already computed")
     parser.add_argument("--pretrain-only", action="store_true", help="only pretrain (and cache) the models")
     args = parser.parse_args(argv)
@@ -313,9 +338,9 @@ def main(argv: list[str] | None = None) -> None:
                 pretrained(arch, seed, loaders(splits, seed), Path(args.out), args.pretrain_epochs)
                 continue
             for target in args.targets:
-                if args.report:
-                    path = cell_path(arch, seed, target)
-                    cells += [json.loads(path.read_text())] if path.exists() else []
+                if args.report:  # every CPU's cells
+                    for path in sorted(cell_path(arch, seed, target).parent.glob(f"{arch}-seed{seed}-t{target:g}-*.json")):
+                        cells.append(json.loads(path.read_text()))
                     continue
                 cells.append(cell(arch, seed, target, args))
                 log(json.dumps({k: {a: round(v["latency_ratio"], 3) for a, v in cells[-1]["arms"].items()} for k in ["ratio"]}))

@@ -215,3 +215,32 @@ def test_a_changed_model_data_or_setting_never_resumes_another_study(digits):
     other = ac.Task.from_loaders(DataLoader(TensorDataset(x[:500], y[:500]), batch_size=50),
                                  DataLoader(TensorDataset(x[500:900], y[500:900]), batch_size=50))
     assert _name(model, other, bound, 0, {"steps": 100}) != name
+
+
+def test_a_latency_target_filled_by_measurement_times_every_allocation_and_resumes_without_timing(digits, tmp_path, monkeypatch):
+    from autocompress.hardware.measured_path import MeasuredLatency
+
+    model, task, _, _ = digits
+    runs: list[int] = []
+    real = MeasuredLatency.ratios
+
+    def counted(self, policies):  # noqa: ANN001, ANN202
+        runs.append(len(policies))
+        return real(self, policies)
+
+    monkeypatch.setattr(MeasuredLatency, "ratios", counted)
+    kwargs = dict(target="latency_ratio<=0.6", max_drop=50.0, budget=5, lr=1e-3, finetune_steps=5, final_finetune=10,
+                  storage=f"sqlite:///{tmp_path / 'm.db'}", fill="measured", progress=False, latency_batch=8)
+    result = ac.compress(model, task, **kwargs)
+    searched = [c for c in result.candidates() if c.stage == "search"]
+    assert len(searched) == 5 and len(runs) >= 5  # one side-by-side run (or two) per allocation
+    targets = {c.record.tags["target"] for c in searched}
+    assert all(t.startswith("latency_ratio<=") for t in targets) and len(targets) >= 2  # the ladder, in latency
+    kept = {k: v for k, v in result.study.meta.items() if "allocate-latency-" in k}
+    assert len(kept) == len(runs) and all(0 < r < 2 for v in kept.values() for r in v)
+    before = len(runs)
+    again = ac.compress(model, task, **kwargs)
+    assert len(runs) == before  # resumed: every projection read back from the study
+    assert [c.record.number for c in again.candidates()] == [c.record.number for c in result.candidates()]
+    with pytest.raises(ValueError, match="fill must be one of"):
+        ac.compress(model, task, **{**kwargs, "fill": "latency"})

@@ -107,3 +107,89 @@ def test_allocate_in_a_real_search_meets_the_constraint(tmp_path):
     done = study.completed()
     assert len(done) == 6 and all(0.2 < r.values["flops_ratio"] <= 0.3 for r in done)
     assert study.best(["flops_ratio<=0.3"], objective="accuracy").values["flops_ratio"] <= 0.3
+
+
+# ---------------------------------------------------------------------- measured latency
+WEIGHTS = {"conv1": 1.0, "conv2": 1.0, "conv3": 4.0, "fc1": 0.2, "fc2": 1.0}  # ms per MAC differs between layers
+
+
+class FakeLatency:
+    """MeasuredLatency's interface on a synthetic latency that is not proportional to FLOPs; counts its runs."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        from autocompress.search.strategies.allocate import at_strength, gene_ladders
+
+        self.space, self.runs = space, 0
+        ladders = gene_ladders(space, ("prune",))
+        base = space.cost(Policy()).flops
+        self.points = [(1.0, 1.0)] + [(space.cost(p).flops / base, self.ratio(p))
+                                      for p in (at_strength(space, ladders, [0.0] * len(ladders), s) for s in (0.2, 0.4, 0.6, 0.8, 1.0))]
+
+    def ms(self, policy: Policy) -> float:
+        cost = self.space.cost(policy)
+        return 0.05 + sum(WEIGHTS[layer.name] * layer.macs for layer in cost.layers) * 1e-5
+
+    def ratio(self, policy: Policy) -> float:
+        return self.ms(policy) / self.ms(Policy())
+
+    def flops_guess(self, latency_ratio: float) -> float | None:
+        from autocompress.hardware.measured_path import flops_for
+
+        return flops_for(self.points, latency_ratio)[0]
+
+    def fastest(self) -> float:
+        return min(p[1] for p in self.points)
+
+    def ratios(self, policies: list[Policy]) -> list[float]:
+        self.runs += 1
+        return [self.ratio(p) for p in policies]
+
+
+def test_a_measured_latency_target_is_filled_by_measurement_and_replayed_on_resume(space):
+    latency = FakeLatency(space)
+    ctx = FakeContext(space, budget=16)
+    AllocateStrategy(["latency_ratio<=0.4"], population=4, latency=latency, fields=("prune",)).run(ctx)
+    records = records_of(ctx, phase="allocate")
+    assert len(records) == 16 and {r.tags["target"] for r in records} == {"latency_ratio<=0.4"}
+    measured = [latency.ratio(r.policy) for r in records]
+    assert all(0.3 < m <= 0.4 for m in measured)  # on the latency budget (the bracket's FLOPs steps are ~13 %)
+    flops = [r.values["flops_ratio"] for r in records]
+    assert max(flops) - min(flops) > 0.05  # equal latency is not equal FLOPs
+    assert latency.runs >= 16 and ctx.store  # one side-by-side run per projection, every run kept in the study
+    cache: dict = {}
+    other = FakeLatency(space)
+    killed = FakeContext(space, budget=16, cache=cache)
+    killed.remaining = lambda: max(0, 9 - len(cache))  # the run dies after 9 evaluations
+    AllocateStrategy(["latency_ratio<=0.4"], population=4, latency=other, fields=("prune",)).run(killed)
+    resumed = FakeContext(space, budget=16, cache=cache)
+    resumed.store = killed.store
+    AllocateStrategy(["latency_ratio<=0.4"], population=4, latency=other, fields=("prune",)).run(resumed)
+    assert len(resumed.real) == 7 and resumed.requested[:16] == ctx.requested  # the same proposals
+    assert other.runs == latency.runs  # a projection measured before the kill is read back, not measured again
+
+
+def test_measured_latency_finds_more_accurate_models_at_equal_latency_than_flops(space):
+    """The FLOPs budget at which the uniform policy meets the latency target: allocations on it land on either
+    side of the latency target; filled by measurement, every candidate meets it and the best is better."""
+    latency, bound = FakeLatency(space), 0.4
+
+    def best_meeting(strategy: AllocateStrategy) -> tuple[float, int]:
+        ctx = FakeContext(space, budget=24)
+        strategy.run(ctx)
+        meeting = [r.values["metric"] for r in records_of(ctx, phase="allocate") if latency.ratio(r.policy) <= bound]
+        return max(meeting), len(meeting)
+
+    flops_target = f"flops_ratio<={latency.flops_guess(bound):.6g}"
+    by_flops = best_meeting(AllocateStrategy([flops_target], population=6, sigma=0.5, fields=("prune",)))
+    by_latency = best_meeting(AllocateStrategy([f"latency_ratio<={bound}"], population=6, sigma=0.5, fields=("prune",), latency=latency))
+    assert by_latency[1] == 24 and by_flops[1] < 24
+    assert by_latency[0] > by_flops[0]
+
+
+def test_an_unreachable_measured_latency_target_evaluates_nothing(space):
+    latency = FakeLatency(space)
+    ctx = FakeContext(space, budget=8)
+    AllocateStrategy(["latency_ratio<=0.01"], latency=latency, fields=("prune",)).run(ctx)
+    assert ctx.real == [] and latency.runs == 0
+    (message,) = [m for m in ctx.logs if "not reachable" in m]
+    assert f"latency_ratio={latency.fastest():.4g}" in message

@@ -23,7 +23,11 @@ SQLite file or PostgreSQL database, so the same call resumes where an interrupte
 4. **Search** — the ``allocate`` strategy (per-layer allocations evolved *on* the budget: every
    candidate fills it; generation 0 is the uniform policy) at three budgets, milder than, equal to
    and stronger than the target, so the front spans mild to strong compression. Every candidate is
-   fine-tuned for ``finetune_steps`` and, for a latency target, its latency measured whole.
+   fine-tuned for ``finetune_steps`` and, for a latency target, its latency measured whole. For a
+   latency target the budget is FLOPs (``fill="flops"``, the default: the FLOPs at which the uniform
+   policy measured the target) or the measured latency itself (``fill="measured"``: each allocation
+   is timed whole at a few FLOPs around that and the least compressed meeting the budget is taken;
+   :class:`~autocompress.hardware.measured_path.MeasuredLatency`).
 5. **Final fine-tune** — the ``finalists`` best candidates meeting the target (default 1) get
    ``final_finetune`` steps (the last rung of successive halving, :func:`~autocompress.search.confirm`),
    beside the uniform policy's long learning-rate trial (a finalist already).
@@ -73,6 +77,8 @@ FINAL_EPOCHS, FINAL_STEPS = 75.0, (1000, 5000)
 LATENCY_MARGIN = 0.95
 #: the search's three budgets, as multiples of the target's ratio: milder, the target, stronger
 LADDER = (0.5, 1.0, 1.5)  # exponents: t**0.5, t, t**1.5
+#: how a latency target's allocations are filled (compress's ``fill``)
+FILLS = ("auto", "measured", "flops")
 
 
 class TaskError(ValueError):
@@ -323,8 +329,9 @@ def _ladder(bound: Constraint) -> list[str]:
 
 
 def _latency_budgets(model: nn.Module, space: SearchSpace, example: Any, ladders: list, bound: Constraint,
-                     latency: dict[str, Any], study: Study, console: Console) -> tuple[Constraint, list[str], str | None]:
-    """The FLOPs budget whose measured latency meets ``bound``, the ladder's FLOPs targets, and a note when out of reach.
+                     latency: dict[str, Any], study: Study, console: Console, fill: str = "flops") -> tuple[Constraint, list[str], str | None, list]:
+    """The FLOPs budget whose measured latency meets ``bound``, the ladder's targets (FLOPs ratios, or for
+    ``fill="measured"`` the latency ratios themselves), a note when out of reach, and the measured path.
 
     The uniform policy's measured latency path (:mod:`autocompress.hardware.measured_path`) is kept in the
     study, so a resumed call measures nothing again."""
@@ -351,8 +358,8 @@ def _latency_budgets(model: nn.Module, space: SearchSpace, example: Any, ladders
     for exponent in LADDER:
         found, _ = flops_for(points, ratio ** exponent)
         if found is not None:
-            ladder.append(f"flops_ratio<={found:.6g}")
-    return Constraint("flops_ratio", "<=", flops), sorted(set(ladder), reverse=True), note
+            ladder.append(f"latency_ratio<={ratio ** exponent:.6g}" if fill == "measured" else f"flops_ratio<={found:.6g}")
+    return Constraint("flops_ratio", "<=", flops), sorted(set(ladder), reverse=True), note, points
 
 
 def _name(model: nn.Module, task: Task, bound: Constraint, seed: int, settings: dict[str, Any]) -> str:
@@ -385,6 +392,7 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
     finetune_steps: int | None = None,
     final_finetune: int | None = None,
     finalists: int = 1,
+    fill: str = "auto",
     lr: float | str = "auto",
     seed: int = 0,
     workers: int = 1,
@@ -393,7 +401,9 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
 ) -> CompressResult:
     """Compress ``model`` for ``target`` losing at most ``max_drop`` of ``task``'s metric (see the module docstring).
 
-    ``budget``: candidates evaluated (learning-rate trials included); ``finetune_steps`` /
+    ``fill`` (latency targets): ``"measured"`` — every allocation is timed whole and filled to the latency
+    budget (the default, ``"auto"``); ``"flops"`` — allocations fill the FLOPs budget at which the uniform
+    policy measured the target. ``budget``: candidates evaluated (learning-rate trials included); ``finetune_steps`` /
     ``final_finetune``: training steps per candidate / per finalist (default: 3 / :data:`FINAL_EPOCHS`
     epochs of the train loader, within 100-400 / :data:`FINAL_STEPS` steps). The user's model is never changed. Run the same
     call again (same storage) to resume or to read the stored result without training anything.
@@ -425,6 +435,9 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
         raise ValueError(f"lr must be 'auto' or a positive number, got {lr!r}")
     if finalists < 1:
         raise ValueError(f"finalists must be >= 1, got {finalists}")
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {list(FILLS)}, got {fill!r}")
+    fill = "flops" if fill == "auto" else fill
     console = console or Console()
 
     example = fit_inputs(model, task.example_input(1))
@@ -447,22 +460,27 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
     steps = finetune_steps or _auto_steps(task, 3.0, 100, 400)
     final_steps = final_finetune or _auto_steps(task, FINAL_EPOCHS, *FINAL_STEPS)
     name = study or _name(model, task, bound, seed, {"steps": steps, "final": final_steps, "lr": lr, "runtime": runtime,
-                                                      "batch": latency_batch, "multiple": channel_multiple, "output": str(output)})
+                                                      "batch": latency_batch, "multiple": channel_multiple, "output": str(output), "fill": fill})
     objectives = ["accuracy", "latency" if cost == "latency" else cost]
-    latency, notes, fill, ladder = None, [], bound, None
+    latency, notes, budget_bound, ladder, measurer = None, [], bound, None, None
     if cost == "latency":
         latency = {"runtime": runtime, "batch": latency_batch, "threads": 1, "repeats": 20}
-        fill, ladder, note = _latency_budgets(model, space, example, ladders, bound, latency,
-                                              Study.open(storage, name, objectives=objectives), console)
+        budget_bound, ladder, note, points = _latency_budgets(model, space, example, ladders, bound, latency,
+                                                              Study.open(storage, name, objectives=objectives), console, fill)
         notes += [note] if note else []
+        if fill == "measured":
+            from autocompress.hardware.measured_path import MeasuredLatency
+
+            measurer = MeasuredLatency(model, space, example, points, batch=latency_batch)
     else:
         ladder = _ladder(bound)
     key = "flops" if cost == "latency" else cost
     base = cost_value(space, Policy(), key)
-    uniform, closest, reached = project(space, ladders, [0.0] * len(ladders), key, fill.bound * base if fill.is_ratio else fill.bound)
+    uniform, closest, reached = project(space, ladders, [0.0] * len(ladders), key,
+                                        budget_bound.bound * base if budget_bound.is_ratio else budget_bound.bound)
     if not reached:
         notes.append(f"the target is out of reach: the most compressed model the legal choices allow has "
-                     f"{fill.key}={closest / base if fill.is_ratio else closest:.4g} (needs {fill})")
+                     f"{budget_bound.key}={closest / base if budget_bound.is_ratio else closest:.4g} (needs {budget_bound})")
     common = dict(storage=storage, seed=seed, workers=workers, progress=progress, console=console, latency=latency)
     settings = {"finetune_epochs": 0.0, "finetune_steps": steps, "lr": lr, "seed": seed, "device": "auto"}
 
@@ -494,7 +512,7 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
                       + f" after {steps} steps; " + ", ".join(f"{r:g} -> {s:.2f}" for r, s in long.items())
                       + f" after {final_steps}; using {settings['lr']:g}, then {final_lr:g} for the final fine-tune")
 
-    strategy = AllocateStrategy(targets=ladder, fields=fields) if reached and ladder else GivenStrategy([uniform])
+    strategy = AllocateStrategy(targets=ladder, fields=fields, latency=measurer) if reached and ladder else GivenStrategy([uniform])
     found = search(model, task, space, objectives=objectives, constraints=[str(bound)], strategy=strategy,
                    budget=budget - probes, study_name=name, finetune_epochs=0.0,
                    evaluator={"finetune_steps": steps, "lr": settings["lr"]}, **common)

@@ -7,6 +7,11 @@ uniform policy at a few strengths, whole, side by side with the original in one 
 :func:`flops_for` reads off the FLOPs ratio whose *measured* latency meets a latency ratio (an
 isotonic fit of latency against FLOPs, so one noisy point cannot make it fold back). A search
 then fills that FLOPs budget exactly and measures each candidate's latency whole.
+
+FLOPs are the wrong currency for comparing *allocations*, though: on a ``transformers`` ResNet
+(digits, 32x32) per-layer allocations at one FLOPs budget measured 0.39x to 0.69x the original's
+latency. :class:`MeasuredLatency` measures a set of policies whole, side by side with the original,
+so that a search (``allocate``'s measured projection) can fill a latency budget itself.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.apply import apply_policy
 
-__all__ = ["STRENGTHS", "flops_for", "measure_path", "side_by_side"]
+__all__ = ["STRENGTHS", "MeasuredLatency", "flops_for", "measure_path", "side_by_side"]
 
 STRENGTHS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)
 
@@ -67,3 +72,33 @@ def flops_for(points: Sequence[Sequence[float]], latency_ratio: float) -> tuple[
     fitted = fit.predict(grid)
     meeting = grid[fitted <= latency_ratio]
     return (float(meeting.max()) if meeting.size else None), float(fitted.min())
+
+
+class MeasuredLatency:
+    """Latency ratios of policies of ``space`` applied to ``model``, measured whole on ONNX Runtime, side by
+    side with the original in one interleaved run; ``points``: the uniform policy's measured path
+    (:func:`measure_path`), which gives the FLOPs ratio to start from for a latency ratio."""
+
+    def __init__(self, model: nn.Module, space: SearchSpace, example: Example, points: Sequence[Sequence[float]], *,
+                 batch: int = 32, threads: int = 1, repeats: int = 20) -> None:
+        self.model, self.space, self.example = model, space, example
+        self.points = [tuple(map(float, p)) for p in points]
+        self.batch, self.threads, self.repeats = batch, threads, repeats
+
+    def flops_guess(self, latency_ratio: float) -> float | None:
+        """The FLOPs ratio at which the uniform policy measured ``latency_ratio`` (None: out of its reach)."""
+        return flops_for(self.points, latency_ratio)[0]
+
+    def fastest(self) -> float:
+        """The smallest latency ratio on the uniform policy's path."""
+        return flops_for(self.points, 0.0)[1]
+
+    def ratios(self, policies: Sequence[Policy]) -> list[float]:
+        """Each policy's measured latency as a ratio of the original's (one side-by-side run)."""
+        if not policies:
+            return []
+        models = {"original": self.model,
+                  **{i: apply_policy(self.model, p, self.example, space=self.space) for i, p in enumerate(policies)}}
+        timed = side_by_side(models, self.example, self.space.output, batch=self.batch, threads=self.threads,
+                             repeats=self.repeats)
+        return [timed[i].median_ms / timed["original"].median_ms for i in range(len(policies))]

@@ -22,6 +22,16 @@ between layers:
   ``σ ← σ · sigma_decay``. Proposals that snap to a policy already tried for this target
   are redrawn (up to ``max_redraws``), so every evaluation is a new policy.
 
+- **Measured latency** (``latency=`` a :class:`~autocompress.hardware.measured_path.MeasuredLatency`):
+  a ``latency_ratio`` target is filled by *measurement*, not by an analytic cost: allocation ``z`` is
+  projected on a few FLOPs budgets around the one at which the uniform policy measured the target
+  (:data:`FLOPS_BRACKET` multiples), those policies are timed whole in one side-by-side run, and the
+  least compressed whose measured latency meets the target is the candidate. FLOPs are the wrong
+  currency between allocations: on a ``transformers`` ResNet (digits, 32x32) allocations at one FLOPs
+  budget measured 0.39x to 0.69x the original's latency, so an allocation evolved on FLOPs favours
+  the slow ones. Each run's figures are kept in the study (``ctx.keep``), so a resumed search replays
+  the same projections.
+
 It is close to EagleEye (Li et al., ECCV 2020: random layer-wise pruning ratios under a
 FLOPs budget, scored after BN re-estimation, the best fine-tuned), with an evolution in
 place of pure random sampling and the search's fine-tune proxy in place of BN-only scores.
@@ -35,8 +45,10 @@ resume, so a resumed search makes the same plan); each target's records are tagg
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +67,9 @@ class AllocateStrategy(Strategy):
     default: the search's own upper-bound constraints on a cost. ``fields``: the genes
     allocated (prune by default; add ``"rank"`` / ``"weight_bits"`` to share the budget
     between methods). ``population``, ``parents``, ``sigma``, ``sigma_decay``: the
-    evolution strategy's hyperparameters.
+    evolution strategy's hyperparameters. ``latency``: a
+    :class:`~autocompress.hardware.measured_path.MeasuredLatency`, with which ``latency_ratio``
+    targets are filled by measurement (see the module docstring).
     """
 
     name = "allocate"
@@ -71,6 +85,7 @@ class AllocateStrategy(Strategy):
         sigma: float = 0.35,
         sigma_decay: float = 0.85,
         max_redraws: int = 20,
+        latency: Any = None,
     ) -> None:
         if cost not in COST_KEYS:
             raise ValueError(f"allocate: cost must be one of {list(COST_KEYS)}, got {cost!r}")
@@ -91,6 +106,7 @@ class AllocateStrategy(Strategy):
         self.sigma = sigma
         self.sigma_decay = sigma_decay
         self.max_redraws = max_redraws
+        self.latency = latency
 
     # ------------------------------------------------------------------ run
     def run(self, ctx: SearchContext) -> None:
@@ -102,13 +118,16 @@ class AllocateStrategy(Strategy):
         reachable = []
         for target in targets:
             key, bound, label = target
-            base = cost_value(ctx.space, Policy(), key)
-            _, cost, reached = project(ctx.space, ladders, np.zeros(len(ladders)), key, bound)
+            if key == MEASURED:  # the uniform policy's measured path says what is in reach
+                reached, closest = self.latency.flops_guess(bound) is not None, self.latency.fastest()
+            else:
+                _, cost, reached = project(ctx.space, ladders, np.zeros(len(ladders)), key, bound)
+                closest = cost / cost_value(ctx.space, Policy(), key)
             if reached:
                 reachable.append(target)
             else:
                 ctx.log(f"allocate: target {label} is not reachable with the legal choices; closest reachable "
-                        f"{key}_ratio={cost / base:.4g}; nothing evaluated for it")
+                        f"{key.removesuffix('_ratio')}_ratio={closest:.4g}; nothing evaluated for it")
         carry = 0  # what a target leaves unspent (no new allocation to draw) goes to the next one
         for index, (key, bound, label) in enumerate(reachable):
             if ctx.remaining() <= 0:
@@ -129,19 +148,65 @@ class AllocateStrategy(Strategy):
                 )
         out = []
         for key, bound, is_ratio in parsed:
-            base = cost_value(ctx.space, Policy(), key)
+            if key in LATENCY_KEYS and is_ratio and self.latency is not None:
+                key, base = MEASURED, 1.0
+            else:
+                base = cost_value(ctx.space, Policy(), key)
             absolute = bound * base if is_ratio else bound
-            label = f"{key}_ratio<={bound:g}" if is_ratio else f"{key}<={bound:g}"
+            label = f"{key.removesuffix('_ratio')}_ratio<={bound:g}" if is_ratio else f"{key}<={bound:g}"
             out.append((key, absolute, label))
-        return sorted(dict.fromkeys(out), key=lambda t: -t[1] / cost_value(ctx.space, Policy(), t[0]))
+        return sorted(dict.fromkeys(out), key=lambda t: -t[1] / self._base(ctx, t[0]))
+
+    def _base(self, ctx: SearchContext, key: str) -> float:
+        return 1.0 if key == MEASURED else cost_value(ctx.space, Policy(), key)
+
+    def _project(self, ctx: SearchContext, ladders: Ladders, z: np.ndarray, key: str, bound: float) -> tuple[Policy, float, bool]:
+        if key != MEASURED:
+            return project(ctx.space, ladders, z, key, bound)
+        base = ctx.space.cost(Policy()).flops
+        guess = self.latency.flops_guess(bound)
+        fastest: tuple[Policy, float] | None = None
+        for multiples in (FLOPS_BRACKET, FLOPS_FALLBACK):
+            options: dict[str, tuple[Policy, float]] = {}
+            for multiple in multiples:
+                policy, flops, ok = project(ctx.space, ladders, z, "flops", min(1.0, guess * multiple) * base)
+                if ok:
+                    options.setdefault(_key(policy), (policy, flops))
+            measured = self._measure(ctx, [p for p, _ in options.values()])
+            runs = [(flops, policy, ratio) for (policy, flops), ratio in zip(options.values(), measured, strict=True)]
+            meeting = [r for r in runs if r[2] <= bound]
+            if meeting:
+                _, policy, ratio = max(meeting, key=lambda r: r[0])
+                return policy, ratio, True
+            for _, policy, ratio in runs:
+                if fastest is None or ratio < fastest[1]:
+                    fastest = (policy, ratio)
+        if fastest is None:
+            return Policy(), 1.0, False
+        return fastest[0], fastest[1], False
+
+    def _measure(self, ctx: SearchContext, policies: list[Policy]) -> list[float]:
+        """Measured latency ratios of ``policies`` (one side-by-side run), kept in the study for a resumed search."""
+        if not policies:
+            return []
+        digest = hashlib.sha1("\n".join(_key(p) for p in policies).encode()).hexdigest()[:16]
+        stored = ctx.kept(f"allocate-latency-{digest}")
+        if stored is not None and len(stored) == len(policies):
+            return [float(r) for r in stored]
+        ctx.status(f"allocate: measuring {len(policies)} allocations' latency side by side with the original")
+        ratios = self.latency.ratios(policies)
+        ctx.status("")
+        ctx.keep(f"allocate-latency-{digest}", ratios)
+        return ratios
 
     # ------------------------------------------------------------------ evolution
     def _evolve(self, ctx: SearchContext, ladders: list, key: str, bound: float, label: str, share: int, rng: np.random.Generator) -> int:
         """Evaluate up to ``share`` allocations filling ``bound``; how many were evaluated."""
-        base = cost_value(ctx.space, Policy(), key)
+        base = self._base(ctx, key)
         dims = len(ladders)
-        uniform, cost, _ = project(ctx.space, ladders, np.zeros(dims), key, bound)
-        ctx.log(f"allocate: target {label}, uniform policy at {key}_ratio={cost / base:.4g}")
+        uniform, cost, _ = self._project(ctx, ladders, np.zeros(dims), key, bound)
+        ctx.log(f"allocate: target {label}, uniform policy at {key.removesuffix('_ratio')}_ratio={cost / base:.4g}"
+                + (" (measured)" if key == MEASURED else ""))
         seen: set[str] = set()
         scored: list[tuple[float, np.ndarray]] = []  # (metric, z) of every evaluated candidate
         mean, sigma, generation, spent = np.zeros(dims), self.sigma, 0, 0
@@ -155,7 +220,7 @@ class AllocateStrategy(Strategy):
                 if len(batch) >= size:
                     break
                 z = mean + sigma * rng.standard_normal(dims)
-                policy, _, ok = project(ctx.space, ladders, z, key, bound)
+                policy, _, ok = self._project(ctx, ladders, z, key, bound)
                 if ok and _key(policy) not in seen:
                     seen.add(_key(policy))
                     batch.append((policy, z))
@@ -181,6 +246,12 @@ class AllocateStrategy(Strategy):
 
 Ladders = list[tuple[int, list[float]]]
 LATENCY_KEYS = ("latency", "latency_ms")
+#: the key of a latency-ratio target filled by measurement (``latency=``)
+MEASURED = "latency_ratio"
+#: multiples of the FLOPs ratio at which the uniform policy measured a latency target: an allocation is
+#: projected on each and the set timed in one run; the fallback when none of them meets the target
+FLOPS_BRACKET = (1.3, 1.15, 1.0, 0.87, 0.75)
+FLOPS_FALLBACK = (0.6, 0.45, 0.3)
 
 
 def cost_value(space: SearchSpace, policy: Policy, key: str) -> float:
