@@ -401,9 +401,9 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
 ) -> CompressResult:
     """Compress ``model`` for ``target`` losing at most ``max_drop`` of ``task``'s metric (see the module docstring).
 
-    ``fill`` (latency targets): ``"measured"`` — every allocation is timed whole and filled to the latency
-    budget (the default, ``"auto"``); ``"flops"`` — allocations fill the FLOPs budget at which the uniform
-    policy measured the target. ``budget``: candidates evaluated (learning-rate trials included); ``finetune_steps`` /
+    ``fill`` (latency targets): ``"flops"`` (the default, ``"auto"``) — allocations fill the FLOPs budget at
+    which the uniform policy measured the target; ``"measured"`` — every allocation is timed whole and
+    filled to the latency budget (not the default until it measures better: docs/results.md). ``budget``: candidates evaluated (learning-rate trials included); ``finetune_steps`` /
     ``final_finetune``: training steps per candidate / per finalist (default: 3 / :data:`FINAL_EPOCHS`
     epochs of the train loader, within 100-400 / :data:`FINAL_STEPS` steps). The user's model is never changed. Run the same
     call again (same storage) to resume or to read the stored result without training anything.

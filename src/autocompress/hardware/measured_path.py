@@ -32,7 +32,7 @@ from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.apply import apply_policy
 
-__all__ = ["STRENGTHS", "MeasuredLatency", "flops_for", "measure_path", "side_by_side"]
+__all__ = ["STRENGTHS", "MeasuredLatency", "flops_for", "measure_path", "policy_latency_ratios", "side_by_side"]
 
 STRENGTHS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)
 
@@ -53,11 +53,19 @@ def measure_path(model: nn.Module, space: SearchSpace, example: Example, policie
     """(FLOPs ratio, measured latency ratio) of ``policies`` and of the original (1, 1), FLOPs ascending;
     and the original's latency (ms per batch)."""
     base = space.cost(Policy()).flops
+    ratios, original_ms = policy_latency_ratios(model, space, example, policies, batch=batch, threads=threads, repeats=repeats)
+    points = [(1.0, 1.0)] + [(space.cost(p).flops / base, r) for p, r in zip(policies, ratios, strict=True)]
+    return sorted(points), original_ms
+
+
+def policy_latency_ratios(model: nn.Module, space: SearchSpace, example: Example, policies: Sequence[Policy], *,
+                          batch: int = 32, threads: int = 1, repeats: int = 20) -> tuple[list[float], float]:
+    """Each policy's measured latency as a ratio of the original's, all timed in one side-by-side run;
+    and the original's latency (ms per batch)."""
     models = {"original": model, **{i: apply_policy(model, p, example, space=space) for i, p in enumerate(policies)}}
     timed = side_by_side(models, example, space.output, batch=batch, threads=threads, repeats=repeats)
-    points = [(1.0, 1.0)] + [(space.cost(p).flops / base, timed[i].median_ms / timed["original"].median_ms)
-                             for i, p in enumerate(policies)]
-    return sorted(points), timed["original"].median_ms
+    original = timed["original"].median_ms
+    return [timed[i].median_ms / original for i in range(len(policies))], original
 
 
 def flops_for(points: Sequence[Sequence[float]], latency_ratio: float) -> tuple[float | None, float]:
@@ -97,8 +105,5 @@ class MeasuredLatency:
         """Each policy's measured latency as a ratio of the original's (one side-by-side run)."""
         if not policies:
             return []
-        models = {"original": self.model,
-                  **{i: apply_policy(self.model, p, self.example, space=self.space) for i, p in enumerate(policies)}}
-        timed = side_by_side(models, self.example, self.space.output, batch=self.batch, threads=self.threads,
-                             repeats=self.repeats)
-        return [timed[i].median_ms / timed["original"].median_ms for i in range(len(policies))]
+        return policy_latency_ratios(self.model, self.space, self.example, policies, batch=self.batch,
+                                     threads=self.threads, repeats=self.repeats)[0]
