@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=[*KINDS, "auto"], choices=[*KINDS, "auto"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keep", action="store_true",
+                        help="measure only --kinds; every other kind's rows are kept from the stored label_sets.json")
     parser.add_argument("--export", nargs=3, metavar=("DB", "STUDY", "NAME"), help="store a study's labels as a set, then stop")
     args = parser.parse_args(argv)
     if args.export:
@@ -138,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(args.threads)
     results = []
+    stored = RESULTS / "label_sets.json"
+    if args.keep and stored.exists():  # e.g. after a change to "auto" only: the single kinds are unchanged
+        results = [r for r in json.loads(stored.read_text()) if r["kind"] not in args.kinds]
+    measured = len(results)
     for name in args.sets:
         X, y = available[name]
         for n in args.sizes:
@@ -148,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
                     results.append({"set": name, "labels": len(y), "features": X.shape[1], "n": n, "kind": kind, "split": split,
                                     **measure(X, y, kind, n, split)})
                 log(f"{name} n={n} {kind}: τ {statistics.fmean(r['tau'] for r in results[-args.splits:]):.3f}")
+    if measured:
+        order = [*KINDS, "auto"]
+        args.kinds = sorted({r["kind"] for r in results}, key=order.index)
     text = table(results, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "label_sets.md").write_text(text)
