@@ -192,7 +192,7 @@ def test_auto_prefers_the_gp_within_one_standard_error_and_the_best_beyond_it():
     rng = np.random.default_rng(0)
     y = rng.normal(size=80)
     X = np.stack([y, rng.normal(size=80)], axis=1)
-    close = {"gp": Lookup(0.6), "gbt": Lookup(0.5)}  # gbt a little better: within the folds' noise
+    close = {"gp": Lookup(0.55), "gbt": Lookup(0.5)}  # gbt a little better (0.72 against 0.70): within the folds' noise (SE 0.04)
     kind, scores, _ = choose_kind(lambda k: close[k], X, y, kinds=("gp", "gbt"))
     assert scores["gbt"] > scores["gp"] and kind == "gp"
     far = {"gp": Lookup(3.0), "gbt": Lookup(0.0)}  # gbt ranks perfectly in every fold (no error): it is chosen
