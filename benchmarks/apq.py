@@ -144,9 +144,9 @@ def features(config, bits: tuple[int, ...]) -> np.ndarray:  # noqa: ANN001
 def quantized_metric(supernet: ElasticCNN1d, config, bits: tuple[int, ...], task, args, seed: int) -> float:  # noqa: ANN001
     """Extract, re-estimate BN, fake-quantize each stage's convs at its bits (weights and inputs), calibrate,
     fine-tune ``--qat-steps`` steps (quantization-aware), validation metric."""
+    from autocompress.apply import apply_policy
     from autocompress.elastic import QuantSubnet
     from autocompress.finetune import recalibrate_batchnorm
-    from autocompress.transforms.apply import apply_policy
     from autocompress.transforms.quantize import calibrate_activations
 
     model = supernet.extract(config)

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
+from autocompress.apply import apply_policy
 from autocompress.elastic import ElasticSpace, QuantSubnet, subnet_metric
 from autocompress.hardware.lut import LatencyTable
 from autocompress.hardware.targets import Target, measure
-from autocompress.transforms.apply import apply_policy
 from autocompress.zoo import load_task
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -64,8 +64,7 @@ from torch import nn
 
 from autocompress import count_cost
 from autocompress.finetune import evaluate_metric, train
-from autocompress.task import Task
-from autocompress.transforms.refine import (
+from autocompress.search.refine import (
     DEFAULT_CONFIDENCE,
     DEFAULT_LOSS_TOLERANCE,
     DEFAULT_REGRESSION_LOSS_TOLERANCE,
@@ -73,6 +72,7 @@ from autocompress.transforms.refine import (
     reinitialized,
     sweep_epsilon,
 )
+from autocompress.task import Task
 from autocompress.transforms.units import (
     DEFAULT_EPSILONS,
     DEFAULT_STATISTIC,

@@ -42,8 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from odf2nna import DATASETS, ROOT, build, load, log, machine, params  # noqa: E402
 
 from autocompress.finetune import _steps_per_epoch, evaluate_loss, evaluate_metric, train  # noqa: E402
-from autocompress.task import Task  # noqa: E402
-from autocompress.transforms.refine import (  # noqa: E402
+from autocompress.search.refine import (  # noqa: E402
     DEFAULT_LOSS_TOLERANCE,
     DEFAULT_REGRESSION_LOSS_TOLERANCE,
     SweepPoint,
@@ -52,6 +51,7 @@ from autocompress.transforms.refine import (  # noqa: E402
     _sample_losses,
     passes,
 )
+from autocompress.task import Task  # noqa: E402
 from autocompress.transforms.units import DEFAULT_EPSILONS, rebuild_dense, select_units  # noqa: E402
 
 #: the retraining epochs of benchmarks/odf2nna.py before this comparison (recipes scale these)

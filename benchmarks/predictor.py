@@ -50,8 +50,8 @@ from autocompress.predict import (
     ranking_metrics,
     select_from_pool,
 )
-from autocompress.predict.optimize import optimize_policy
 from autocompress.search import search
+from autocompress.search.optimize import optimize_policy
 from autocompress.zoo import load_zoo
 
 RESULTS = Path(__file__).parent / "results"
@@ -244,7 +244,7 @@ def external_markdown(external: dict | None) -> str:
 def reopt_markdown(reopt: dict) -> str:
     lines = [
         "",
-        f"Re-optimization for a new budget (`autocompress.predict.optimize.optimize_policy`, predictor `{reopt['predictor']}` "
+        f"Re-optimization for a new budget (`autocompress.search.optimize.optimize_policy`, predictor `{reopt['predictor']}` "
         f"fitted on {reopt['labels']} labels, 20 BitOps budgets from 0.3 to 0.003 of the original): median "
         f"**{reopt['median_seconds']:.3f} s**, max {reopt['max_seconds']:.3f} s; every returned policy within its budget "
         f"by exact count: **{'yes' if reopt['all_within_budget'] else 'NO'}**.",

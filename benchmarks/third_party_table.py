@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from third_party import ARCHITECTURES  # noqa: E402
 
+from autocompress.layers import is_transposed_linear  # noqa: E402
 from autocompress.space import SearchSpace  # noqa: E402
-from autocompress.transforms.linear_like import is_transposed_linear  # noqa: E402
 
 
 def _short(reason: str) -> str:

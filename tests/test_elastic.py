@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from autocompress.apply import apply_policy
 from autocompress.cost import count_cost
 from autocompress.elastic import (
     ElasticCNN1d,
@@ -23,7 +24,6 @@ from autocompress.elastic import (
 )
 from autocompress.policy import LayerGenes
 from autocompress.search.study import policy_key
-from autocompress.transforms.apply import apply_policy
 from autocompress.zoo import load_task
 
 INPUTS = {ElasticCNN1d: (5, 1, 40), ElasticCNN2d: (5, 1, 8, 8)}

@@ -195,7 +195,7 @@ def test_latency_budgets_in_the_optimizer_hold_by_the_estimate(small):
 
     from autocompress.hardware.policy_latency import PolicyLatency
     from autocompress.predict import AccuracyPredictor, policy_features
-    from autocompress.predict.optimize import optimize_policy
+    from autocompress.search.optimize import optimize_policy
     from autocompress.search.strategies.allocate import cost_value
 
     model, x = small

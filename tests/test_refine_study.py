@@ -1,4 +1,4 @@
-"""ODF2NNA's epsilon sweep stored as a Study (transforms/refine_study.py) and `autocompress refine --storage`."""
+"""ODF2NNA's epsilon sweep stored as a Study (search/refine_study.py) and `autocompress refine --storage`."""
 
 import pytest
 from test_units import _mlp, _snapshot, _task, one_thread, wide_console  # noqa: F401 - autouse fixtures: one thread, wide console
@@ -6,11 +6,11 @@ from typer.testing import CliRunner
 
 from autocompress import cli, count_cost
 from autocompress.policy import Policy
+from autocompress.search import refine_study
 from autocompress.search.pareto import non_dominated
+from autocompress.search.refine import refine_dense, sweep_epsilon
+from autocompress.search.refine_study import stored_points, sweep_study
 from autocompress.search.study import Study
-from autocompress.transforms import refine_study
-from autocompress.transforms.refine import refine_dense, sweep_epsilon
-from autocompress.transforms.refine_study import stored_points, sweep_study
 
 runner = CliRunner()
 GRID = [0.0, 0.3, 0.6, 0.9]

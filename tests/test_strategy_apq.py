@@ -11,6 +11,7 @@ import torch
 from fake_search import FakeContext, records_of
 from test_lut import Int8Half
 
+from autocompress.apply import apply_policy
 from autocompress.cost import count_cost
 from autocompress.elastic import (
     ElasticCNN2d,
@@ -28,7 +29,6 @@ from autocompress.search.runner import search
 from autocompress.search.strategies.apq import APQStrategy
 from autocompress.search.study import policy_key
 from autocompress.threads import single_threaded
-from autocompress.transforms.apply import apply_policy
 from autocompress.zoo import load_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster

@@ -14,12 +14,12 @@ import torch
 pytest.importorskip("transformers")
 from transformers import BertConfig, BertModel  # noqa: E402
 
+from autocompress.apply import apply_policy  # noqa: E402
 from autocompress.cost import count_cost  # noqa: E402
 from autocompress.deploy_dynamic import export_dynamic_int8, float_twin, int8_layers  # noqa: E402
 from autocompress.hardware.targets import Target, measure  # noqa: E402
 from autocompress.policy import LayerGenes, Policy  # noqa: E402
 from autocompress.space import PolicyError, SearchSpace  # noqa: E402
-from autocompress.transforms.apply import apply_policy  # noqa: E402
 from autocompress.zoo.minilm import SentenceEmbedder  # noqa: E402
 
 HEADS, HEAD_DIM, FFN = 4, 8, 64

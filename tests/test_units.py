@@ -10,11 +10,9 @@ from typer.testing import CliRunner
 
 import autocompress as ac
 from autocompress import cli, count_cost
+from autocompress.apply import apply_policy
 from autocompress.finetune import evaluate_loss, train
-from autocompress.task import Task
-from autocompress.transforms.apply import apply_policy
-from autocompress.transforms.prune import activation_std_importance
-from autocompress.transforms.refine import (
+from autocompress.search.refine import (
     DEFAULT_CONFIDENCE,
     DEFAULT_REGRESSION_LOSS_TOLERANCE,
     SweepPoint,
@@ -23,6 +21,8 @@ from autocompress.transforms.refine import (
     reinitialized,
     sweep_epsilon,
 )
+from autocompress.task import Task
+from autocompress.transforms.prune import activation_std_importance
 from autocompress.transforms.units import DenseStructureError, dense_chain
 from autocompress.zoo.models import TabularMLP
 

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autocompress.apply import apply_policy
 from autocompress.calls import select_output
 from autocompress.cost import count_cost
 from autocompress.export import export_onnx, onnx_session, run_session
 from autocompress.policy import LayerGenes, Policy
 from autocompress.quiet import ThirdPartyWarnings
 from autocompress.space import SearchSpace
-from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.lowrank import factorize
 from autocompress.transforms.quantize import QuantWrapper, quantize_layer
 
@@ -209,7 +209,7 @@ def test_third_party_warnings_are_summarised_once() -> None:
 
 def test_transformers_conv1d_is_a_linear_to_every_method() -> None:
     transformers = pytest.importorskip("transformers")
-    from autocompress.transforms.linear_like import is_transposed_linear, to_linear
+    from autocompress.layers import is_transposed_linear, to_linear
 
     torch.manual_seed(0)
     layer = transformers.pytorch_utils.Conv1D(6, 10)  # nf=6 outputs, nx=10 inputs

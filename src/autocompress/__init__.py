@@ -5,6 +5,7 @@ The data that flows: ``SearchSpace.from_model`` -> ``Policy`` -> ``apply_policy`
 """
 
 from autocompress import search
+from autocompress.apply import apply_policy
 from autocompress.budget import BudgetError
 from autocompress.cost import CostReport, LayerCost, count_cost
 from autocompress.evaluate import EvalResult, Evaluator
@@ -13,12 +14,11 @@ from autocompress.pipeline import Candidate, CompressResult, TaskError, compress
 from autocompress.policy import InputSpec, LayerGenes, Policy
 from autocompress.saving import load, save
 from autocompress.search import Study
+from autocompress.search.refine import refine_dense as refine_dense
+from autocompress.search.refine_study import sweep_study as sweep_study
 from autocompress.space import LayerInfo, ModelTraceError, PolicyError, SearchSpace
-from autocompress.streamed import BatchError
 from autocompress.task import Task
-from autocompress.transforms.apply import apply_policy
-from autocompress.transforms.refine import refine_dense as refine_dense
-from autocompress.transforms.refine_study import sweep_study as sweep_study
+from autocompress.task.streamed import BatchError
 
 __version__ = "0.1.0"
 

@@ -97,11 +97,11 @@ def profile(
     """Per-layer and whole-model latency on a target, from the cached per-layer lookup table."""
     from rich.table import Table
 
+    from autocompress.apply import apply_policy
     from autocompress.hardware.lut import LatencyTable
     from autocompress.hardware.targets import measure, parse_target
     from autocompress.policy import Policy
     from autocompress.space import SearchSpace
-    from autocompress.transforms.apply import apply_policy
 
     try:
         parsed = parse_target(target)
@@ -556,8 +556,8 @@ def _refine_sweep(entry, storage: str, name: str, epsilon: float | str, toleranc
     """``refine --storage``: the whole epsilon sweep into a study, its front printed; the epsilon to refine at."""
     from rich.table import Table
 
-    from autocompress.transforms.refine import DEFAULT_CONFIDENCE, _gate, choose_epsilon
-    from autocompress.transforms.refine_study import stored_points, sweep_study
+    from autocompress.search.refine import DEFAULT_CONFIDENCE, _gate, choose_epsilon
+    from autocompress.search.refine_study import stored_points, sweep_study
 
     try:
         opened = sweep_study(entry.model, entry.task, storage, name, statistic=statistic, retrain_epochs=retrain_epochs,
@@ -606,7 +606,7 @@ def refine(
     from rich.table import Table
 
     from autocompress.finetune import evaluate_metric
-    from autocompress.transforms.refine import refine_dense
+    from autocompress.search.refine import refine_dense
     from autocompress.transforms.units import STATISTICS, DenseStructureError, dense_chain
     from autocompress.zoo import list_zoo
 
@@ -677,7 +677,7 @@ def optimize(
     """
     from autocompress.budget import Constraint
     from autocompress.policy import Policy
-    from autocompress.predict.optimize import optimize_policy
+    from autocompress.search.optimize import optimize_policy
     from autocompress.search.strategies.allocate import cost_value
     from autocompress.search.strategies.seernet import fit_predictor
 

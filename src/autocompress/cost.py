@@ -39,10 +39,10 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from autocompress.calls import Example, bind, split_example
-from autocompress.transforms.linear_like import is_transposed_linear
+from autocompress.layers import COUNTED, is_transposed_linear
 
 FP32_BITS = 32
-_MAC_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_MAC_LAYERS = COUNTED
 _TOTAL_KEYS = ("flops", "macs", "params", "bitops", "bytes")
 
 

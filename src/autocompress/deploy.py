@@ -71,9 +71,9 @@ from torch import Tensor, nn
 from autocompress.calls import Example, OutputSelector, split_example
 from autocompress.export import export_onnx, feed_names, input_names, onnx_session, run_session
 from autocompress.files import atomic_write
+from autocompress.layers import set_submodule
 from autocompress.quiet import summarising
 from autocompress.task import Task, reduce
-from autocompress.transforms.apply import set_submodule
 from autocompress.transforms.quantize import QuantWrapper, freeze_weights, runs_in_int8
 
 __all__ = [

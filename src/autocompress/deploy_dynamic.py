@@ -5,7 +5,7 @@ int8 (per output channel here), each MatMul's input is quantized on the fly to u
 its own min/max (``DynamicQuantizeLinear``) and the product runs in ``MatMulInteger``. A
 policy made in a search space with ``activations="dynamic"`` describes exactly that: a
 layer at ``weight_bits == act_bits == 8`` runs in int8, a layer at 32 stays fp32, and the
-PyTorch model :func:`~autocompress.transforms.apply.apply_policy` builds fake-quantizes the
+PyTorch model :func:`~autocompress.apply.apply_policy` builds fake-quantizes the
 same way (per-channel symmetric weights, per-call input range), so the file's outputs can
 be checked against it.
 

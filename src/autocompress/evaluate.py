@@ -24,13 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.apply import apply_policy
 from autocompress.calls import OutputSelector, bind, example_to, fit_inputs
 from autocompress.cost import CostReport, count_cost
 from autocompress.finetune import evaluate_metric, recalibrate_batchnorm, resolve_device, train
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 from autocompress.task import Task
-from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.quantize import calibrate_activations
 
 

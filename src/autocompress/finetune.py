@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from autocompress.calls import Bound, call_model
-from autocompress.streamed import to_device
 from autocompress.task import Task, reduce
+from autocompress.task.streamed import to_device
 
 __all__ = ["OPTIMIZERS", "evaluate_metric", "recalibrate_batchnorm", "resolve_device", "train"]
 

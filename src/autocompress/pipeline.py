@@ -58,8 +58,8 @@ from autocompress.policy import Policy
 from autocompress.search.objectives import Record
 from autocompress.search.study import Study
 from autocompress.space import SearchSpace
-from autocompress.streamed import _describe
 from autocompress.task import Task
+from autocompress.task.streamed import _describe
 
 __all__ = ["FINAL_EPOCHS", "FINAL_STEPS", "LATENCY_MARGIN", "LEARNING_RATES", "LONG_PROBES", "Candidate", "CompressResult", "TaskError", "auto_output", "check_task", "compress"]
 
@@ -365,7 +365,7 @@ def _latency_budgets(model: nn.Module, space: SearchSpace, example: Any, ladders
 def _name(model: nn.Module, task: Task, bound: Constraint, seed: int, settings: dict[str, Any]) -> str:
     """The study's name: the model class, target and seed, and a digest of the model's weights, the first
     validation batch and the search settings, so a changed model, data or setting never resumes another's study."""
-    from autocompress.saving import weights_digest
+    from autocompress.files import weights_digest
 
     inputs, targets = next(iter(task.loader("val", shuffle=False)))
     digest = hashlib.sha1(f"{type(model).__module__}.{type(model).__qualname__}".encode())

@@ -13,7 +13,6 @@ to the original ``model`` (which is not changed) and loads the saved tensors int
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,25 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocompress.apply import POLICY_ATTRIBUTE, apply_policy
 from autocompress.calls import OutputSelector, example_to
 from autocompress.cost import count_cost
 from autocompress.evaluate import EvalResult
 from autocompress.files import atomic_write
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
-from autocompress.transforms.apply import POLICY_ATTRIBUTE, apply_policy
 
 FORMAT = "autocompress/1"
-
-
-def weights_digest(model: nn.Module) -> str:
-    """A short fingerprint of ``model``'s weights and buffers (names and values), so that stored
-    results are never mixed with another model's."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def save(obj: nn.Module | EvalResult, directory: str | Path, *, policy: Policy | None = None) -> Path:

@@ -26,11 +26,12 @@ from torch import nn
 
 from autocompress.calls import Example, OutputSelector, bind, split_example
 from autocompress.cost import FP32_BITS, CostReport, LayerCost
+from autocompress.layers import COMPRESSED, COUNTED, converted
 from autocompress.policy import MAX_PRUNE, InputSpec, LayerGenes, Policy, recorded_output
 from autocompress.quiet import collected_warnings
 from autocompress.replacements import check_replacements
 from autocompress.trace import ModelTraceError, flatten_tensors, trace_model
-from autocompress.transforms import linear_like, lowrank
+from autocompress.transforms import lowrank
 from autocompress.transforms.prune import (
     ChannelGroup,
     discover_groups,
@@ -38,8 +39,8 @@ from autocompress.transforms.prune import (
     prune_groups,
 )
 
-LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)  # compressed
-MAC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # counted
+LAYER_TYPES = COMPRESSED  # compressed
+MAC_TYPES = COUNTED  # counted
 DEFAULT_PRUNE_CHOICES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_RANK_CHOICES = (1.0, 0.75, 0.5, 0.375, 0.25, 0.125)
 DEFAULT_WEIGHT_BITS = (32, 8, 6, 4, 3, 2)
@@ -197,7 +198,7 @@ class SearchSpace:
         (``{"input_ids": ids, "attention_mask": mask}``). ``output``: which of the model's outputs is
         measured when it returns a tuple, dict or ``ModelOutput`` (a key such as ``"logits"``, an
         index, or a callable); None keeps them all. ``transformers``' ``Conv1D`` layers (GPT-2) are
-        handled as the Linear layers they are (see :mod:`autocompress.transforms.linear_like`).
+        handled as the Linear layers they are (see :mod:`autocompress.layers`).
         ``exclude``: layer names or glob patterns left alone. ``exclude_output``: leave
         the last Conv/Linear layer to run (the output layer) alone. ``methods``: the
         compression methods searched, a subset of ("prune", "lowrank", "quant"). ``channel_multiple``
@@ -237,7 +238,7 @@ class SearchSpace:
     ) -> None:
         """The body of :meth:`from_model` (inputs already split, choices set)."""
         space = self
-        model = linear_like.converted(model)  # transformers' Conv1D as nn.Linear (a copy, if any)
+        model = converted(model)  # transformers' Conv1D as nn.Linear (a copy, if any)
         runner = bind(model, space.input_names, space.output)
         trace = trace_model(runner, inputs, MAC_TYPES)
         names = [n for n, _ in model.named_modules()]

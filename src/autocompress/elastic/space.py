@@ -17,17 +17,17 @@ from dataclasses import replace
 import numpy as np
 from torch import nn
 
+from autocompress.apply import apply_policy
 from autocompress.cost import FP32_BITS, CostReport, count_cost
 from autocompress.elastic.encoding import FULL_PRECISION, QuantSubnet
 from autocompress.elastic.supernet import ElasticModel, SubnetConfig
 from autocompress.elastic.train import subnet_metric
+from autocompress.files import weights_digest
 from autocompress.finetune import recalibrate_batchnorm
 from autocompress.hardware.lut import LatencyTable, LayerConfig, _signature, layer_configs
 from autocompress.policy import InputSpec, Policy
-from autocompress.saving import weights_digest
 from autocompress.space import LAYER_TYPES, SearchSpace, _linear_cost
 from autocompress.task import Task
-from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.quantize import INT8_BITS, runs_in_int8
 
 Arch = tuple[float, ...]

@@ -52,10 +52,11 @@ from torch import Tensor, nn
 
 from autocompress.hardware.latency import LatencyResult
 from autocompress.hardware.targets import Target, batched, measure, parse_target
+from autocompress.layers import COMPRESSED
 from autocompress.trace import as_inputs
 from autocompress.transforms.quantize import INT8_BITS, QuantWrapper, runs_in_int8
 
-_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+_LAYER_TYPES = COMPRESSED
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class LatencyTable:
                              "are measured whole (latency: {estimate: false}); allowed runtimes for tables: ort-cpu, "
                              "torch-cpu, torch-cuda")
         if cache and path is None:
-            from autocompress.zoo.datasets import cache_dir
+            from autocompress.files import cache_dir
 
             digest = hashlib.sha256(json.dumps(target.fingerprint(), sort_keys=True).encode()).hexdigest()[:16]
             path = cache_dir() / "latency" / f"{target.runtime}-{digest}.json"

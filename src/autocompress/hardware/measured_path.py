@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from autocompress.apply import apply_policy
 from autocompress.calls import Example, OutputSelector, split_example
 from autocompress.export import export_onnx
 from autocompress.hardware.latency import LatencyResult, compare_latency
 from autocompress.hardware.targets import batched
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
-from autocompress.transforms.apply import apply_policy
 
 __all__ = ["STRENGTHS", "MeasuredLatency", "flops_for", "measure_path", "policy_latency_ratios", "side_by_side"]
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
+from autocompress.apply import apply_policy
 from autocompress.calls import Example, bind, fit_inputs, split_example
 from autocompress.hardware.lut import LatencyTable, LayerConfig, _signature, layer_configs
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
-from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.lowrank import factor_shapes
 from autocompress.transforms.quantize import runs_in_int8
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from autocompress.apply import apply_policy
 from autocompress.cost import count_cost
 from autocompress.export import export_onnx
 from autocompress.hardware.latency import compare_latency
@@ -41,7 +42,6 @@ from autocompress.hardware.lut import LatencyTable, layer_configs
 from autocompress.hardware.targets import Target, batched
 from autocompress.policy import LayerGenes, Policy
 from autocompress.space import SearchSpace
-from autocompress.transforms.apply import apply_policy
 from autocompress.transforms.lowrank import LowRank, factorize
 
 RULES = ("all", "flops", "measured")

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autocompress.calls import call_model
+from autocompress.layers import COMPRESSED
 from autocompress.policy import ALLOWED_BITS, check_bits
-from autocompress.streamed import to_device
+from autocompress.task.streamed import to_device
 from autocompress.transforms.lowrank import LowRank, UnsupportedLayerError
 
 __all__ = [
@@ -193,7 +194,7 @@ def _dynamic_range(x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     return _scale_zero_point(x.min(), x.max(), bits)
 
 
-_QUANTIZABLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_QUANTIZABLE = COMPRESSED
 
 
 def check_quantizable(layer: nn.Module, name: str | None = None) -> None:

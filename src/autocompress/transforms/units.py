@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from autocompress.transforms.apply import set_submodule
+from autocompress.layers import set_submodule
 
 __all__ = [
     "DEFAULT_EPSILONS",

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from autocompress.files import atomic_write
+from autocompress.files import atomic_write, cache_dir
 from autocompress.task import Task
 
 __all__ = ["MNIST1D_NUM_SAMPLES", "TASKS", "cache_dir", "list_tasks", "load_task"]
@@ -18,14 +16,6 @@ __all__ = ["MNIST1D_NUM_SAMPLES", "TASKS", "cache_dir", "list_tasks", "load_task
 MNIST1D_NUM_SAMPLES = 20_000  # 16k train (incl. validation) / 4k test; the package default is 5k
 MNIST1D_GENERATION_SEED = 42  # the canonical MNIST-1D seed: the data is the same for every `seed`
 MNIST1D_VAL_SAMPLES = 2_000
-
-
-def cache_dir() -> Path:
-    """``$AUTOCOMPRESS_CACHE`` or ``~/.cache/autocompress`` (created on demand)."""
-    root = os.environ.get("AUTOCOMPRESS_CACHE") or Path.home() / ".cache" / "autocompress"
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def load_task(name: str, seed: int = 0) -> Task:

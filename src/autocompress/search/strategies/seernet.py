@@ -16,7 +16,7 @@ every real evaluation going through the study like any other strategy's:
    evolutionary selection over the whole space (:func:`~autocompress.predict.evolve_informative`);
 3. the predictor is fitted on all labels and, for every budget C0 in ``targets``, the policy
    maximizing the predicted metric under ``cost <= C0`` is found by
-   :func:`~autocompress.predict.optimize.optimize_policy` (relaxed barrier ascent, then
+   :func:`~autocompress.search.optimize.optimize_policy` (relaxed barrier ascent, then
    projection with an exact cost check);
 4. each optimized policy is evaluated for real (``phase="optimize"``, ``target=...``).
 
@@ -50,8 +50,8 @@ from autocompress.predict import (
     policy_features,
     select_from_pool,
 )
-from autocompress.predict.optimize import optimize_policy
 from autocompress.search.objectives import COST_KEYS, Record
+from autocompress.search.optimize import optimize_policy
 from autocompress.search.strategies.allocate import (
     cost_fields,
     cost_value,

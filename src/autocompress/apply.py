@@ -22,22 +22,16 @@ import torch
 from torch import nn
 
 from autocompress.calls import Example, bind, split_example
+from autocompress.layers import convert, set_submodule
 from autocompress.policy import Policy
 from autocompress.quiet import collected_warnings
 from autocompress.space import SearchSpace
-from autocompress.transforms import linear_like
 from autocompress.transforms.lowrank import factorize
 from autocompress.transforms.prune import Importance, prune_groups
 from autocompress.transforms.quantize import quantize_layer
 
 #: attribute of a compressed model holding the policy that made it (read by ``save``)
 POLICY_ATTRIBUTE = "autocompress_policy"
-
-
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
 
 
 def resolve_example(policy: Policy, example_input: Example | None) -> Example:
@@ -76,7 +70,7 @@ def apply_policy(
     policy = space.validate(policy)
     inputs, names = split_example(example)
     small = copy.deepcopy(model)
-    linear_like.convert(small)
+    convert(small)
     device = next((p.device for p in small.parameters()), torch.device("cpu"))
     inputs = tuple(t.to(device) for t in inputs)
     with collected_warnings("pruning the model"):

@@ -1,4 +1,7 @@
-"""Layers that are a Linear in all but name, turned into ``nn.Linear`` so that every method applies.
+"""The layer types the package compresses and counts, and layers that are a Linear in all but name.
+
+:data:`COMPRESSED` are the layer types a policy prunes, factorizes and quantizes; :data:`COUNTED`
+the ones whose multiply-accumulates cost models count. ``set_submodule`` replaces one layer by name.
 
 ``transformers``' ``Conv1D`` (GPT-2, GPT, ...) computes ``x @ weight + bias`` with a weight of shape
 ``(in, out)``: a Linear with a transposed weight. The search space and ``apply_policy`` work on a copy
@@ -13,7 +16,12 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["converted", "is_transposed_linear", "to_linear"]
+__all__ = ["COMPRESSED", "COUNTED", "converted", "is_transposed_linear", "set_submodule", "to_linear"]
+
+#: the layer types a policy compresses (prune, low rank, quantization)
+COMPRESSED: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+#: the layer types whose multiply-accumulates are counted (a Conv3d is counted, not compressed)
+COUNTED: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def is_transposed_linear(module: nn.Module) -> bool:
@@ -56,3 +64,9 @@ def converted(model: nn.Module) -> nn.Module:
     work = copy.deepcopy(model)
     convert(work)
     return work
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)

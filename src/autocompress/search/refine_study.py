@@ -30,12 +30,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from autocompress.cost import count_cost
+from autocompress.files import weights_digest
 from autocompress.finetune import evaluate_metric
 from autocompress.policy import Policy
-from autocompress.saving import weights_digest
+from autocompress.search.refine import SweepPoint, _measure, sweep_epsilon
 from autocompress.search.study import Study, policy_key
 from autocompress.task import Task
-from autocompress.transforms.refine import SweepPoint, _measure, sweep_epsilon
 from autocompress.transforms.units import (
     _NORMALISED,
     DEFAULT_EPSILONS,
@@ -121,7 +121,7 @@ _COSTS = ("flops", "macs", "params", "bitops", "bytes")
 
 def stored_points(study: Study) -> list[SweepPoint]:
     """The sweep a :func:`sweep_study` study holds, as :class:`SweepPoint` s in ascending epsilon (for
-    :func:`~autocompress.transforms.refine.choose_epsilon`); ``on_front`` from the study's Pareto front."""
+    :func:`~autocompress.search.refine.choose_epsilon`); ``on_front`` from the study's Pareto front."""
     front = {r.number for r in study.pareto_front()}
     return [SweepPoint(epsilon=r.tags["epsilon"], params=int(r.values["params"]), hidden=r.tags["hidden"],
                        metric_before_retrain=r.values["metric_before_finetune"], metric=r.values["metric"],

@@ -157,8 +157,8 @@ class Task:
     ) -> Task:
         """A task over the user's loaders (``DataLoader`` s or any re-iterable of batches), streamed: no
         split is ever held in memory. Batches may be ``(inputs, targets)`` tuples or dicts with
-        ``labels``; see :mod:`autocompress.streamed` for the mapping, the hooks and the checks."""
-        from autocompress.streamed import StreamedTask
+        ``labels``; see :mod:`autocompress.task.streamed` for the mapping, the hooks and the checks."""
+        from autocompress.task.streamed import StreamedTask
 
         return StreamedTask(train, val, test, metric=metric, loss=loss, batch_to_inputs=batch_to_inputs,
                             batch_to_targets=batch_to_targets, train_step=train_step, evaluate=evaluate, name=name)
