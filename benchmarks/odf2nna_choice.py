@@ -41,7 +41,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from odf2nna import DATASETS, ROOT, build, load, log, machine, params  # noqa: E402
 
-from autocompress.finetune import _steps_per_epoch, evaluate_loss, evaluate_metric, train  # noqa: E402
+from autocompress.finetune import evaluate_loss, evaluate_metric, train  # noqa: E402
 from autocompress.search.refine import (  # noqa: E402
     DEFAULT_LOSS_TOLERANCE,
     DEFAULT_REGRESSION_LOSS_TOLERANCE,
@@ -86,7 +86,7 @@ def retrain(small: nn.Module, original: nn.Module, task: Task, recipe: dict[str,
     if not recipe.get("keep_best"):
         train(small, task, epochs=epochs, seed=seed, **distill)
         return
-    per_epoch = _steps_per_epoch(task)
+    per_epoch = task.steps_per_epoch()
     best = [evaluate_loss(small, task, "val"), copy.deepcopy(small.state_dict())]
 
     def check(step: int) -> None:
