@@ -47,9 +47,9 @@ from autocompress.search.refine import (  # noqa: E402
     DEFAULT_REGRESSION_LOSS_TOLERANCE,
     SweepPoint,
     _loss_gap,
-    _measure,
     _sample_losses,
     passes,
+    unit_statistics,
 )
 from autocompress.task import Task  # noqa: E402
 from autocompress.transforms.units import DEFAULT_EPSILONS, rebuild_dense, select_units  # noqa: E402
@@ -108,7 +108,7 @@ def sweep(name: str, seed: int, recipe_name: str, epsilons: list[float]) -> dict
     train(original, task, epochs=setting.epochs, seed=seed)
     original.eval()
     recipe = RECIPES[recipe_name]
-    measured = _measure(original, task.split("train")[0], "contribution_max")
+    measured = unit_statistics(original, task.split("train")[0], "contribution_max")
     reference = _sample_losses(original, task)
     done: dict[tuple, dict[str, Any]] = {}
     points = []

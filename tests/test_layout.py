@@ -3,7 +3,8 @@
 Every module of ``src/autocompress`` is read with ``ast``; each of its imports of another part of
 the package (at the top, inside a function or lazily — only ``if TYPE_CHECKING:`` blocks, which
 never run, are left out) must go to its own layer or one below. Within a layer the parts (a
-top-level module or a subpackage) must not import each other in a cycle.
+top-level module or a subpackage) must not import each other in a cycle, and no module imports
+another's private (underscored) names.
 """
 
 from __future__ import annotations
@@ -130,6 +131,24 @@ def test_no_cycles_between_parts():
         if node not in state:
             walk(node, [node])
     assert cycles == [], "import cycles between parts: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("autocompress")):
+                private += [f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}.{alias.name}" for alias in node.names
+                            if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert private == [], "a name used by another module is public (no leading underscore):\n" + "\n".join(private)
+
+
+def test_optuna_through_its_public_api_only():
+    private = {"_storage", "_trial_id", "_backend", "_study_id", "_cached_frozen_trial"}  # Optuna's own, seen used before
+    found = [f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}" for path in sorted(ROOT.rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Attribute) and node.attr in private]
+    assert found == [], "\n".join(found)
 
 
 def test_the_checker_sees_lazy_imports_and_skips_type_checking(tmp_path, monkeypatch):

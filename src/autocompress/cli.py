@@ -556,7 +556,7 @@ def _refine_sweep(entry, storage: str, name: str, epsilon: float | str, toleranc
     """``refine --storage``: the whole epsilon sweep into a study, its front printed; the epsilon to refine at."""
     from rich.table import Table
 
-    from autocompress.search.refine import DEFAULT_CONFIDENCE, _gate, choose_epsilon
+    from autocompress.search.refine import DEFAULT_CONFIDENCE, choose_epsilon, quality_gate
     from autocompress.search.refine_study import stored_points, sweep_study
 
     try:
@@ -577,7 +577,7 @@ def _refine_sweep(entry, storage: str, name: str, epsilon: float | str, toleranc
     console.print(f"storage {storage}, study {name}: `autocompress front {storage} --study {name} --plot front.png`")
     if epsilon != "auto":
         return epsilon
-    gate = _gate(entry.model, entry.task, tolerance, "auto", DEFAULT_CONFIDENCE)
+    gate = quality_gate(entry.model, entry.task, tolerance, "auto", DEFAULT_CONFIDENCE)
     chosen = choose_epsilon(points, gate.metric, gate.tolerance, original_loss=gate.loss,
                             loss_tolerance=gate.loss_tolerance, confidence=gate.confidence)
     if chosen is None:

@@ -69,7 +69,7 @@ def train(
     Returns ``{"steps", "epochs", "seconds", "final_loss", "first_loss"}``.
     """
     dev = resolve_device(device)
-    total_steps = _budget_steps(task, epochs, steps)
+    total_steps = budget_steps(task, epochs, steps)
     _check_distill(teacher, distill_weight, temperature)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -80,9 +80,9 @@ def train(
     losses: list[float] = []
     start = time.perf_counter()
     with (
-        _seeded(seed, dev),
-        _kept_modes(model),
-        _kept_modes(teacher_model),
+        seeded_training(seed, dev),
+        kept_modes(model),
+        kept_modes(teacher_model),
         _progress(progress, total_steps) as bar,
     ):
         opt = _make_optimizer(optimizer, params, lr, weight_decay)
@@ -93,7 +93,7 @@ def train(
         if teacher_model is not None:
             teacher_model.eval()
         hook = task.train_step
-        for step, batch in enumerate(_batches(task, seed, total_steps, raw=hook is not None)):
+        for step, batch in enumerate(training_batches(task, seed, total_steps, raw=hook is not None)):
             if on_step is not None:
                 on_step(step)
             if hook is not None:  # the user's own step: their batch, their model's own call and output
@@ -141,7 +141,7 @@ def evaluate_metric(
     if task.evaluate is not None:
         dev = resolve_device(device)
         model.to(dev)
-        with _kept_modes(model), torch.no_grad():
+        with kept_modes(model), torch.no_grad():
             model.eval()
             return float(task.evaluate(unbound(model), task.source(split)))
     return reduce(task.metric, task.metric_fn(), _outputs(model, task, split, device))
@@ -158,7 +158,7 @@ def _outputs(model: nn.Module, task: Task, split: str, device: str | torch.devic
     """(outputs, targets) of each batch of ``split`` on the CPU, in eval mode, without grad (modes restored)."""
     dev = resolve_device(device)
     model.to(dev)
-    with _kept_modes(model), torch.no_grad():
+    with kept_modes(model), torch.no_grad():
         model.eval()
         for inputs, targets in task.loader(split, shuffle=False):
             outputs = call_model(model, to_device(inputs, dev))
@@ -168,7 +168,7 @@ def _outputs(model: nn.Module, task: Task, split: str, device: str | torch.devic
             yield outputs.float().cpu(), targets
 
 
-def _split_outputs(
+def split_outputs(
     model: nn.Module, task: Task, split: str, device: str | torch.device
 ) -> tuple[Tensor, Tensor]:
     """(model outputs, targets) over the whole ``split`` on the CPU, in eval mode, without grad (modes restored)."""
@@ -199,7 +199,7 @@ def recalibrate_batchnorm(
     model.to(dev)
     momenta = [m.momentum for m in norms]
     try:
-        with _kept_modes(model), torch.no_grad():
+        with kept_modes(model), torch.no_grad():
             model.eval()
             for norm in norms:
                 norm.reset_running_stats()
@@ -231,7 +231,7 @@ def _epochs(task: Task, steps: int) -> float | None:
         return None
 
 
-def _budget_steps(task: Task, epochs: float | None, steps: int | None) -> int:
+def budget_steps(task: Task, epochs: float | None, steps: int | None) -> int:
     if epochs is not None and steps is not None:
         raise ValueError("train: give either epochs or steps, not both")
     if steps is not None:
@@ -286,7 +286,7 @@ def _make_optimizer(
     raise ValueError(f"train: unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
-def _batches(task: Task, seed: int, total_steps: int, raw: bool = False) -> Iterator:
+def training_batches(task: Task, seed: int, total_steps: int, raw: bool = False) -> Iterator:
     """``total_steps`` training batches, reshuffling each epoch from one seeded generator."""
     loader = task.loader("train", shuffle=True, seed=seed, drop_last=task.can_drop_last(), raw=raw)
     produced = 0
@@ -299,7 +299,7 @@ def _batches(task: Task, seed: int, total_steps: int, raw: bool = False) -> Iter
 
 
 @contextlib.contextmanager
-def _seeded(seed: int, dev: torch.device) -> Iterator[None]:
+def seeded_training(seed: int, dev: torch.device) -> Iterator[None]:
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -307,7 +307,7 @@ def _seeded(seed: int, dev: torch.device) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _kept_modes(model: nn.Module | None) -> Iterator[None]:
+def kept_modes(model: nn.Module | None) -> Iterator[None]:
     """Restore every submodule's train/eval flag on exit."""
     modes = [] if model is None else [(m, m.training) for m in model.modules()]
     try:

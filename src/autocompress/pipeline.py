@@ -59,7 +59,7 @@ from autocompress.search.objectives import Record
 from autocompress.search.study import Study
 from autocompress.space import SearchSpace
 from autocompress.task import Task
-from autocompress.task.streamed import _describe
+from autocompress.task.streamed import describe_value
 
 __all__ = ["FINAL_EPOCHS", "FINAL_STEPS", "LATENCY_MARGIN", "LEARNING_RATES", "LONG_PROBES", "Candidate", "CompressResult", "TaskError", "auto_output", "check_task", "compress"]
 
@@ -118,27 +118,27 @@ def check_task(model: nn.Module, task: Task, output: OutputSelector = None) -> N
 
     TaskError names the split, the batch's shapes and what failed.
     """
-    from autocompress.finetune import _kept_modes, unbound
+    from autocompress.finetune import kept_modes, unbound
 
     runner = bind(model, None, output)
     for split in ("train", "val", "test"):
         if not task.has_split(split) or task.evaluate is not None:  # the user's evaluate hook reads the outputs itself
             continue
         inputs, targets = next(iter(task.loader(split, shuffle=False)))
-        where = f"the model on the first batch of the {split} split (inputs {_describe(inputs)}, targets {_describe(targets)})"
-        with _kept_modes(model), torch.no_grad():
+        where = f"the model on the first batch of the {split} split (inputs {describe_value(inputs)}, targets {describe_value(targets)})"
+        with kept_modes(model), torch.no_grad():
             model.eval()
             try:
                 outputs = call_model(runner, inputs)
             except Exception as error:  # noqa: BLE001 - reported with the shapes that caused it
                 raise TaskError(f"{where} fails: {type(error).__name__}: {error}") from error
         if not isinstance(outputs, Tensor):
-            raise TaskError(f"{where} returns {_describe(outputs)}, not a tensor; give output= to pick one")
+            raise TaskError(f"{where} returns {describe_value(outputs)}, not a tensor; give output= to pick one")
         try:
             loss = task.loss_fn()(outputs, targets) if task.train_step is None else None
             task.metric_fn()(outputs, targets)
         except Exception as error:  # noqa: BLE001
-            raise TaskError(f"{where}: the loss or metric fails on outputs {_describe(outputs)}: "
+            raise TaskError(f"{where}: the loss or metric fails on outputs {describe_value(outputs)}: "
                             f"{type(error).__name__}: {error}") from error
         if loss is not None and not torch.isfinite(loss):
             raise TaskError(f"{where}: the loss is {float(loss)}")
@@ -146,7 +146,7 @@ def check_task(model: nn.Module, task: Task, output: OutputSelector = None) -> N
         batch = next(iter(task.loader("train", raw=True)))
         loss = task.train_step(unbound(copy.deepcopy(model)), batch)
         if not isinstance(loss, Tensor) or loss.dim() != 0:
-            raise TaskError(f"train_step(model, batch) must return a scalar loss tensor, got {_describe(loss)}")
+            raise TaskError(f"train_step(model, batch) must return a scalar loss tensor, got {describe_value(loss)}")
 
 
 # ---------------------------------------------------------------------- result
@@ -448,8 +448,8 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
         except TaskError:
             raise
         except Exception as error:  # noqa: BLE001 - reported with the shapes that caused it
-            raise TaskError(f"the model on the first batch of the train split (inputs {_describe(inputs)}, targets "
-                            f"{_describe(targets)}) fails: {type(error).__name__}: {error}") from error
+            raise TaskError(f"the model on the first batch of the train split (inputs {describe_value(inputs)}, targets "
+                            f"{describe_value(targets)}) fails: {type(error).__name__}: {error}") from error
     check_task(model, task, output)
     cost = bound.cost
     if channel_multiple == "auto":  # ONNX Runtime's CPU convolutions run blocks of 8 channels: a remainder is slow

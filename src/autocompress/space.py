@@ -137,7 +137,7 @@ def _drop_parametrized_weights(model: nn.Module, rows: list[_Row]) -> None:
                 row.params = max(0, row.params - layer.weight.numel())
 
 
-def _linear_cost(name: str, type_: str, macs: int, weights: int, biases: int, weight_bits: int, act_bits: int) -> LayerCost:
+def linear_cost(name: str, type_: str, macs: int, weights: int, biases: int, weight_bits: int, act_bits: int) -> LayerCost:
     return LayerCost(
         name=name,
         type=type_,
@@ -474,9 +474,9 @@ class SearchSpace:
                 costs += _layer_costs(row, genes, self.rank_multiple)
             elif row.kind == "norm":
                 n = row.out_channels * row.params
-                costs.append(_linear_cost(row.name, row.type, 0, 0, n, FP32_BITS, FP32_BITS))
+                costs.append(linear_cost(row.name, row.type, 0, 0, n, FP32_BITS, FP32_BITS))
             else:
-                costs.append(_linear_cost(row.name, row.type, 0, 0, row.params, FP32_BITS, FP32_BITS))
+                costs.append(linear_cost(row.name, row.type, 0, 0, row.params, FP32_BITS, FP32_BITS))
         return CostReport(tuple(costs))
 
     def pruned_rows(self, policy: Policy) -> list[_Row]:
@@ -554,12 +554,12 @@ def _layer_costs(row: _Row, genes: LayerGenes | None, rank_multiple: int) -> lis
             positions = row.in_positions if (i == 0 and len(factors) == 3) else row.out_positions
             weights = f.num_params - (f.out_features if f.has_bias else 0)
             biases = f.out_features if f.has_bias else 0
-            costs.append(_linear_cost(f"{row.name}.{i}", f.type, positions * weights, weights, biases, wb, ab))
+            costs.append(linear_cost(f"{row.name}.{i}", f.type, positions * weights, weights, biases, wb, ab))
         return costs
     weights = row.out_channels * (row.in_channels // row.groups) * row.kernel
     biases = row.out_channels if row.bias else 0
     macs = row.out_positions * weights
-    return [_linear_cost(row.name, row.type, macs, weights, biases, wb, ab)]
+    return [linear_cost(row.name, row.type, macs, weights, biases, wb, ab)]
 
 
 def _unless_shared(group: ChannelGroup, shared: dict[str, int]) -> ChannelGroup:

@@ -24,9 +24,9 @@ from autocompress.elastic.supernet import ElasticModel, SubnetConfig
 from autocompress.elastic.train import subnet_metric
 from autocompress.files import weights_digest
 from autocompress.finetune import recalibrate_batchnorm
-from autocompress.hardware.lut import LatencyTable, LayerConfig, _signature, layer_configs
+from autocompress.hardware.lut import LatencyTable, LayerConfig, layer_configs, layers_signature
 from autocompress.policy import InputSpec, Policy
-from autocompress.space import LAYER_TYPES, SearchSpace, _linear_cost
+from autocompress.space import LAYER_TYPES, SearchSpace, linear_cost
 from autocompress.task import Task
 from autocompress.transforms.quantize import INT8_BITS, runs_in_int8
 
@@ -117,7 +117,7 @@ class ElasticSpace:
                 priced.append(row)
             else:
                 w = weights[row.name]
-                priced.append(_linear_cost(row.name, row.type, row.macs, w, row.params - w, genes.weight_bits,
+                priced.append(linear_cost(row.name, row.type, row.macs, w, row.params - w, genes.weight_bits,
                                            genes.act_bits))
         return CostReport(tuple(priced))
 
@@ -155,7 +155,7 @@ class ElasticSpace:
         is on some with int8 layers (:meth:`~autocompress.hardware.lut.LatencyTable.calibrate`)."""
         if self.reference is None:
             raise ValueError("latency estimates need the reference model: ElasticSpace(..., reference=model)")
-        known = table.overheads.get(_signature(self._reference_calls()), {})
+        known = table.overheads.get(layers_signature(self._reference_calls()), {})
         if known.get("calibration_models", 1) > 1 and (known.get("int8_models", 0) > 0 or not table.times_int8):
             return
         rng = np.random.default_rng([self.seed, 47])

@@ -18,11 +18,11 @@ from torch import nn
 
 from autocompress.elastic.supernet import ElasticModel, SubnetConfig
 from autocompress.finetune import (
-    _batches,
-    _budget_steps,
-    _seeded,
+    budget_steps,
     evaluate_metric,
     recalibrate_batchnorm,
+    seeded_training,
+    training_batches,
 )
 from autocompress.task import Task
 
@@ -40,15 +40,15 @@ def train_supernet(
     """Train ``supernet`` in place with the sandwich rule (Adam, cosine decay); returns steps, seconds, final loss."""
     if sandwich < 0 or not 0 <= distill <= 1:
         raise ValueError(f"need sandwich >= 0 and distill in [0, 1], got {sandwich}, {distill}")
-    total = _budget_steps(task, epochs, None)
+    total = budget_steps(task, epochs, None)
     rng = np.random.default_rng([seed, 3])
     opt = torch.optim.Adam(supernet.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total)))
     loss_fn = task.loss_fn()
     start, losses = time.perf_counter(), []
     supernet.train()
-    with _seeded(seed, torch.device("cpu")):
-        for inputs, targets in _batches(task, seed, total):
+    with seeded_training(seed, torch.device("cpu")):
+        for inputs, targets in training_batches(task, seed, total):
             opt.zero_grad(set_to_none=True)
             configs = [supernet.largest(), supernet.smallest(), *(supernet.random(rng) for _ in range(sandwich))]
             teacher = None

@@ -242,7 +242,7 @@ class LatencyTable:
         rows, wholes, signature = [], [], None
         for candidate in [model, *derived]:
             configs = layer_configs(candidate, example_input, int8=self.times_int8)
-            signature = signature or _signature(configs)  # the original's, the first candidate
+            signature = signature or layers_signature(configs)  # the original's, the first candidate
             rows.append([sum(self.layer_ms(c) for _, c in configs if not c.int8),
                          sum(self.layer_ms(c) for _, c in configs if c.int8),
                          sum(self.call_ms(c) for _, c in configs), 1.0])
@@ -290,7 +290,7 @@ class LatencyTable:
                        ) -> LatencyEstimate:
         """:meth:`estimate` from the layer calls of a model (:func:`layer_configs`) and of its original
         (``reference``), with the original's calibration (computed on ``calibrate`` when missing)."""
-        signature = _signature(reference)
+        signature = layers_signature(reference)
         if signature not in self.overheads:
             if calibrate is None:
                 raise ValueError("no calibration for this original model; pass calibrate= the original model")
@@ -355,5 +355,5 @@ def time_layer(module: nn.Module, inputs: tuple[Tensor, ...], target: Target) ->
     return measure(module, inputs, target)
 
 
-def _signature(configs: list[tuple[str, LayerConfig]]) -> str:
+def layers_signature(configs: list[tuple[str, LayerConfig]]) -> str:
     return hashlib.sha256("|".join(c.key for _, c in configs).encode()).hexdigest()[:16]

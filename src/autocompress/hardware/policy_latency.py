@@ -18,7 +18,7 @@ from torch import nn
 
 from autocompress.apply import apply_policy
 from autocompress.calls import Example, bind, fit_inputs, split_example
-from autocompress.hardware.lut import LatencyTable, LayerConfig, _signature, layer_configs
+from autocompress.hardware.lut import LatencyTable, LayerConfig, layer_configs, layers_signature
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.lowrank import factor_shapes
@@ -39,7 +39,7 @@ class PolicyLatency:
         for name, config in calls:
             self.originals.setdefault(name, config)
             self.calls[name] = self.calls.get(name, 0) + 1
-        signature = _signature(calls)
+        signature = layers_signature(calls)
         if signature not in table.overheads or (calibration and table.overheads[signature].get("calibration_models", 1) < 2):
             rng = np.random.default_rng(seed)
             derived = [bind(apply_policy(model, space.random_policy(rng), space=space), names, space.output)

@@ -76,7 +76,7 @@ class AccuracyPredictor:
         """Fit on ``(X, y)``. ``warm_start``: a fitted MLP/ensemble predictor to start from (predictor
         transfer, APQ): its networks are copied and trained further on ``(X, y)``, with its input and
         target standardization kept, so few labels refine what many cheaper ones taught."""
-        X, y = _check_xy(X, y)
+        X, y = check_xy(X, y)
         if warm_start is not None:
             return self._fit_warm(X, y, warm_start)
         if self.kind != "auto" and self.kind not in KINDS:
@@ -149,7 +149,7 @@ class AccuracyPredictor:
     def predict(self, X: Any, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Predicted metric per row (and its uncertainty, in the metric's units, with ``return_std``)."""
         self._check_fitted()
-        X = _check_x(X, self.n_features_in_)
+        X = check_x(X, self.n_features_in_)
         if self.kind_ == "stack":
             parts = [(w, *m.predict(X, return_std=True)) for w, m in self.blend_]
             mean, std = sum(w * m for w, m, _ in parts), sum(w * s for w, _, s in parts)
@@ -169,7 +169,7 @@ class AccuracyPredictor:
         (``step`` in units of each input's std: 1e-3, or 0.25 for the piecewise-constant trees, whose
         gradient is zero almost everywhere)."""
         self._check_fitted()
-        X = _check_x(X, self.n_features_in_)
+        X = check_x(X, self.n_features_in_)
         if self.kind_ == "stack":
             return sum(w * m.gradient(X, step) for w, m in self.blend_)
         step = step if step is not None else (0.25 if self.kind_ == "gbt" else 1e-3)
@@ -233,7 +233,7 @@ def ranking_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     }
 
 
-def _check_x(X: Any, width: int | None = None) -> np.ndarray:
+def check_x(X: Any, width: int | None = None) -> np.ndarray:
     X = np.asarray(X, dtype=float)
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D (n_policies, n_features) array, got shape {X.shape}")
@@ -244,8 +244,8 @@ def _check_x(X: Any, width: int | None = None) -> np.ndarray:
     return X
 
 
-def _check_xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    X = _check_x(X)
+def check_xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    X = check_x(X)
     y = np.asarray(y, dtype=float).ravel()
     if len(y) != len(X):
         raise ValueError(f"X has {len(X)} rows but y has {len(y)} values")

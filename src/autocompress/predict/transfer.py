@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from autocompress.predict.predictor import AccuracyPredictor, _check_x, _check_xy, ranking_metrics
+from autocompress.predict.predictor import AccuracyPredictor, check_x, check_xy, ranking_metrics
 
 
 class ResidualTransfer:
@@ -53,7 +53,7 @@ class ResidualTransfer:
         self.seed = seed
 
     def fit(self, X: Any, y: Any) -> ResidualTransfer:
-        X, y = _check_xy(X, y)
+        X, y = check_xy(X, y)
         self.n_features_in_ = X.shape[1]
         self.columns_ = self._columns(X.shape[1])
         base = np.asarray(self.source.predict(X), dtype=float)
@@ -62,7 +62,7 @@ class ResidualTransfer:
 
     def predict(self, X: Any, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         self._check_fitted()
-        X = _check_x(X, self.n_features_in_)
+        X = check_x(X, self.n_features_in_)
         base = np.asarray(self.source.predict(X), dtype=float)
         mean, std = self.correction_.predict(self._inputs(X, base), return_std=True)
         return (base + mean, std) if return_std else base + mean

@@ -18,22 +18,22 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from autocompress.cost import count_cost
-from autocompress.finetune import _split_outputs, evaluate_loss, evaluate_metric, train
+from autocompress.finetune import evaluate_loss, evaluate_metric, split_outputs, train
 from autocompress.search.pareto import non_dominated
 from autocompress.task import Task
 from autocompress.transforms.units import (
-    _NORMALISED,
     DEFAULT_EPSILONS,
     DEFAULT_STATISTIC,
+    NORMALISED,
     DenseChain,
     UnitStats,
-    _check_epsilon,
-    _check_statistic,
-    _removed,
+    check_epsilon,
+    check_statistic,
     dense_chain,
     deviation_bound,
     measure_units,
     rebuild_dense,
+    removed_units,
     select_units,
     unit_scores,
 )
@@ -146,7 +146,7 @@ def _params(model: nn.Module, example: Tensor) -> int:
 
 
 def _layer_report(name: str, score: Tensor, keep: Tensor) -> LayerUnits:
-    removed = _removed(keep, len(score))
+    removed = removed_units(keep, len(score))
     return LayerUnits(
         layer=name,
         units=len(score),
@@ -170,8 +170,8 @@ class _Measured:
     example: Tensor
 
 
-def _measure(model: nn.Module, inputs: Tensor, statistic: str) -> _Measured:
-    _check_statistic(statistic)
+def unit_statistics(model: nn.Module, inputs: Tensor, statistic: str) -> _Measured:
+    check_statistic(statistic)
     chain = dense_chain(model, inputs[:8])
     stats = measure_units(model, inputs, chain)
     return _Measured(chain, stats, unit_scores(model, chain, stats, statistic), inputs[:1].clone())
@@ -201,7 +201,7 @@ def _retrain(model: nn.Module, task: Task, epochs: float, seed: int, lr: float) 
 
 def _sample_losses(model: nn.Module, task: Task) -> Tensor:
     """The task loss of every validation sample (float64), in eval mode, without grad."""
-    outputs, targets = _split_outputs(model, task, "val", "cpu")
+    outputs, targets = split_outputs(model, task, "val", "cpu")
     loss = task.loss_fn()
     return torch.stack([loss(outputs[i : i + 1], targets[i : i + 1]) for i in range(len(targets))]).double()
 
@@ -234,8 +234,8 @@ def sweep_epsilon(
     if not epsilons:
         raise ValueError("sweep_epsilon: epsilons is empty; give at least one epsilon >= 0")
     for epsilon in epsilons:
-        _check_epsilon(epsilon)
-    measured = _measure(model, task.split("train")[0], statistic)
+        check_epsilon(epsilon)
+    measured = unit_statistics(model, task.split("train")[0], statistic)
     reference = _sample_losses(model, task)
     done: dict[tuple, tuple[SweepPoint, nn.Module]] = {}
     results = []
@@ -346,19 +346,19 @@ def refine_dense(
     inputs = task.split("train")[0] if task is not None else data
     if not isinstance(inputs, Tensor):
         raise TypeError(f"refine_dense: data must be an input tensor or a Task, got {type(data).__name__}")
-    _check_statistic(statistic)
+    check_statistic(statistic)
     if isinstance(epsilon, str):
         if epsilon != "auto":
             raise ValueError(f"refine_dense: epsilon must be a number >= 0 or 'auto', got {epsilon!r}")
         if task is None:
             raise ValueError("refine_dense: epsilon='auto' needs a Task (it retrains and validates), got a tensor")
-        gate = _gate(model, task, tolerance, loss_tolerance, confidence)
+        gate = quality_gate(model, task, tolerance, loss_tolerance, confidence)
         return _refine_auto(model, task, statistic, gate, retrain_epochs, epsilons, lr, seed)
-    _check_epsilon(epsilon)
+    check_epsilon(epsilon)
     retrain_epochs = 0.0 if retrain_epochs is None else retrain_epochs
     if retrain_epochs > 0 and task is None:
         raise ValueError("refine_dense: retrain_epochs > 0 needs a Task to train on, got a tensor")
-    small, report = _refine_once(model, _measure(model, inputs, statistic), epsilon, statistic)
+    small, report = _refine_once(model, unit_statistics(model, inputs, statistic), epsilon, statistic)
     if task is not None:
         report = _with_metrics(report, model, small, task, retrain_epochs, seed, lr)
     return Refined(small, report)
@@ -390,7 +390,7 @@ class _Gate:
         return passes(point, self.metric, self.tolerance, self.loss, self.loss_tolerance, self.confidence)
 
 
-def _gate(model: nn.Module, task: Task, tolerance: float | None, loss_tolerance: float | str | None,
+def quality_gate(model: nn.Module, task: Task, tolerance: float | None, loss_tolerance: float | str | None,
           confidence: float) -> _Gate:
     original = evaluate_metric(model, task, "val")
     original_loss = evaluate_loss(model, task, "val")
@@ -409,15 +409,15 @@ def _gate(model: nn.Module, task: Task, tolerance: float | None, loss_tolerance:
 
 def _refine_auto(model: nn.Module, task: Task, statistic: str, gate: _Gate, retrain_epochs: float | None,
                  epsilons: Sequence[float] | None, lr: float, seed: int) -> Refined:
-    if epsilons is None and statistic not in _NORMALISED:
+    if epsilons is None and statistic not in NORMALISED:
         raise ValueError(
             f"refine_dense: the default epsilon grid is for the layer-normalised statistics "
-            f"({', '.join(_NORMALISED)}); with statistic {statistic!r} pass epsilons=[...]"
+            f"({', '.join(NORMALISED)}); with statistic {statistic!r} pass epsilons=[...]"
         )
     retrain_epochs = 5.0 if retrain_epochs is None else retrain_epochs
     grid = list(epsilons if epsilons is not None else DEFAULT_EPSILONS)
     for value in grid:
-        _check_epsilon(value)
+        check_epsilon(value)
     # largest epsilon first: the first one within tolerance is the answer, smaller ones need no retraining
     descending = sorted(set(grid), reverse=True)
     sweep = sweep_epsilon(model, task, descending, statistic=statistic, retrain_epochs=retrain_epochs,
@@ -425,7 +425,7 @@ def _refine_auto(model: nn.Module, task: Task, statistic: str, gate: _Gate, retr
     points = [p for p, _ in sweep]
     chosen = choose_epsilon(points, gate.metric, gate.tolerance, original_loss=gate.loss,
                             loss_tolerance=gate.loss_tolerance, confidence=gate.confidence)
-    measured = _measure(model, task.split("train")[0], statistic)
+    measured = unit_statistics(model, task.split("train")[0], statistic)
     if chosen is None:  # nothing is good enough: keep every unit, do not retrain
         small, report = _refine_once(model, measured, 0.0, statistic)
         met, retrained = False, None

@@ -33,15 +33,15 @@ from autocompress.cost import count_cost
 from autocompress.files import weights_digest
 from autocompress.finetune import evaluate_metric
 from autocompress.policy import Policy
-from autocompress.search.refine import SweepPoint, _measure, sweep_epsilon
+from autocompress.search.refine import SweepPoint, sweep_epsilon, unit_statistics
 from autocompress.search.study import Study, policy_key
 from autocompress.task import Task
 from autocompress.transforms.units import (
-    _NORMALISED,
     DEFAULT_EPSILONS,
     DEFAULT_STATISTIC,
-    _check_epsilon,
-    _check_statistic,
+    NORMALISED,
+    check_epsilon,
+    check_statistic,
     select_units,
 )
 
@@ -67,15 +67,15 @@ def sweep_study(
     The same study name with other settings (statistic, retraining, seed) or another model
     (a digest of its weights) is refused rather than mixed. ``model`` is never changed.
     """
-    _check_statistic(statistic)
-    if epsilons is None and statistic not in _NORMALISED:
+    check_statistic(statistic)
+    if epsilons is None and statistic not in NORMALISED:
         raise ValueError(f"sweep_study: the default epsilon grid is for the layer-normalised statistics "
-                         f"({', '.join(_NORMALISED)}); with statistic {statistic!r} pass epsilons=[...]")
+                         f"({', '.join(NORMALISED)}); with statistic {statistic!r} pass epsilons=[...]")
     grid = sorted(set(DEFAULT_EPSILONS if epsilons is None else epsilons))
     if not grid:
         raise ValueError("sweep_study: epsilons is empty; give at least one epsilon >= 0")
     for epsilon in grid:
-        _check_epsilon(epsilon)
+        check_epsilon(epsilon)
     if not retrain_epochs >= 0:
         raise ValueError(f"sweep_study: retrain_epochs must be >= 0, got {retrain_epochs}")
     settings = {"statistic": statistic, "retrain_epochs": float(retrain_epochs), "lr": float(lr), "seed": int(seed),
@@ -92,7 +92,7 @@ def sweep_study(
     original = {**count_cost(model, example).as_dict(), "metric": evaluate_metric(model, task, "val")}
     if stored is None:
         study.set_meta(refine=settings, original={**original, **{f"{k}_ratio": 1.0 for k in _COSTS}})
-    scores = _measure(model, task.split("train")[0], statistic).scores
+    scores = unit_statistics(model, task.split("train")[0], statistic).scores
     keys = {r.tags.get("units") for r in study.records()}
     todo = []
     for epsilon in grid:  # ascending: each distinct model is tagged with the smallest epsilon that keeps its units

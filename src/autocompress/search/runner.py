@@ -197,12 +197,12 @@ def _line(record: Record, objectives: Sequence[Objective], strategy: str) -> str
             + (f" (drop {drop:+.2f})" if drop is not None else ""))
 
 
-class _Heartbeat:
+class Heartbeat:
     """A thread that keeps the study's RUNNING candidates of this process alive."""
 
     def __init__(self, study: Study) -> None:
         self.study = study
-        self.trial_ids: set[int] = set()
+        self.numbers: set[int] = set()
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -211,19 +211,19 @@ class _Heartbeat:
     def _run(self) -> None:
         while not self.stop.wait(HEARTBEAT_SECONDS):
             with self.lock:
-                ids = list(self.trial_ids)
+                numbers = list(self.numbers)
             try:
-                self.study.heartbeat(ids)
+                self.study.heartbeat(numbers)
             except Exception:  # noqa: BLE001 - a missed beat is retried
                 pass
 
-    def add(self, trial_id: int) -> None:
+    def add(self, number: int) -> None:
         with self.lock:
-            self.trial_ids.add(trial_id)
+            self.numbers.add(number)
 
-    def remove(self, trial_id: int) -> None:
+    def remove(self, number: int) -> None:
         with self.lock:
-            self.trial_ids.discard(trial_id)
+            self.numbers.discard(number)
 
     def close(self) -> None:
         self.stop.set()
@@ -259,7 +259,7 @@ class SearchRun:
         self.console = console or Console()
         self._cache: dict[str, Record] = {}
         self._pool: ProcessPoolExecutor | None = None
-        self._heartbeat = _Heartbeat(study)
+        self._heartbeat = Heartbeat(study)
         self._progress = self._make_progress() if progress else None
         self._task_id = None
         self._original: Record | None = None
@@ -345,7 +345,7 @@ class SearchRun:
         Candidates taken by other processes are waited for; one whose taker died (stale)
         is queued again.
         """
-        in_flight: dict[Future, tuple[int, int]] = {}
+        in_flight: dict[Future, int] = {}  # future -> candidate number
         while True:
             self._refresh_cache()
             missing = {k: p for k, p in wanted.items() if k not in self._cache}
@@ -358,22 +358,22 @@ class SearchRun:
                     break
                 took = True
                 policy = Policy.from_dict(trial.user_attrs["policy"])
-                self._heartbeat.add(trial._trial_id)
+                self._heartbeat.add(trial.number)
                 if self.workers <= 1:
                     values, error, seconds = run_candidate(self.spec, policy)
-                    self._finish(trial.number, trial._trial_id, values, error, seconds)
+                    self._finish(trial.number, values, error, seconds)
                     break
                 future = self._submit(policy)
-                in_flight[future] = (trial.number, trial._trial_id)
+                in_flight[future] = trial.number
             if in_flight:
                 done, _ = wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
-                    number, trial_id = in_flight.pop(future)
+                    number = in_flight.pop(future)
                     try:
                         values, error, seconds = future.result()
                     except Exception as exc:  # noqa: BLE001 - a worker process died
                         values, error, seconds = None, f"worker process failed: {exc}", 0.0
-                    self._finish(number, trial_id, values, error, seconds)
+                    self._finish(number, values, error, seconds)
             elif not took:  # the rest is being evaluated elsewhere
                 self.study.fail_stale()
                 active = self._active_keys()
@@ -383,9 +383,9 @@ class SearchRun:
                         self.study.enqueue(policy, tags)
                 time.sleep(0.5)
 
-    def _finish(self, number: int, trial_id: int, values: dict | None, error: str | None, seconds: float) -> None:
+    def _finish(self, number: int, values: dict | None, error: str | None, seconds: float) -> None:
         stored = self.study.finish(number, values, error, seconds)
-        self._heartbeat.remove(trial_id)
+        self._heartbeat.remove(number)
         if not stored:
             self.log(f"candidate #{number} was marked stale by another process while it ran: it will run again")
             return

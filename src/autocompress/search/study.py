@@ -77,10 +77,24 @@ def open_storage(storage: str | Path) -> optuna.storages.RDBStorage:
 class Study:
     """Records of one search, with its Pareto front, hypervolume and best candidate."""
 
-    def __init__(self, study: optuna.Study, objectives: tuple[Objective, ...], storage: str | Path | None = None) -> None:
+    def __init__(self, study: optuna.Study, objectives: tuple[Objective, ...], storage: str | Path | None = None,
+                 backend: optuna.storages.RDBStorage | None = None) -> None:
         self.optuna = study
         self.objectives = objectives
         self.storage = storage  # as given to Study.open (a path or URL)
+        if backend is None:
+            if storage is None:
+                raise ValueError("Study needs the storage it was opened on (use Study.open)")
+            backend = open_storage(storage)
+        self.backend = backend  # the same database as the study's own (cached) storage, through Optuna's public API
+        self.study_id = backend.get_study_id_from_name(study.study_name)
+        self._trial_ids: dict[int, int] = {}
+
+    def trial_id(self, number: int) -> int:
+        """The storage's id of candidate ``number`` (fixed once created)."""
+        if number not in self._trial_ids:
+            self._trial_ids[number] = self.backend.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        return self._trial_ids[number]
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -102,7 +116,7 @@ class Study:
                     f"study {name!r} in {storage} was created with objectives {list(stored)}, not {list(objectives)}; "
                     "use another study name"
                 )
-            return cls(study, parse_objectives(stored), storage)
+            return cls(study, parse_objectives(stored), storage, backend)
         if not create:
             known = ", ".join(names) or "none"
             raise ValueError(f"no study {name!r} in {storage}; studies there: {known}")
@@ -113,7 +127,7 @@ class Study:
             storage=backend, study_name=name, directions=[o.direction for o in parsed], load_if_exists=True
         )
         study.set_user_attr("objectives", list(objectives))
-        return cls(study, parsed, storage)
+        return cls(study, parsed, storage, backend)
 
     def set_meta(self, **meta: Any) -> None:
         for key, value in meta.items():
@@ -171,8 +185,7 @@ class Study:
 
     @contextlib.contextmanager
     def _take_lock(self) -> Iterator[None]:
-        backend = getattr(self.optuna._storage, "_backend", self.optuna._storage)
-        url = str(getattr(backend, "url", ""))
+        url = str(self.backend.url)
         if not url.startswith("sqlite:///"):
             yield
             return
@@ -183,10 +196,11 @@ class Study:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def heartbeat(self, trial_ids: Iterable[int]) -> None:
+    def heartbeat(self, numbers: Iterable[int]) -> None:
+        """Mark candidates ``numbers`` (RUNNING in this process) alive now."""
         now = time.time()
-        for trial_id in trial_ids:
-            self.optuna._storage.set_trial_user_attr(trial_id, "heartbeat", now)
+        for number in numbers:
+            self.backend.set_trial_user_attr(self.trial_id(number), "heartbeat", now)
 
     def finish(self, trial: optuna.trial.Trial | int, values: dict[str, float] | None, error: str | None, seconds: float) -> bool:
         """Store a candidate's result: its values, or the error that failed it.
@@ -203,7 +217,7 @@ class Study:
 
     def _finish(self, trial: optuna.trial.Trial | int, values: dict[str, float] | None, error: str | None, seconds: float) -> None:
         number = trial if isinstance(trial, int) else trial.number
-        storage, trial_id = self.optuna._storage, self.optuna.trials[number]._trial_id
+        storage, trial_id = self.backend, self.trial_id(number)
         storage.set_trial_user_attr(trial_id, "seconds", seconds)
         if error is None and values is not None:
             objective_values = [values.get(o.key, float("nan")) for o in self.objectives]
@@ -221,7 +235,7 @@ class Study:
         for trial in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
             if now - max(float(trial.user_attrs.get("heartbeat", 0.0)), started) > STALE_SECONDS:
-                self.optuna._storage.set_trial_user_attr(trial._trial_id, "stale", True)
+                self.backend.set_trial_user_attr(self.trial_id(trial.number), "stale", True)
                 self.optuna.tell(trial.number, state=TrialState.FAIL)
                 count += 1
         return count

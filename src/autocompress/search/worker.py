@@ -16,7 +16,7 @@ from rich.console import Console
 
 from autocompress.policy import Policy
 from autocompress.search.config import ConfigError, load_config
-from autocompress.search.runner import _Heartbeat, run_candidate, spec_from_config
+from autocompress.search.runner import Heartbeat, run_candidate, spec_from_config
 from autocompress.search.study import Study
 
 
@@ -38,7 +38,7 @@ def run_worker(
         )
     config = load_config(stored)
     spec = spec_from_config(config)
-    heartbeat = _Heartbeat(study)
+    heartbeat = Heartbeat(study)
     console.print(f"worker ready: taking candidates of study {study_name!r}")
     done, idle_since = 0, time.monotonic()
     try:
@@ -50,10 +50,10 @@ def run_worker(
                     break
                 time.sleep(1.0)
                 continue
-            heartbeat.add(trial._trial_id)
+            heartbeat.add(trial.number)
             values, error, seconds = run_candidate(spec, Policy.from_dict(trial.user_attrs["policy"]))
             stored = study.finish(trial.number, values, error, seconds)
-            heartbeat.remove(trial._trial_id)
+            heartbeat.remove(trial.number)
             idle_since = time.monotonic()
             if not stored:
                 console.print(f"candidate #{trial.number} was marked stale meanwhile (clocks out of step?): result dropped")

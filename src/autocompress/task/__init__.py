@@ -111,8 +111,8 @@ class Task:
                     f"{tuple(data[0].shape[1:])} but train inputs have {tuple(inner)}; "
                     "all splits must share the per-sample shape"
                 )
-        _check_choice("metric", self.metric, METRICS)
-        _check_choice("loss", self.loss, LOSSES)
+        check_choice("metric", self.metric, METRICS)
+        check_choice("loss", self.loss, LOSSES)
         if (
             self.loss == "cross_entropy"
             and self.train[1].is_floating_point()
@@ -282,7 +282,7 @@ class Task:
         return METRICS[self.metric] if isinstance(self.metric, str) else self.metric
 
 
-def _check_choice(what: str, value: object, allowed: dict) -> None:
+def check_choice(what: str, value: object, allowed: dict) -> None:
     if isinstance(value, str):
         if value not in allowed:
             raise ValueError(

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autocompress.task import LOSSES, METRICS, SPLITS, Task, _check_choice
+from autocompress.task import LOSSES, METRICS, SPLITS, Task, check_choice
 
 __all__ = ["TARGET_KEYS", "BatchError", "StreamedTask"]
 
@@ -37,13 +37,13 @@ class BatchError(ValueError):
     """A batch that cannot be mapped to (inputs, targets), or that differs from the first one."""
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
     if isinstance(value, Tensor):
         return f"{value.dtype} {tuple(value.shape)}"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {describe_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (tuple, list)):
-        return "(" + ", ".join(_describe(v) for v in value) + ")"
+        return "(" + ", ".join(describe_value(v) for v in value) + ")"
     return type(value).__name__
 
 
@@ -153,8 +153,8 @@ class StreamedTask(Task):
         self.train_step, self.evaluate = train_step, evaluate
         for split in SPLITS:
             self._check_source(split)
-        _check_choice("metric", metric, METRICS)
-        _check_choice("loss", loss, LOSSES)
+        check_choice("metric", metric, METRICS)
+        check_choice("loss", loss, LOSSES)
         for hook in ("batch_to_inputs", "batch_to_targets", "train_step", "evaluate"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise TypeError(f"Task.from_loaders: {hook} must be a callable, got {type(getattr(self, hook)).__name__}")
@@ -184,9 +184,9 @@ class StreamedTask(Task):
     def _check_targets(self, targets: Tensor) -> None:
         if self.loss == "cross_entropy" and targets.is_floating_point() and targets.dim() < 2:
             raise BatchError(f"task {self.name!r}: loss 'cross_entropy' needs integer class labels (torch.long) or "
-                             f"2-D class probabilities, but the train loader's targets are {_describe(targets)}")
+                             f"2-D class probabilities, but the train loader's targets are {describe_value(targets)}")
         if self.loss == "mse" and not targets.is_floating_point():
-            raise BatchError(f"task {self.name!r}: loss 'mse' needs floating-point targets, got {_describe(targets)}")
+            raise BatchError(f"task {self.name!r}: loss 'mse' needs floating-point targets, got {describe_value(targets)}")
 
     def unpack(self, batch: Any, split: str, index: int) -> tuple[Any, Tensor]:
         """``(inputs, targets)`` of one batch of ``split``, checked against the first training batch."""
@@ -197,20 +197,20 @@ class StreamedTask(Task):
         except BatchError as error:
             raise BatchError(f"{where}: {error}") from None
         if not isinstance(targets, Tensor) or targets.dim() == 0:
-            raise BatchError(f"{where}: targets must be a tensor with a batch dimension, got {_describe(targets)}")
+            raise BatchError(f"{where}: targets must be a tensor with a batch dimension, got {describe_value(targets)}")
         tensors = _tensors(inputs) if isinstance(inputs, (Tensor, Mapping, tuple, list)) else []
         if not tensors or not all(isinstance(t, Tensor) for t in tensors):
-            raise BatchError(f"{where}: inputs must be a tensor, a tuple or a dict of tensors, got {_describe(inputs)}")
+            raise BatchError(f"{where}: inputs must be a tensor, a tuple or a dict of tensors, got {describe_value(inputs)}")
         sizes = {len(t) for t in tensors} | {len(targets)}
         if len(sizes) > 1:
-            raise BatchError(f"{where}: inputs and targets disagree on the batch size: inputs {_describe(inputs)}, "
-                             f"targets {_describe(targets)}")
+            raise BatchError(f"{where}: inputs and targets disagree on the batch size: inputs {describe_value(inputs)}, "
+                             f"targets {describe_value(targets)}")
         reference = getattr(self, "_reference", None)
         if reference is not None and (_signature(inputs), _signature(targets)) != reference:
             first_inputs, first_targets = self._first["train"]
             raise BatchError(f"{where} differs from the first train batch (dtypes, structure or number of "
-                             f"dimensions): inputs {_describe(inputs)}, targets {_describe(targets)}; the first train "
-                             f"batch has inputs {_describe(first_inputs)}, targets {_describe(first_targets)}")
+                             f"dimensions): inputs {describe_value(inputs)}, targets {describe_value(targets)}; the first train "
+                             f"batch has inputs {describe_value(first_inputs)}, targets {describe_value(first_targets)}")
         return inputs, targets
 
     # ---------------------------------------------------------------- Task's interface
@@ -305,7 +305,7 @@ def _default_inputs(batch: Any) -> Any:
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return batch[0] if len(batch) == 2 else tuple(batch[:-1])
     raise BatchError(f"a batch must be (inputs, targets), a dict with labels, or be mapped by batch_to_inputs= and "
-                     f"batch_to_targets=; got {_describe(batch)}")
+                     f"batch_to_targets=; got {describe_value(batch)}")
 
 
 def _default_targets(batch: Any) -> Tensor:

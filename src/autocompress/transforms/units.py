@@ -74,7 +74,7 @@ DEFAULT_STATISTIC = "contribution_max"
 DEFAULT_EPSILONS = (
     0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9,
 )
-_NORMALISED = ("std_max", "contribution_max")
+NORMALISED = ("std_max", "contribution_max")
 
 #: per-unit modules between two Linear layers and their Lipschitz constants (a bound on |f'|)
 _LIPSCHITZ: dict[type, Callable[[nn.Module], float]] = {
@@ -266,7 +266,7 @@ def unit_scores(
     model: nn.Module, chain: DenseChain, stats: dict[str, UnitStats], statistic: str = DEFAULT_STATISTIC
 ) -> dict[str, Tensor]:
     """The usefulness score of every hidden unit (higher = more useful), keyed by Linear name."""
-    _check_statistic(statistic)
+    check_statistic(statistic)
     scores = {}
     for layer in chain.layers:
         std = stats[layer.linear].std
@@ -283,7 +283,7 @@ def unit_scores(
 
 def select_units(scores: dict[str, Tensor], epsilon: float) -> dict[str, Tensor]:
     """Sorted indices of the units kept in each layer: score >= ``epsilon``, at least the best one."""
-    _check_epsilon(epsilon)
+    check_epsilon(epsilon)
     kept = {}
     for name, score in scores.items():
         keep = torch.nonzero(score >= epsilon).flatten()
@@ -351,14 +351,14 @@ def rebuild_dense(
 
 def _folded_shift(model: nn.Module, layer: DenseLayer, keep: Tensor, stats: dict[str, UnitStats]) -> Tensor | None:
     """``W_next[:, removed] @ mean(a_removed)``: what the removed units add on average."""
-    removed = _removed(keep, len(stats[layer.linear].mean))
+    removed = removed_units(keep, len(stats[layer.linear].mean))
     if removed.numel() == 0:
         return None
     weight = model.get_submodule(layer.consumer).weight.detach().double().cpu()
     return weight[:, removed] @ stats[layer.linear].mean[removed]
 
 
-def _removed(keep: Tensor, units: int) -> Tensor:
+def removed_units(keep: Tensor, units: int) -> Tensor:
     mask = torch.ones(units, dtype=torch.bool)
     mask[keep] = False
     return torch.nonzero(mask).flatten()
@@ -388,7 +388,7 @@ def deviation_bound(
         change = torch.zeros(len(rows), dtype=torch.float64)
         if previous is not None:
             keep = kept[previous.linear]
-            removed = _removed(keep, weight.shape[1])
+            removed = removed_units(keep, weight.shape[1])
             change = weight[rows][:, keep] @ bound
             change += weight[rows][:, removed] @ stats[previous.linear].max_deviation[removed]
         if layer is not None:
@@ -402,11 +402,11 @@ def deviation_bound(
 # --------------------------------------------------------------------------- checks
 
 
-def _check_statistic(statistic: str) -> None:
+def check_statistic(statistic: str) -> None:
     if statistic not in STATISTICS:
         raise ValueError(f"unknown unit statistic {statistic!r}; allowed: {', '.join(STATISTICS)}")
 
 
-def _check_epsilon(epsilon: object) -> None:
+def check_epsilon(epsilon: object) -> None:
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not math.isfinite(epsilon) or epsilon < 0:
         raise ValueError(f"epsilon must be a finite number >= 0 (or 'auto' for refine_dense), got {epsilon!r}")
