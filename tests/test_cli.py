@@ -15,7 +15,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
-    monkeypatch.setattr(cli, "console", Console(width=250))
+    monkeypatch.setattr(cli.common, "console", Console(width=250))
 
 
 def test_inspect_lists_layers_methods_and_reasons():

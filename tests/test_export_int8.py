@@ -264,7 +264,7 @@ def test_cli_export_int8_writes_and_reports(
 
     from autocompress import cli
 
-    monkeypatch.setattr(cli, "console", Console(width=250))
+    monkeypatch.setattr(cli.common, "console", Console(width=250))
     runner = CliRunner()
     storage = tmp_path / "wine.db"
     config = tmp_path / "search.yaml"

@@ -31,7 +31,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
-    monkeypatch.setattr(cli, "console", Console(width=250))
+    monkeypatch.setattr(cli.common, "console", Console(width=250))
 
 
 @pytest.fixture(autouse=True, scope="module")
