@@ -5,7 +5,7 @@
 
 Everything is timed on ONNX Runtime's CPU provider (target ``ort-cpu``: 1 thread, batch 32) as
 the model is deployed: a sub-network whose layers are fake-quantized at 8 bits or fewer runs them
-in static int8 (``autocompress.deploy.export_int8``: QDQ, fused by ONNX Runtime into QLinearConv),
+in static int8 (``autocompress.export.export_int8``: QDQ, fused by ONNX Runtime into QLinearConv),
 the others in fp32.
 
 Section ``table``: how well the lookup table predicts that. A fresh table (its own file under

@@ -34,9 +34,8 @@ import torch
 
 import autocompress as ac
 from autocompress.calls import bind
-from autocompress.deploy import onnx_metric
 from autocompress.evaluate import Evaluator
-from autocompress.export import export_onnx
+from autocompress.export import export_onnx, onnx_metric
 from autocompress.finetune import recalibrate_batchnorm, train
 from autocompress.hardware.latency import compare_latency
 from autocompress.hardware.targets import batched, cpu_model

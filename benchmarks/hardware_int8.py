@@ -5,7 +5,7 @@
 
 Per zoo model (pretrained, ``--seed``): the fp32 ONNX file of
 :func:`autocompress.export.export_onnx` and the int8 file of
-:func:`autocompress.deploy.export_int8` (default settings: uint8 activations, per-channel 7-bit
+:func:`autocompress.export.export_int8` (default settings: uint8 activations, per-channel 7-bit
 int8 weights, min/max calibration on the first ``--calibration-samples`` training inputs).
 For each file: the test metric in ONNX Runtime, the file size, the argmax agreement with
 fp32 and the largest output difference (relative to the fp32 outputs' largest magnitude)
@@ -42,7 +42,7 @@ import onnx
 import onnxruntime
 import torch
 
-from autocompress.deploy import (
+from autocompress.export import (
     compare_onnx_outputs,
     export_int8,
     onnx_metric,

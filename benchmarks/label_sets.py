@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kinds", nargs="+", default=[*KINDS, "auto"], choices=[*KINDS, "auto"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep", action="store_true",
-                        help="measure only --kinds; every other kind's rows are kept from the stored label_sets.json")
+                        help="measure only --kinds on --sets; every other (set, kind)'s rows are kept from the stored label_sets.json")
     parser.add_argument("--export", nargs=3, metavar=("DB", "STUDY", "NAME"), help="store a study's labels as a set, then stop")
     args = parser.parse_args(argv)
     if args.export:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     stored = RESULTS / "label_sets.json"
     if args.keep and stored.exists():  # e.g. after a change to "auto" only: the single kinds are unchanged
-        results = [r for r in json.loads(stored.read_text()) if r["kind"] not in args.kinds]
+        results = [r for r in json.loads(stored.read_text()) if r["kind"] not in args.kinds or r["set"] not in args.sets]
     measured = len(results)
     for name in args.sets:
         X, y = available[name]
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     if measured:
         order = [*KINDS, "auto"]
         args.kinds = sorted({r["kind"] for r in results}, key=order.index)
+        args.sets = list(dict.fromkeys(r["set"] for r in results))
     text = table(results, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "label_sets.md").write_text(text)

@@ -15,7 +15,7 @@ Needs the extra: pip install -e '.[transformers]'.
    the val split, latency measured on the ``ort-cpu-int8`` target (the deployed file) — first a
    ladder of per-layer choices (``given``), then ``--search-budget`` NSGA-II candidates.
 3. Every candidate of the Study is rebuilt (same seed: the same fine-tune), deployed with
-   :func:`autocompress.deploy_dynamic.export_dynamic_int8`, and its *ONNX Runtime* outputs on
+   :func:`autocompress.export.export_dynamic_int8`, and its *ONNX Runtime* outputs on
    the test split are compared with the original embeddings: mean cosine and the Spearman
    correlation of all pairwise similarities. Beside it, in the same run: ORT fp32 of the
    original and ORT's one-size dynamic int8 of every layer (``quantize_dynamic`` defaults).
@@ -42,10 +42,8 @@ import onnxruntime
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from autocompress.deploy import run_batched
-from autocompress.deploy_dynamic import export_dynamic_int8
 from autocompress.evaluate import Evaluator
-from autocompress.export import export_onnx
+from autocompress.export import export_dynamic_int8, export_onnx, run_batched
 from autocompress.hardware.latency import compare_latency
 from autocompress.hardware.targets import cpu_model
 from autocompress.policy import LayerGenes, Policy

@@ -51,8 +51,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import autocompress as ac
 from autocompress.calls import bind
 from autocompress.deliver import _dynamic_int8
-from autocompress.deploy import export_int8, onnx_metric
-from autocompress.export import export_onnx
+from autocompress.export import export_int8, export_onnx, onnx_metric
 from autocompress.finetune import evaluate_metric, recalibrate_batchnorm, train
 from autocompress.hardware.latency import compare_latency
 from autocompress.hardware.targets import batched, cpu_model

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from autocompress import export
 from autocompress.export import ExportMismatchError, export_onnx, onnx_session, run_session
+from autocompress.export import fp32 as export
 from autocompress.quiet import ThirdPartyWarnings
 
 

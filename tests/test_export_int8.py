@@ -19,17 +19,17 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from autocompress.deploy import (
+from autocompress.export import (
     Int8AccuracyError,
     compare_onnx_outputs,
     export_int8,
+    export_onnx,
     layer_nodes,
     onnx_metric,
     prepare_for_quantization,
     quantize_onnx_int8,
     quantized_weight_nodes,
 )
-from autocompress.export import export_onnx
 from autocompress.finetune import evaluate_metric, train
 from autocompress.threads import single_threaded
 from autocompress.zoo import load_zoo
@@ -165,7 +165,7 @@ def test_exclude_keeps_that_layer_in_fp32(mnist_cnn, tmp_path: Path) -> None:
 
 def test_a_quantized_model_is_deployed_at_its_own_precision(mnist_cnn, tmp_path: Path) -> None:
     from autocompress import Policy, SearchSpace, apply_policy
-    from autocompress.deploy import static_int8_layers
+    from autocompress.export import static_int8_layers
     from autocompress.transforms.quantize import calibrate_activations, quantize_layer
 
     model, task = mnist_cnn.model, mnist_cnn.task

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("space", ("space", "apply")),
     ("evaluate", ("finetune", "evaluate")),
     ("zoo", ("zoo",)),
-    ("export", ("export", "deploy", "deploy_dynamic")),
+    ("export", ("export",)),
     ("hardware", ("hardware",)),
     ("elastic", ("elastic",)),
     ("saving", ("saving",)),

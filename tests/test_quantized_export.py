@@ -18,10 +18,10 @@ pytest.importorskip("transformers")
 
 from third_party import BY_NAME  # noqa: E402
 
-from autocompress import export  # noqa: E402
 from autocompress.apply import apply_policy  # noqa: E402
 from autocompress.calls import bind  # noqa: E402
 from autocompress.export import ExportMismatchError, export_onnx, onnx_session, run_session  # noqa: E402
+from autocompress.export import fp32 as export  # noqa: E402
 from autocompress.policy import Policy  # noqa: E402
 from autocompress.space import SearchSpace  # noqa: E402
 from autocompress.transforms.quantize import QuantWrapper, freeze_weights  # noqa: E402

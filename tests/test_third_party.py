@@ -24,9 +24,13 @@ from third_party import ARCHITECTURES, Arch  # noqa: E402
 
 from autocompress.apply import apply_policy  # noqa: E402
 from autocompress.cost import count_cost  # noqa: E402
-from autocompress.deploy import export_int8  # noqa: E402
-from autocompress.deploy_dynamic import export_dynamic_int8  # noqa: E402
-from autocompress.export import export_onnx, onnx_session, run_session  # noqa: E402
+from autocompress.export import (  # noqa: E402
+    export_dynamic_int8,  # noqa: E402
+    export_int8,  # noqa: E402
+    export_onnx,
+    onnx_session,
+    run_session,
+)
 from autocompress.layers import is_transposed_linear  # noqa: E402
 from autocompress.policy import Policy  # noqa: E402
 from autocompress.quiet import ThirdPartyWarnings  # noqa: E402

@@ -16,7 +16,7 @@ from transformers import BertConfig, BertModel  # noqa: E402
 
 from autocompress.apply import apply_policy  # noqa: E402
 from autocompress.cost import count_cost  # noqa: E402
-from autocompress.deploy_dynamic import export_dynamic_int8, float_twin, int8_layers  # noqa: E402
+from autocompress.export import export_dynamic_int8, float_twin, int8_layers  # noqa: E402
 from autocompress.hardware.targets import Target, measure  # noqa: E402
 from autocompress.policy import LayerGenes, Policy  # noqa: E402
 from autocompress.space import PolicyError, SearchSpace  # noqa: E402

@@ -44,7 +44,7 @@ CALIBRATION_SAMPLES = 256
 def _dynamic_int8(fp32: Path, out: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from autocompress.deploy import prepare_for_quantization
+    from autocompress.export import prepare_for_quantization
 
     root = logging.getLogger()
     level = root.level
@@ -80,7 +80,7 @@ def deliver(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``small`` (made by ``apply_policy`` from ``original``) to ``directory``; returns ``model.onnx``'s path."""
-    from autocompress.deploy import export_int8, onnx_metric
+    from autocompress.export import export_int8, onnx_metric
     from autocompress.hardware.latency import compare_latency
 
     if int8 not in INT8_CHOICES:

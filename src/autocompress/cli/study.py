@@ -155,9 +155,7 @@ def export_cmd(
 
 def _export_dynamic(model, task, out: Path) -> None:  # noqa: ANN001
     """Write out/model.onnx with ONNX Runtime dynamic int8 for the policy's 8-bit layers; print its metric."""
-    from autocompress.deploy import onnx_metric
-    from autocompress.deploy_dynamic import export_dynamic_int8
-    from autocompress.export import ExportMismatchError
+    from autocompress.export import ExportMismatchError, export_dynamic_int8, onnx_metric
 
     split = "test" if task.test is not None else "val"
     try:
@@ -170,7 +168,7 @@ def _export_dynamic(model, task, out: Path) -> None:  # noqa: ANN001
 
 def _export_int8(model, task, out: Path, calibration_batches: int) -> None:  # noqa: ANN001
     """Write out/model.int8.onnx beside model.onnx; print sizes and fp32 vs int8 metric (ONNX Runtime)."""
-    from autocompress.deploy import Int8AccuracyError, export_int8, onnx_metric
+    from autocompress.export import Int8AccuracyError, export_int8, onnx_metric
     from autocompress.report import human
 
     calibration = task.split("train")[0][: calibration_batches * task.batch_size]

@@ -11,7 +11,7 @@ policy's model is estimated in milliseconds without running it:
   kernel, stride, padding, dilation, groups, bias, the per-sample input shape and, on
   ``ort-cpu``, whether it runs in int8. A factorized layer contributes its 2-3 factor layers.
   On ``ort-cpu`` a fake-quantized layer at 8 bits or fewer (weights and inputs) is timed in
-  int8, as :func:`autocompress.deploy.export_int8` deploys it (static QDQ int8, which ONNX
+  int8, as :func:`autocompress.export.export_int8` deploys it (static QDQ int8, which ONNX
   Runtime runs as QLinearConv / QGemm: every bit-width up to 8 runs as int8); on the other
   targets, which run fake quantization in float, it is timed as its float layer.
 - **Timing**: a fresh layer of that configuration (random weights: latency does not
@@ -118,7 +118,7 @@ def config_of(module: nn.Module, input_shape: tuple[int, ...], int8: bool = Fals
 
 
 def int8_layer_ids(model: nn.Module) -> set[int]:
-    """``id`` of every layer that :func:`autocompress.deploy.export_int8` runs in int8: the float layer
+    """``id`` of every layer that :func:`autocompress.export.export_int8` runs in int8: the float layer
     of each fake-quantized one with static input ranges and weights and inputs at 8 bits or fewer."""
     return {id(m.layer) for m in model.modules() if isinstance(m, QuantWrapper) and not m.act_quant.dynamic
             and runs_in_int8(m.weight_bits, m.act_bits)}
@@ -345,7 +345,7 @@ def time_layer(module: nn.Module, inputs: tuple[Tensor, ...], target: Target) ->
     dequantize of its output, as ONNX Runtime fuses it in a network (QLinearConv / QGemm).
     """
     if target.runtime == "ort-cpu" and isinstance(module, QuantWrapper):
-        from autocompress.deploy import deployed_int8
+        from autocompress.export import deployed_int8
         from autocompress.hardware.latency import measure_ort_latency
 
         with tempfile.TemporaryDirectory(prefix="autocompress-lut-") as folder:

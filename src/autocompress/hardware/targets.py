@@ -6,7 +6,7 @@ threads, batch size, warm-up and repeats. Targets are written as text:
     ort-cpu                      ONNX Runtime, CPU (the default: 1 thread, batch 32); a fake-quantized
                                  model as deployed by deploy.export_int8: its layers at 8 bits or
                                  fewer in static int8 (QDQ), the rest fp32
-    ort-cpu-int8                 ONNX Runtime, CPU, the model as deployed by deploy_dynamic: its
+    ort-cpu-int8                 ONNX Runtime, CPU, the model as export_dynamic_int8 deploys it: its
                                  8-bit layers (dynamic activations) in int8, the rest fp32
     torch-cpu                    PyTorch eager, CPU
     torch-cuda                   PyTorch eager, CUDA (timed with CUDA events)
@@ -124,14 +124,13 @@ def measure(model: nn.Module, example_input: Tensor | tuple, target: Target | st
     target = parse_target(target)
     inputs = batched(example_input, target.batch)
     if target.runtime.startswith("ort-cpu"):
-        from autocompress.deploy_dynamic import export_dynamic_int8
-        from autocompress.export import export_onnx
+        from autocompress.export import export_dynamic_int8, export_onnx
 
         with tempfile.TemporaryDirectory() as folder:
             if target.runtime == "ort-cpu-int8":
                 path = export_dynamic_int8(model, Path(folder) / "m.onnx", inputs, min_cosine=None).path
             elif static_quantized(model):
-                from autocompress.deploy import deployed_int8
+                from autocompress.export import deployed_int8
 
                 path = deployed_int8(model, Path(folder) / "m.onnx", inputs)
             else:

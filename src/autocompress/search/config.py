@@ -103,7 +103,7 @@ class LatencyConfig(BaseModel):
     threads: int = Field(1, ge=1)
     repeats: int = Field(30, ge=1)
     runtime: str = Field("ort-cpu", description="ort-cpu (quantized layers in static int8, as export --int8 writes "
-                         "them), ort-cpu-int8 (dynamic int8, as deploy_dynamic writes them), torch-cpu or torch-cuda")
+                         "them), ort-cpu-int8 (dynamic int8, as export_dynamic_int8 writes them), torch-cpu or torch-cuda")
     estimate: bool = Field(False, description="per-layer lookup table + calibrated overhead instead of a measurement")
 
     @field_validator("runtime")

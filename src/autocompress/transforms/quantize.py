@@ -3,7 +3,7 @@
 * Weights: symmetric, per output channel, ``bits`` in 2..8 (32 = float).
 * Activations (the wrapped layer's *input*): asymmetric per tensor, range tracked as an
   exponential moving average while training and fixed in eval (see ``ActivationQuantizer``),
-  or *dynamic*: each call's own min/max (ONNX Runtime's dynamic int8, see ``deploy_dynamic.py``).
+  or *dynamic*: each call's own min/max (ONNX Runtime's dynamic int8, see ``export/dynamic.py``).
 * Gradients use the straight-through estimator (STE).
 
 Only elementary ops (div, round, clamp, mul, add) are used, so a model with these

@@ -39,8 +39,9 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 
 from autocompress.calls import Example, OutputSelector, bind, split_example
-from autocompress.deploy import float_twin, layer_nodes
-from autocompress.export import ExportMismatchError, export_onnx, onnx_session, run_session
+from autocompress.export.fp32 import ExportMismatchError, export_onnx, onnx_session, run_session
+from autocompress.export.graph import layer_nodes
+from autocompress.export.static import float_twin
 from autocompress.files import atomic_write
 from autocompress.quiet import summarising
 from autocompress.trace import flatten_tensors

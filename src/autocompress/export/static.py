@@ -38,337 +38,56 @@ Mixed precision: ``exclude`` names PyTorch modules (``"features.0"``) whose ONNX
 stay in fp32. The TorchScript exporter names a node after the modules it was called
 in: module ``blocks.0.shortcut.0`` -> node ``/blocks/blocks.0/shortcut/shortcut.0/Conv``
 (each scope is the module's qualified name from its last non-numeric part on);
-:func:`layer_nodes` inverts that scheme.
-"""
+:func:`layer_nodes` inverts that scheme."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
-import math
-import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
-import torch
-from onnx import numpy_helper
 from onnxruntime.quantization import (
-    CalibrationDataReader,
     CalibrationMethod,
     QuantFormat,
     QuantType,
     quantize_static,
 )
-from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import Tensor, nn
 
-from autocompress.calls import Example, OutputSelector, split_example
-from autocompress.export import export_onnx, feed_names, input_names, onnx_session, run_session
+from autocompress.calls import Example, OutputSelector
+from autocompress.export.agreement import (
+    OutputAgreement,
+    compare_onnx_outputs,
+)
+from autocompress.export.calibration import (
+    calibration_reader,
+    sample_tensors,
+)
+from autocompress.export.constants import (
+    ACTIVATION_TYPES,
+    CALIBRATION_METHODS,
+    CHECK_SAMPLES,
+    DEFAULT_CALIBRATION_BATCH,
+    QUANTIZED_OPS,
+    Int8AccuracyError,
+)
+from autocompress.export.fp32 import export_onnx
+from autocompress.export.graph import (
+    excluded_nodes,
+    existing_file,
+    prepare_for_quantization,
+    remove_unused_initializers,
+)
 from autocompress.files import atomic_write
 from autocompress.layers import set_submodule
 from autocompress.quiet import summarising
-from autocompress.task import Task, reduce
 from autocompress.transforms.quantize import QuantWrapper, freeze_weights, runs_in_int8
-
-__all__ = [
-    "ACTIVATION_TYPES",
-    "CALIBRATION_METHODS",
-    "QUANTIZED_OPS",
-    "Int8AccuracyError",
-    "Int8Export",
-    "OutputAgreement",
-    "compare_onnx_outputs",
-    "deployed_int8",
-    "export_int8",
-    "float_twin",
-    "layer_nodes",
-    "onnx_metric",
-    "prepare_for_quantization",
-    "quantize_onnx_int8",
-    "quantized_weight_nodes",
-    "run_batched",
-    "static_int8_layers",
-]
-
-QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-"""ONNX ops with weights that int8 quantization (and ``exclude``) applies to."""
-
-CALIBRATION_METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "entropy": CalibrationMethod.Entropy,
-    "percentile": CalibrationMethod.Percentile,
-}
-ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-DEFAULT_CALIBRATION_BATCH = 64
-CHECK_SAMPLES = 256
-
-
-class Int8AccuracyError(RuntimeError):
-    """The int8 model's outputs differ from the fp32 model's by more than the tolerance."""
-
-
-# ---------------------------------------------------------------- calibration data
-
-
-class TensorCalibrationReader(CalibrationDataReader):
-    """Feeds calibration tensors to ONNX Runtime's calibrator in batches of ``batch_size``."""
-
-    def __init__(self, inputs: tuple[Tensor, ...], names: Sequence[str], batch_size: int) -> None:
-        self.arrays = [x.detach().cpu().numpy() for x in inputs]
-        self.names = list(names)
-        self.batch_size = batch_size
-        self.start = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        total = len(self.arrays[0])
-        if self.start >= total:
-            return None
-        stop = self.start + self.batch_size
-        feed = {
-            name: array[self.start : stop]
-            for name, array in zip(self.names, self.arrays, strict=True)
-        }
-        self.start = stop
-        return feed
-
-    def rewind(self) -> None:
-        self.start = 0
-
-
-def _sample_tensors(
-    inputs: Tensor | Sequence[Tensor], what: str = "calibration_inputs"
-) -> tuple[Tensor, ...]:
-    """``inputs`` as positional tensors sharing a non-empty dim 0 (samples)."""
-    try:
-        tensors, _ = split_example(inputs)
-    except TypeError as error:
-        raise TypeError(f"{what}: {error}") from None
-    if not tensors:
-        raise ValueError(f"{what} is empty; give at least one input tensor")
-    counts = {len(x) if x.dim() > 0 else 0 for x in tensors}
-    if counts == {0}:
-        raise ValueError(
-            f"{what} holds no samples (dim 0 is empty); int8 calibration and checks need "
-            "representative inputs, e.g. a few hundred training samples"
-        )
-    if len(counts) != 1:
-        raise ValueError(f"{what} disagree on the number of samples (dim 0): {sorted(counts)}")
-    return tensors
-
-
-def _graph_input_names(model: onnx.ModelProto, count: int) -> list[str]:
-    """The names of ``count`` inputs in export order (``input`` / ``input_0..``, or the keywords of a
-    model exported from a dict) in the graph."""
-    initializers = {init.name for init in model.graph.initializer}
-    present = [i.name for i in model.graph.input if i.name not in initializers]
-    try:
-        return feed_names(present, count)
-    except ValueError:
-        raise ValueError(
-            f"the ONNX model's inputs {present} are not the {count} input(s) "
-            f"{input_names(count)} that calibration_inputs provide"
-        ) from None
-
-
-def _reader(
-    model: onnx.ModelProto, inputs: tuple[Tensor, ...], batch_size: int
-) -> TensorCalibrationReader:
-    names = _graph_input_names(model, len(inputs))
-    present = {i.name for i in model.graph.input}
-    kept = [(name, x) for name, x in zip(names, inputs, strict=True) if name in present]
-    return TensorCalibrationReader(tuple(x for _, x in kept), [n for n, _ in kept], batch_size)
-
-
-# ---------------------------------------------------------------- graph preparation
-
-
-def _attribute(node: onnx.NodeProto, name: str, default: float | int) -> float | int:
-    for attr in node.attribute:
-        if attr.name == name:
-            return onnx.helper.get_attribute_value(attr)
-    return default
-
-
-def _remove_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for node in graph.node for name in node.input}
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)
-
-
-def _fold_gemm_batchnorm(model: onnx.ModelProto) -> int:
-    """Fold each inference BatchNormalization that alone consumes a Gemm's output into it.
-
-    ``y = gamma * (x W^T + b - mean) / sqrt(var + eps) + beta`` becomes one Gemm with
-    ``W' = s W`` (rows scaled), ``b' = s (b - mean) + beta``, ``s = gamma / sqrt(var + eps)``.
-    Only Gemms with constant weight (and bias) and ``transA = 0`` are folded; the Gemm keeps
-    its name. Returns the number of folded pairs.
-    """
-    graph = model.graph
-    constants = {init.name: init for init in graph.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {o.name for o in graph.output}
-    producers = {out: node for node in graph.node for out in node.output}
-    removed: list[onnx.NodeProto] = []
-    for norm in list(graph.node):
-        if norm.op_type != "BatchNormalization" or len(norm.output) != 1:
-            continue
-        gemm = producers.get(norm.input[0])
-        if gemm is None or gemm.op_type != "Gemm" or gemm.output[0] in graph_outputs:
-            continue
-        if len(consumers.get(gemm.output[0], [])) != 1 or int(_attribute(gemm, "transA", 0)):
-            continue
-        if not all(name in constants for name in [*gemm.input[1:], *norm.input[1:]]):
-            continue
-        gamma, beta, mean, var = (numpy_helper.to_array(constants[n]) for n in norm.input[1:5])
-        scale = gamma / np.sqrt(var + float(_attribute(norm, "epsilon", 1e-5)))
-        weight = numpy_helper.to_array(constants[gemm.input[1]]).astype(np.float64)
-        alpha, beta_gemm = (
-            float(_attribute(gemm, "alpha", 1.0)),
-            float(_attribute(gemm, "beta", 1.0)),
-        )
-        trans_b = int(_attribute(gemm, "transB", 0))
-        out_features = weight.shape[0] if trans_b else weight.shape[1]
-        bias = np.zeros(out_features)
-        if len(gemm.input) > 2 and gemm.input[2]:
-            bias = np.broadcast_to(numpy_helper.to_array(constants[gemm.input[2]]), (out_features,))
-        weight = alpha * (weight * scale[:, None] if trans_b else weight * scale[None, :])
-        bias = scale * (beta_gemm * bias - mean) + beta
-        dtype = numpy_helper.to_array(constants[gemm.input[1]]).dtype
-        weight_name, bias_name = f"{gemm.name}.folded_weight", f"{gemm.name}.folded_bias"
-        graph.initializer.append(numpy_helper.from_array(weight.astype(dtype), weight_name))
-        graph.initializer.append(numpy_helper.from_array(bias.astype(dtype), bias_name))
-        del gemm.input[1:]
-        gemm.input.extend([weight_name, bias_name])
-        for attr in list(gemm.attribute):
-            if attr.name in ("alpha", "beta"):
-                gemm.attribute.remove(attr)
-        gemm.output[0] = norm.output[0]
-        removed.append(norm)
-    for norm in removed:
-        graph.node.remove(norm)
-    if removed:
-        _remove_unused_initializers(graph)
-    return len(removed)
-
-
-@contextlib.contextmanager
-def _working_directory(path: str | Path) -> Iterator[None]:
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
-def prepare_for_quantization(fp32_path: str | Path, out_path: str | Path) -> Path:
-    """Write the fp32 model as quantization wants it; return ``out_path``.
-
-    Runs ``quant_pre_process`` (symbolic and ONNX shape inference, ONNX Runtime's basic
-    fusions) and folds Gemm+BatchNormalization pairs. The result is still fp32 and gives
-    the same outputs (to float rounding).
-    """
-    fp32_path = _existing(fp32_path)
-    with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
-        processed = Path(tmp) / "processed.onnx"
-        with _working_directory(tmp):  # a failing symbolic shape inference dumps its graph in the cwd
-            try:
-                quant_pre_process(str(fp32_path.resolve()), str(processed))
-            except Exception:  # noqa: BLE001 - symbolic shape inference gives up on some graphs (MobileViT)
-                quant_pre_process(str(fp32_path.resolve()), str(processed), skip_symbolic_shape=True)
-        model = onnx.load(str(processed))
-    _fold_gemm_batchnorm(model)
-    onnx.checker.check_model(model)
-    return atomic_write(out_path, lambda tmp_path: onnx.save(model, tmp_path))
-
-
-# ---------------------------------------------------------------- layer names -> nodes
-
-
-def _module_path(scopes: Sequence[str], modules: set[str] | None = None) -> list[str]:
-    """Qualified module names of a node's scope list (outermost first).
-
-    The exporter names each scope by the module's qualified name from its last
-    non-numeric part on (``blocks.0.shortcut.0`` -> ``shortcut.0``), so a module's name
-    is its parent's name plus the scope's last part. A container without a forward (a
-    ModuleList) gets no scope of its own: ``encoder.layer.0`` is scope ``layer.0`` under
-    ``encoder``; given the model's ``modules`` names, the whole scope is used where it names one.
-    """
-    names: list[str] = []
-    for scope in scopes:
-        if not names:
-            names.append(scope)
-        elif modules is not None and f"{names[-1]}.{scope}" in modules:
-            names.append(f"{names[-1]}.{scope}")
-        else:
-            names.append(f"{names[-1]}.{scope.split('.')[-1]}")
-    return names
-
-
-def layer_nodes(
-    model: onnx.ModelProto, ops: Iterable[str] = QUANTIZED_OPS, modules: Iterable[str] | None = None
-) -> dict[str, list[str]]:
-    """Map every PyTorch module name (and each of its parents) to its ONNX nodes of ``ops``.
-
-    Node names follow the TorchScript exporter's ``/scope/scope/.../OpType[_n]`` scheme;
-    nodes whose names don't are left out. ``modules``: the PyTorch model's module names
-    (resolves scopes of ModuleList children).
-    """
-    known = set(modules) if modules is not None else None
-    wanted = set(ops)
-    mapping: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        if node.op_type not in wanted or not node.name.startswith("/"):
-            continue
-        scopes = node.name.split("/")[1:-1]
-        for module in _module_path(scopes, known):
-            mapping.setdefault(module, []).append(node.name)
-    return mapping
-
-
-def _excluded_nodes(model: onnx.ModelProto, exclude: Iterable[str]) -> list[str]:
-    """ONNX node names for ``exclude`` (module names, or node names of quantized ops)."""
-    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
-    if not exclude:
-        return []
-    mapping = layer_nodes(model)
-    node_names = {n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS}
-    chosen: list[str] = []
-    for name in exclude:
-        if name in mapping:
-            chosen.extend(mapping[name])
-        elif name in node_names:
-            chosen.append(name)
-        else:
-            allowed = ", ".join(sorted(mapping, key=_natural_key)) or "(none: no layer names found)"
-            raise ValueError(
-                f"exclude: unknown layer {name!r}; layers with weights that can be kept in "
-                f"fp32: {allowed}"
-            )
-    return list(dict.fromkeys(chosen))
-
-
-def _natural_key(name: str) -> list[tuple[int, int | str]]:
-    return [(0, int(p)) if p.isnumeric() else (1, p) for p in name.split(".")]
-
-
-# ---------------------------------------------------------------- quantization
-
-
-def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX model {str(path)!r} does not exist")
-    return path
 
 
 def _choice(what: str, value: str, allowed: dict) -> object:
@@ -407,7 +126,7 @@ def _float_outputs(model: onnx.ModelProto) -> int:
         graph.node.remove(quant)
         graph.node.remove(dequant)
         removed += 1
-    _remove_unused_initializers(graph)
+    remove_unused_initializers(graph)
     return removed
 
 
@@ -441,8 +160,8 @@ def quantize_onnx_int8(
     layers to keep in fp32 (all of a module's layers when it has several).
     The file is written atomically (a failure leaves nothing at ``out_path``).
     """
-    fp32_path = _existing(fp32_path)
-    inputs = _sample_tensors(calibration_inputs)
+    fp32_path = existing_file(fp32_path)
+    inputs = sample_tensors(calibration_inputs)
     method = _choice("calibration_method", calibration_method, CALIBRATION_METHODS)
     act_type = _choice("activation_type", activation_type, ACTIVATION_TYPES)
     if calibration_batch_size < 1:
@@ -457,13 +176,13 @@ def quantize_onnx_int8(
             else fp32_path
         )
         model = onnx.load(str(prepared))
-        nodes_to_exclude = _excluded_nodes(model, exclude)
+        nodes_to_exclude = excluded_nodes(model, exclude)
         quantized = Path(tmp) / "quantized.onnx"
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
             quantize_static(
                 str(prepared),
                 str(quantized),
-                _reader(model, inputs, calibration_batch_size),
+                calibration_reader(model, inputs, calibration_batch_size),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 reduce_range=reduce_range,
@@ -484,7 +203,7 @@ def quantized_weight_nodes(path: str | Path) -> dict[str, bool]:
 
     True when the node's second input is produced by a DequantizeLinear.
     """
-    model = onnx.load(str(_existing(path)))
+    model = onnx.load(str(existing_file(path)))
     dequantized = {
         out for n in model.graph.node if n.op_type == "DequantizeLinear" for out in n.output
     }
@@ -497,97 +216,6 @@ def quantized_weight_nodes(path: str | Path) -> dict[str, bool]:
 
 # ---------------------------------------------------------------- comparison and metric
 
-
-@dataclass(frozen=True)
-class OutputAgreement:
-    """How close two ONNX models' first outputs are on the same inputs.
-
-    ``max_abs_diff`` in output units; ``output_scale`` is the reference's max |output|;
-    ``argmax_agreement`` in percent of samples (NaN for outputs with fewer than 2 dims).
-    """
-
-    max_abs_diff: float
-    output_scale: float
-    argmax_agreement: float
-    samples: int
-
-    @property
-    def relative_diff(self) -> float:
-        """``max_abs_diff / output_scale`` (dimensionless)."""
-        if self.output_scale > 0:
-            return self.max_abs_diff / self.output_scale
-        return 0.0 if self.max_abs_diff == 0 else math.inf
-
-
-def run_batched(
-    path: str | Path, inputs: tuple[Tensor, ...], batch_size: int = 256, threads: int = 1
-) -> np.ndarray:
-    """The single output of an ONNX model over ``inputs``, run in ONNX Runtime ``batch_size`` samples at a time."""
-    session = onnx_session(path, threads=threads)
-    if len(session.get_outputs()) != 1:
-        raise ValueError(
-            f"{str(path)!r} has {len(session.get_outputs())} outputs; only single-output "
-            "models are supported here"
-        )
-    outputs = [
-        run_session(session, tuple(x[start : start + batch_size] for x in inputs))[0]
-        for start in range(0, len(inputs[0]), batch_size)
-    ]
-    return np.concatenate(outputs)
-
-
-def compare_onnx_outputs(
-    reference_path: str | Path,
-    other_path: str | Path,
-    inputs: Tensor | Sequence[Tensor],
-    *,
-    batch_size: int = 256,
-    threads: int = 1,
-) -> OutputAgreement:
-    """Run both ONNX models on ``inputs`` and compare ``other``'s outputs to ``reference``'s."""
-    tensors = _sample_tensors(inputs, "inputs")
-    reference = run_batched(reference_path, tensors, batch_size, threads).astype(np.float64)
-    other = run_batched(other_path, tensors, batch_size, threads).astype(np.float64)
-    agreement = math.nan
-    if reference.ndim >= 2:
-        agreement = float((reference.argmax(1) == other.argmax(1)).mean() * 100.0)
-    return OutputAgreement(
-        max_abs_diff=float(np.max(np.abs(reference - other))),
-        output_scale=float(np.max(np.abs(reference))),
-        argmax_agreement=agreement,
-        samples=len(reference),
-    )
-
-
-def onnx_metric(
-    path: str | Path,
-    task: Task,
-    split: str = "test",
-    batch_size: int = 256,
-    threads: int = 1,
-) -> float:
-    """The task's metric (e.g. accuracy in percent) of an ONNX model run in ONNX Runtime on ``split``,
-    streamed batch by batch (keyword inputs are fed by name)."""
-    session = onnx_session(_existing(path), threads=threads)
-    names = [i.name for i in session.get_inputs()]
-
-    def pairs() -> Iterator[tuple[Tensor, Tensor]]:
-        for inputs, targets in task.loader(split, shuffle=False):
-            if isinstance(inputs, Mapping):
-                missing = [n for n in names if n not in inputs]
-                if missing:
-                    raise ValueError(f"{str(path)!r} takes inputs {names}; the {split} batches lack {missing}")
-                tensors = tuple(inputs[n] for n in names)
-            else:
-                tensors = split_example(inputs)[0]
-            for start in range(0, len(targets), batch_size):
-                part = tuple(t[start:start + batch_size] for t in tensors)
-                yield torch.from_numpy(run_session(session, part)[0]).float(), targets[start:start + batch_size]
-
-    return reduce(task.metric, task.metric_fn(), pairs())
-
-
-# ---------------------------------------------------------------- model -> int8 file
 
 
 def float_twin(model: nn.Module) -> nn.Module:
@@ -605,13 +233,13 @@ def static_int8_layers(model: nn.Module) -> tuple[list[str], list[str]]:
     """(int8, fp32): the Conv/Linear layers of a fake-quantized ``model`` that its int8 file runs in
     int8 (weights and inputs at 8 bits or fewer) and in fp32 (the others: unquantized, or one of
     the two at 32 bits). Names are those of :func:`float_twin`'s layers (a wrapper's own name).
-    ValueError for a layer with dynamic input ranges (deployed by ``deploy_dynamic``)."""
+    ValueError for a layer with dynamic input ranges (deployed by ``export_dynamic_int8``)."""
     int8, fp32, inside = [], [], set()
     for name, module in model.named_modules():
         if isinstance(module, QuantWrapper):
             if module.act_quant.dynamic:
                 raise ValueError(f"layer '{name}' has dynamic input ranges; deploy the model with "
-                                 "autocompress.deploy_dynamic.export_dynamic_int8 (target ort-cpu-int8)")
+                                 "autocompress.export.export_dynamic_int8 (target ort-cpu-int8)")
             (int8 if runs_in_int8(module.weight_bits, module.act_bits) else fp32).append(name)
             inside.add(id(module.layer))
         elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) and id(module) not in inside:
@@ -708,9 +336,9 @@ def export_int8(
     """
     path = Path(path)
     out = Path(int8_path) if int8_path is not None else _int8_path(path)
-    calibration = _sample_tensors(calibration_inputs)
+    calibration = sample_tensors(calibration_inputs)
     check = (
-        _sample_tensors(check_inputs, "check_inputs")
+        sample_tensors(check_inputs, "check_inputs")
         if check_inputs is not None
         else tuple(x[:CHECK_SAMPLES] for x in calibration)
     )

@@ -1,0 +1,19 @@
+"""The static int8 settings that several export modules read."""
+
+from onnxruntime.quantization import CalibrationMethod, QuantType
+
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+"""ONNX ops with weights that int8 quantization (and ``exclude``) applies to."""
+
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+DEFAULT_CALIBRATION_BATCH = 64
+CHECK_SAMPLES = 256
+
+
+class Int8AccuracyError(RuntimeError):
+    """The int8 model's outputs differ from the fp32 model's by more than the tolerance."""
