@@ -21,7 +21,7 @@ ROOT = Path(autocompress.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("calls", "trace", "files", "quiet", "threads", "budget", "layers", "policy", "task", "cost")),
     ("transforms", ("transforms", "replacements")),
-    ("space", ("space", "apply")),
+    ("space", ("analytic", "space", "apply")),
     ("evaluate", ("finetune", "evaluate")),
     ("zoo", ("zoo",)),
     ("export", ("export",)),

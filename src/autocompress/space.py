@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.analytic import (
+    CostRow,
+    cost_row,
+    drop_parametrized_weights,
+    layer_costs,
+    linear_cost,
+)
 from autocompress.calls import Example, OutputSelector, bind, split_example
 from autocompress.cost import FP32_BITS, CostReport, LayerCost
 from autocompress.layers import COMPRESSED, COUNTED, converted
@@ -31,7 +37,6 @@ from autocompress.policy import MAX_PRUNE, InputSpec, LayerGenes, Policy, record
 from autocompress.quiet import collected_warnings
 from autocompress.replacements import check_replacements
 from autocompress.trace import ModelTraceError, flatten_tensors, trace_model
-from autocompress.transforms import lowrank
 from autocompress.transforms.prune import (
     ChannelGroup,
     discover_groups,
@@ -84,72 +89,6 @@ class Gene:
     choices: tuple[float, ...]
 
 
-@dataclass
-class _Row:
-    """Analytic description of one module that owns parameters or computes MACs."""
-
-    name: str
-    type: str
-    kind: str  # "conv", "linear", "norm", "fixed"
-    in_channels: int = 0
-    out_channels: int = 0
-    groups: int = 1
-    kernel: int = 1
-    kernel_size: tuple[int, ...] = ()
-    bias: bool = False
-    in_positions: int = 0
-    out_positions: int = 0
-    params: int = 0  # "norm": per channel; "fixed": total
-
-
-def _row_of(name: str, module: nn.Module, trace_info: object | None) -> _Row | None:
-    own = sum(p.numel() for p in module.parameters(recurse=False))
-    if isinstance(module, MAC_TYPES):
-        conv = not isinstance(module, nn.Linear)
-        return _Row(
-            name=name,
-            type=type(module).__name__,
-            kind="conv" if conv else "linear",
-            in_channels=module.in_channels if conv else module.in_features,
-            out_channels=module.out_channels if conv else module.out_features,
-            groups=module.groups if conv else 1,
-            kernel=math.prod(module.kernel_size) if conv else 1,
-            kernel_size=tuple(module.kernel_size) if conv else (),
-            bias=module.bias is not None,
-            in_positions=trace_info.in_positions * trace_info.calls if trace_info else 0,
-            out_positions=trace_info.out_positions * trace_info.calls if trace_info else 0,
-        )
-    if own == 0:
-        return None
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return _Row(name=name, type=type(module).__name__, kind="norm", out_channels=module.num_features, params=own // module.num_features)
-    return _Row(name=name, type=type(module).__name__, kind="fixed", params=own)
-
-
-def _drop_parametrized_weights(model: nn.Module, rows: list[_Row]) -> None:
-    """A parametrized layer's weight (``weight_norm``: ``weight = g * v / |v|``) is counted by the
-    layer's own row; its parametrization's row keeps only the parameters beyond that weight (g)."""
-    for row in rows:
-        owner, _, tensor = row.name.rpartition(".parametrizations.")
-        if owner and row.kind == "fixed" and "." not in tensor:
-            layer = model.get_submodule(owner)
-            if isinstance(layer, MAC_TYPES) and tensor == "weight":
-                row.params = max(0, row.params - layer.weight.numel())
-
-
-def linear_cost(name: str, type_: str, macs: int, weights: int, biases: int, weight_bits: int, act_bits: int) -> LayerCost:
-    return LayerCost(
-        name=name,
-        type=type_,
-        macs=macs,
-        params=weights + biases,
-        bitops=macs * weight_bits * act_bits,
-        bytes=weights * weight_bits / 8 + biases * 4,
-        weight_bits=weight_bits,
-        act_bits=act_bits,
-    )
-
-
 class SearchSpace:
     """Compressible layers of a model, their coupled channel groups and legal choices."""
 
@@ -170,7 +109,7 @@ class SearchSpace:
         self.activations = "static"
         #: optional ``PolicyLatency``: lets cost targets and budgets name ``latency`` (ms)
         self.latency_model: object | None = None
-        self._rows: list[_Row] = []
+        self._rows: list[CostRow] = []
         self._row_index: dict[str, int] = {}
 
     # ------------------------------------------------------------------ construction
@@ -331,8 +270,8 @@ class SearchSpace:
             )
         check_replacements(runner, inputs, space.layers, excluded, trace.output_shapes)
         space.excluded = excluded
-        space._rows = [r for n, m in model.named_modules() if (r := _row_of(n, m, trace.layers.get(n))) is not None]
-        _drop_parametrized_weights(model, space._rows)
+        space._rows = [r for n, m in model.named_modules() if (r := cost_row(n, m, trace.layers.get(n))) is not None]
+        drop_parametrized_weights(model, space._rows)
         space._row_index = {r.name: i for i, r in enumerate(space._rows)}
         space.genes = space._make_genes()
 
@@ -471,7 +410,7 @@ class SearchSpace:
         for row in rows:
             genes = policy.layers.get(row.name)
             if row.kind in ("conv", "linear"):
-                costs += _layer_costs(row, genes, self.rank_multiple)
+                costs += layer_costs(row, genes, self.rank_multiple)
             elif row.kind == "norm":
                 n = row.out_channels * row.params
                 costs.append(linear_cost(row.name, row.type, 0, 0, n, FP32_BITS, FP32_BITS))
@@ -479,7 +418,7 @@ class SearchSpace:
                 costs.append(linear_cost(row.name, row.type, 0, 0, row.params, FP32_BITS, FP32_BITS))
         return CostReport(tuple(costs))
 
-    def pruned_rows(self, policy: Policy) -> list[_Row]:
+    def pruned_rows(self, policy: Policy) -> list[CostRow]:
         """Every parameter/MAC module's row with the channels ``policy``'s pruning leaves (before low rank)."""
         rows = [replace(r) for r in self._rows]
         index = self._row_index
@@ -539,27 +478,6 @@ def _shape_text(info: LayerInfo) -> str:
     kernel = "×".join(map(str, info.kernel_size))
     groups = f" g{info.groups}" if info.groups > 1 else ""
     return f"{info.in_channels}→{info.out_channels} k{kernel}{groups}"
-
-
-def _layer_costs(row: _Row, genes: LayerGenes | None, rank_multiple: int) -> list[LayerCost]:
-    wb, ab = (genes.weight_bits, genes.act_bits) if genes else (FP32_BITS, FP32_BITS)
-    rank = genes.rank if genes else 1.0
-    if rank < 1.0:
-        factors = lowrank.factor_shapes(
-            row.type, row.in_channels, row.out_channels, rank, rank_multiple, kernel=row.kernel_size, has_bias=row.bias
-        )
-        costs = []
-        for i, f in enumerate(factors):
-            # a Tucker-2 factorization's first 1x1 conv runs at the input's resolution
-            positions = row.in_positions if (i == 0 and len(factors) == 3) else row.out_positions
-            weights = f.num_params - (f.out_features if f.has_bias else 0)
-            biases = f.out_features if f.has_bias else 0
-            costs.append(linear_cost(f"{row.name}.{i}", f.type, positions * weights, weights, biases, wb, ab))
-        return costs
-    weights = row.out_channels * (row.in_channels // row.groups) * row.kernel
-    biases = row.out_channels if row.bias else 0
-    macs = row.out_positions * weights
-    return [linear_cost(row.name, row.type, macs, weights, biases, wb, ab)]
 
 
 def _unless_shared(group: ChannelGroup, shared: dict[str, int]) -> ChannelGroup:

@@ -17,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 from torch import nn
 
+from autocompress.analytic import linear_cost
 from autocompress.apply import apply_policy
 from autocompress.cost import FP32_BITS, CostReport, count_cost
 from autocompress.elastic.encoding import FULL_PRECISION, QuantSubnet
@@ -26,7 +27,7 @@ from autocompress.files import weights_digest
 from autocompress.finetune import recalibrate_batchnorm
 from autocompress.hardware.lut import LatencyTable, LayerConfig, layer_configs, layers_signature
 from autocompress.policy import InputSpec, Policy
-from autocompress.space import LAYER_TYPES, SearchSpace, linear_cost
+from autocompress.space import LAYER_TYPES, SearchSpace
 from autocompress.task import Task
 from autocompress.transforms.quantize import INT8_BITS, runs_in_int8
 
