@@ -12,6 +12,7 @@ from torch import nn
 
 from autocompress.policy import Policy
 from autocompress.search.objectives import Objective, Record
+from autocompress.search.sensitivity import ladder, sensitivity_sweep, sweep_plan
 from autocompress.search.strategies.genecai import (
     GeneCAIStrategy,
     archive,
@@ -19,7 +20,6 @@ from autocompress.search.strategies.genecai import (
     roulette,
 )
 from autocompress.search.strategies.greedy import GreedyStrategy, parse_target
-from autocompress.search.strategies.sensitivity import ladder, sensitivity_sweep, sweep_plan
 from autocompress.space import SearchSpace
 
 

@@ -9,7 +9,12 @@ from test_lut import Counter, Small
 from autocompress import Policy, SearchSpace, apply_policy
 from autocompress.finetune import train
 from autocompress.hardware.lut import LatencyTable
-from autocompress.hardware.targeted import LayerGain, RankOption, lowrank_gains, targeted_policy
+from autocompress.hardware.targeted_lowrank import (
+    LayerGain,
+    RankOption,
+    lowrank_gains,
+    targeted_policy,
+)
 from autocompress.hardware.targets import Target
 from autocompress.transforms.freezing import alternate_factors, factor_phases, unfreeze_factors
 from autocompress.zoo import load_zoo
@@ -92,7 +97,7 @@ def test_sequential_freezing_trains_the_factors_in_turn():
 
 
 def test_verify_faster_only_ever_removes_factorized_layers(small_space):
-    from autocompress.hardware.targeted import verify_faster
+    from autocompress.hardware.targeted_lowrank import verify_faster
 
     model, x, space = small_space
     policy = Policy.uniform(space, rank=0.5)

@@ -54,9 +54,9 @@ import numpy as np
 
 from autocompress.policy import Policy
 from autocompress.search.objectives import COST_KEYS
+from autocompress.search.sensitivity import IDENTITY, ladder
 from autocompress.search.strategies.base import SearchContext, Strategy
 from autocompress.search.strategies.greedy import cost_bounds, parse_target
-from autocompress.search.strategies.sensitivity import IDENTITY, ladder
 from autocompress.space import SearchSpace
 
 

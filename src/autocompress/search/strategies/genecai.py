@@ -59,13 +59,13 @@ import numpy as np
 
 from autocompress.policy import Policy
 from autocompress.search.objectives import COST_KEYS, Objective, Record
-from autocompress.search.strategies.base import SearchContext, Strategy
-from autocompress.search.strategies.sensitivity import (
+from autocompress.search.sensitivity import (
     IDENTITY,
     Curves,
     sensitivity_sweep,
     valid_values,
 )
+from autocompress.search.strategies.base import SearchContext, Strategy
 
 PHASES = ("joint", "sequential")
 STAGES = (("decomposition", ("rank",)), ("pruning", ("prune",)), ("quantization", ("weight_bits", "act_bits")))

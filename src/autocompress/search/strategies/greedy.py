@@ -7,7 +7,7 @@ in github.com/quic/aimet), in two steps:
 1. **Per-layer exploration** — each layer is compressed alone at every candidate value
    while every other layer is left unmodified, and the model is evaluated: one column of
    the "compression ratio vs. model performance" table per layer
-   (:func:`~autocompress.search.strategies.sensitivity.sensitivity_sweep`; here one column
+   (:func:`~autocompress.search.sensitivity.sensitivity_sweep`; here one column
    per *gene*, i.e. per ``(layer, field)``). AIMET's optional *monotonic fit* is a running
    minimum along each column here (``monotonic=True``).
 2. **Compression-ratio selection** (``method="aimet"``) — "it starts with a constant
@@ -44,14 +44,14 @@ import numpy as np
 
 from autocompress.policy import Policy
 from autocompress.search.objectives import COST_KEYS, Constraint
-from autocompress.search.strategies.base import SearchContext, Strategy
-from autocompress.search.strategies.sensitivity import (
+from autocompress.search.sensitivity import (
     IDENTITY,
     curve_metrics,
     gene_index,
     monotone,
     sensitivity_sweep,
 )
+from autocompress.search.strategies.base import SearchContext, Strategy
 
 METHODS = ("aimet", "marginal")
 Column = tuple[int, list[float], list[float]]  # gene position, values (mild -> aggressive), metrics
