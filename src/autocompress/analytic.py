@@ -14,8 +14,6 @@ from autocompress.layers import COUNTED
 from autocompress.policy import LayerGenes
 from autocompress.transforms import lowrank
 
-MAC_TYPES = COUNTED
-
 
 @dataclass
 class CostRow:
@@ -37,7 +35,7 @@ class CostRow:
 
 def cost_row(name: str, module: nn.Module, trace_info: object | None) -> CostRow | None:
     own = sum(p.numel() for p in module.parameters(recurse=False))
-    if isinstance(module, MAC_TYPES):
+    if isinstance(module, COUNTED):
         conv = not isinstance(module, nn.Linear)
         return CostRow(
             name=name,
@@ -66,7 +64,7 @@ def drop_parametrized_weights(model: nn.Module, rows: list[CostRow]) -> None:
         owner, _, tensor = row.name.rpartition(".parametrizations.")
         if owner and row.kind == "fixed" and "." not in tensor:
             layer = model.get_submodule(owner)
-            if isinstance(layer, MAC_TYPES) and tensor == "weight":
+            if isinstance(layer, COUNTED) and tensor == "weight":
                 row.params = max(0, row.params - layer.weight.numel())
 
 

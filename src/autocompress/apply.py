@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from autocompress.calls import Example, bind, split_example
-from autocompress.layers import convert, set_submodule
+from autocompress.layers import convert
 from autocompress.policy import Policy
 from autocompress.quiet import collected_warnings
 from autocompress.space import SearchSpace
@@ -81,7 +81,7 @@ def apply_policy(
         layer = small.get_submodule(name)
         layer = factorize(layer, genes.rank, space.rank_multiple, name=name)
         layer = quantize_layer(layer, genes.weight_bits, genes.act_bits, dynamic=policy.activations == "dynamic")
-        set_submodule(small, name, layer)
+        small.set_submodule(name, layer)
     modes = {name: m.training for name, m in model.named_modules()}
     for name, module in small.named_modules():
         module.training = modes.get(name, model.training)

@@ -42,7 +42,6 @@ from autocompress.calls import Example, bind, split_example
 from autocompress.layers import COUNTED, is_transposed_linear
 
 FP32_BITS = 32
-_MAC_LAYERS = COUNTED
 _TOTAL_KEYS = ("flops", "macs", "params", "bitops", "bytes")
 
 
@@ -216,7 +215,7 @@ def count_cost(model: nn.Module, example_input: Example) -> CostReport:
         return hook
 
     for _, module, layer in rows:
-        if isinstance(layer, _MAC_LAYERS) or is_transposed_linear(layer):
+        if isinstance(layer, COUNTED) or is_transposed_linear(layer):
             handles.append(module.register_forward_hook(make_hook(id(module))))
 
     modes = [(m, m.training) for m in model.modules()]

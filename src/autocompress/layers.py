@@ -1,7 +1,7 @@
 """The layer types the package compresses and counts, and layers that are a Linear in all but name.
 
 :data:`COMPRESSED` are the layer types a policy prunes, factorizes and quantizes; :data:`COUNTED`
-the ones whose multiply-accumulates cost models count. ``set_submodule`` replaces one layer by name.
+the ones whose multiply-accumulates cost models count.
 
 ``transformers``' ``Conv1D`` (GPT-2, GPT, ...) computes ``x @ weight + bias`` with a weight of shape
 ``(in, out)``: a Linear with a transposed weight. The search space and ``apply_policy`` work on a copy
@@ -16,7 +16,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["COMPRESSED", "COUNTED", "converted", "is_transposed_linear", "set_submodule", "to_linear"]
+__all__ = ["COMPRESSED", "COUNTED", "converted", "is_transposed_linear", "to_linear"]
 
 #: the layer types a policy compresses (prune, low rank, quantization)
 COMPRESSED: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -65,8 +65,3 @@ def converted(model: nn.Module) -> nn.Module:
     convert(work)
     return work
 
-
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)

@@ -44,8 +44,6 @@ from autocompress.transforms.prune import (
     prune_groups,
 )
 
-LAYER_TYPES = COMPRESSED  # compressed
-MAC_TYPES = COUNTED  # counted
 DEFAULT_PRUNE_CHOICES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_RANK_CHOICES = (1.0, 0.75, 0.5, 0.375, 0.25, 0.125)
 DEFAULT_WEIGHT_BITS = (32, 8, 6, 4, 3, 2)
@@ -179,7 +177,7 @@ class SearchSpace:
         space = self
         model = converted(model)  # transformers' Conv1D as nn.Linear (a copy, if any)
         runner = bind(model, space.input_names, space.output)
-        trace = trace_model(runner, inputs, MAC_TYPES)
+        trace = trace_model(runner, inputs, COUNTED)
         names = [n for n, _ in model.named_modules()]
         for pattern in exclude:
             if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
@@ -189,9 +187,9 @@ class SearchSpace:
         candidates: list[str] = []
         shared: dict[str, int] = {}  # layers called several times (shared weights): low rank and quant only
         modules = dict(model.named_modules())
-        executed = [n for n in trace.executed() if isinstance(modules[n], LAYER_TYPES)]
+        executed = [n for n in trace.executed() if isinstance(modules[n], COMPRESSED)]
         for name, module in model.named_modules():
-            if isinstance(module, LAYER_TYPES):
+            if isinstance(module, COMPRESSED):
                 record = trace.layers[name]
                 if any(fnmatch.fnmatchcase(name, p) for p in exclude):
                     excluded[name] = "excluded by the user"
@@ -498,7 +496,7 @@ def _checked_choices(name: str, values: Sequence[float], ok: object) -> tuple[fl
 
 def _is_weight_layer(module: nn.Module) -> bool:
     weight = getattr(module, "weight", None)
-    return isinstance(weight, torch.nn.Parameter) and weight.dim() >= 2 and not isinstance(module, LAYER_TYPES)
+    return isinstance(weight, torch.nn.Parameter) and weight.dim() >= 2 and not isinstance(module, COMPRESSED)
 
 
 def _verify_groups(

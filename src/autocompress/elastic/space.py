@@ -26,8 +26,9 @@ from autocompress.elastic.train import subnet_metric
 from autocompress.files import weights_digest
 from autocompress.finetune import recalibrate_batchnorm
 from autocompress.hardware.lut import LatencyTable, LayerConfig, layer_configs, layers_signature
+from autocompress.layers import COMPRESSED
 from autocompress.policy import InputSpec, Policy
-from autocompress.space import LAYER_TYPES, SearchSpace
+from autocompress.space import SearchSpace
 from autocompress.task import Task
 from autocompress.transforms.quantize import INT8_BITS, runs_in_int8
 
@@ -182,7 +183,7 @@ class ElasticSpace:
         key = _key(arch)
         if key not in self._rows:
             model = self.supernet.extract(self.config(key))
-            weights = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+            weights = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, COMPRESSED)}
             self._rows[key] = (count_cost(model, self.example), weights)
         return self._rows[key]
 

@@ -18,7 +18,6 @@ from autocompress.export.constants import (
     ACTIVATION_TYPES,
     CALIBRATION_METHODS,
     QUANTIZED_OPS,
-    Int8AccuracyError,
 )
 from autocompress.export.dynamic import DynamicExport, export_dynamic_int8, int8_layers
 from autocompress.export.fp32 import (
@@ -35,6 +34,7 @@ from autocompress.export.fp32 import (
 )
 from autocompress.export.graph import layer_nodes, prepare_for_quantization
 from autocompress.export.static import (
+    Int8AccuracyError,
     Int8Export,
     deployed_int8,
     export_int8,

@@ -1,4 +1,4 @@
-"""The static int8 settings that several export modules read."""
+"""The static int8 settings (chosen by measurement: see export/static.py) that several export modules read."""
 
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
@@ -13,7 +13,3 @@ CALIBRATION_METHODS = {
 ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 DEFAULT_CALIBRATION_BATCH = 64
 CHECK_SAMPLES = 256
-
-
-class Int8AccuracyError(RuntimeError):
-    """The int8 model's outputs differ from the fp32 model's by more than the tolerance."""

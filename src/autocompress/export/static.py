@@ -75,7 +75,6 @@ from autocompress.export.constants import (
     CHECK_SAMPLES,
     DEFAULT_CALIBRATION_BATCH,
     QUANTIZED_OPS,
-    Int8AccuracyError,
 )
 from autocompress.export.fp32 import export_onnx
 from autocompress.export.graph import (
@@ -85,9 +84,12 @@ from autocompress.export.graph import (
     remove_unused_initializers,
 )
 from autocompress.files import atomic_write
-from autocompress.layers import set_submodule
 from autocompress.quiet import summarising
 from autocompress.transforms.quantize import QuantWrapper, freeze_weights, runs_in_int8
+
+
+class Int8AccuracyError(RuntimeError):
+    """The int8 model's outputs differ from the fp32 model's by more than the tolerance."""
 
 
 def _choice(what: str, value: str, allowed: dict) -> object:
@@ -225,7 +227,7 @@ def float_twin(model: nn.Module) -> nn.Module:
         return twin.layer.eval()
     for name, module in list(twin.named_modules()):
         if isinstance(module, QuantWrapper):
-            set_submodule(twin, name, module.layer)
+            twin.set_submodule(name, module.layer)
     return twin.eval()
 
 

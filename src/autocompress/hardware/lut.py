@@ -56,8 +56,6 @@ from autocompress.layers import COMPRESSED
 from autocompress.trace import as_inputs
 from autocompress.transforms.quantize import INT8_BITS, QuantWrapper, runs_in_int8
 
-_LAYER_TYPES = COMPRESSED
-
 
 @dataclass(frozen=True)
 class LayerConfig:
@@ -139,7 +137,7 @@ def layer_configs(model: nn.Module, example_input: Tensor | tuple, *, int8: bool
     for name, module in model.named_modules():
         # a fake-quantized layer is called through its wrapper (which runs the layer's weights itself)
         layer = module.layer if isinstance(module, QuantWrapper) else module
-        if isinstance(module, QuantWrapper) or (isinstance(module, _LAYER_TYPES) and id(module) not in wrapped):
+        if isinstance(module, QuantWrapper) or (isinstance(module, COMPRESSED) and id(module) not in wrapped):
             def hook(_mod: nn.Module, args: tuple, _out: object, name: str = name, layer: nn.Module = layer) -> None:
                 calls.append((name, config_of(layer, tuple(args[0].shape[1:]), id(layer) in low)))
 

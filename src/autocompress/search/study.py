@@ -77,15 +77,11 @@ def open_storage(storage: str | Path) -> optuna.storages.RDBStorage:
 class Study:
     """Records of one search, with its Pareto front, hypervolume and best candidate."""
 
-    def __init__(self, study: optuna.Study, objectives: tuple[Objective, ...], storage: str | Path | None = None,
-                 backend: optuna.storages.RDBStorage | None = None) -> None:
+    def __init__(self, study: optuna.Study, objectives: tuple[Objective, ...], storage: str | Path,
+                 backend: optuna.storages.RDBStorage) -> None:  # use Study.open
         self.optuna = study
         self.objectives = objectives
         self.storage = storage  # as given to Study.open (a path or URL)
-        if backend is None:
-            if storage is None:
-                raise ValueError("Study needs the storage it was opened on (use Study.open)")
-            backend = open_storage(storage)
         self.backend = backend  # the same database as the study's own (cached) storage, through Optuna's public API
         self.study_id = backend.get_study_id_from_name(study.study_name)
         self._trial_ids: dict[int, int] = {}

@@ -194,13 +194,10 @@ def _dynamic_range(x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     return _scale_zero_point(x.min(), x.max(), bits)
 
 
-_QUANTIZABLE = COMPRESSED
-
-
 def check_quantizable(layer: nn.Module, name: str | None = None) -> None:
     """Raise UnsupportedLayerError unless ``layer`` is a plain Linear/Conv1d/Conv2d."""
     label = name or type(layer).__name__
-    base = next((t for t in _QUANTIZABLE if isinstance(layer, t)), None)
+    base = next((t for t in COMPRESSED if isinstance(layer, t)), None)
     if base is None:
         raise UnsupportedLayerError(label, "only Linear, Conv1d and Conv2d can be quantized")
     if type(layer).forward is not base.forward:

@@ -50,8 +50,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from autocompress.layers import set_submodule
-
 __all__ = [
     "DEFAULT_EPSILONS",
     "DEFAULT_STATISTIC",
@@ -340,12 +338,12 @@ def rebuild_dense(
         every_row = torch.arange(original.out_features)
         every_col = torch.arange(original.in_features)
         new = _linear(original, rows.get(name, every_row), cols.get(name, every_col), shifts.get(name))
-        set_submodule(small, name, new)
+        small.set_submodule(name, new)
     for layer in chain.layers:
         for name in layer.elementwise:
             module = model.get_submodule(name)
             if isinstance(module, nn.BatchNorm1d):
-                set_submodule(small, name, _batchnorm(module, kept[layer.linear]))
+                small.set_submodule(name, _batchnorm(module, kept[layer.linear]))
     return small
 
 
