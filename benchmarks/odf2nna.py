@@ -73,12 +73,11 @@ from autocompress.search.refine import (
     sweep_epsilon,
 )
 from autocompress.task import Task
+from autocompress.transforms.dense_chain import DenseChain, dense_chain
 from autocompress.transforms.units import (
     DEFAULT_EPSILONS,
     DEFAULT_STATISTIC,
     STATISTICS,
-    DenseChain,
-    dense_chain,
     measure_units,
     rebuild_dense,
     select_units,

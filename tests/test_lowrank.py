@@ -10,17 +10,15 @@ import pytest
 import torch
 from torch import nn
 
+from autocompress.transforms.factor_shapes import FactorShape, factor_shapes, rank_from_ratio
 from autocompress.transforms.lowrank import (
-    FactorShape,
     LowRank,
-    UnsupportedLayerError,
-    factor_shapes,
     factor_shapes_of,
     factorize,
     factorize_conv,
     factorize_linear,
-    rank_from_ratio,
 )
+from autocompress.transforms.unsupported import UnsupportedLayerError
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

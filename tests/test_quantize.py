@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autocompress.transforms.lowrank import LowRank, UnsupportedLayerError, factorize
+from autocompress.transforms.lowrank import LowRank, factorize
 from autocompress.transforms.quantize import (
     ActivationQuantizer,
     QuantWrapper,
@@ -20,6 +20,7 @@ from autocompress.transforms.quantize import (
     fake_quantize_weight,
     quantize_layer,
 )
+from autocompress.transforms.unsupported import UnsupportedLayerError
 
 
 @pytest.fixture(autouse=True)

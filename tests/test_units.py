@@ -22,8 +22,8 @@ from autocompress.search.refine import (
     sweep_epsilon,
 )
 from autocompress.task import Task
+from autocompress.transforms.dense_chain import DenseStructureError, dense_chain
 from autocompress.transforms.prune import activation_std_importance
-from autocompress.transforms.units import DenseStructureError, dense_chain
 from autocompress.zoo.models import TabularMLP
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ from torch import nn
 from autocompress.cost import FP32_BITS, LayerCost
 from autocompress.layers import COUNTED
 from autocompress.policy import LayerGenes
-from autocompress.transforms import lowrank
+from autocompress.transforms.factor_shapes import factor_shapes
 
 
 @dataclass
@@ -85,7 +85,7 @@ def layer_costs(row: CostRow, genes: LayerGenes | None, rank_multiple: int) -> l
     wb, ab = (genes.weight_bits, genes.act_bits) if genes else (FP32_BITS, FP32_BITS)
     rank = genes.rank if genes else 1.0
     if rank < 1.0:
-        factors = lowrank.factor_shapes(
+        factors = factor_shapes(
             row.type, row.in_channels, row.out_channels, rank, rank_multiple, kernel=row.kernel_size, has_bias=row.bias
         )
         costs = []

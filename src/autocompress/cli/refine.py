@@ -103,7 +103,8 @@ def refine(
 
     from autocompress.finetune import evaluate_metric
     from autocompress.search.refine import refine_dense
-    from autocompress.transforms.units import STATISTICS, DenseStructureError, dense_chain
+    from autocompress.transforms.dense_chain import DenseStructureError, dense_chain
+    from autocompress.transforms.units import STATISTICS
     from autocompress.zoo import list_zoo
 
     chosen_epsilon = _parse_epsilon(epsilon)

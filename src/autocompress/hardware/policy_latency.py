@@ -2,7 +2,7 @@
 
 :class:`PolicyLatency` derives the layer configurations ``apply_policy`` would produce —
 channels left by pruning (the search space's channel plan), factor shapes of low rank
-(:func:`~autocompress.transforms.lowrank.factor_shapes` with the original layer's stride,
+(:func:`~autocompress.transforms.factor_shapes.factor_shapes` with the original layer's stride,
 padding and dilation), per-sample input shapes carried through each factor — and sums their
 timings from a :class:`~autocompress.hardware.lut.LatencyTable` with the table's calibration
 for the original model. It costs a few table look-ups per layer (new configurations are timed
@@ -21,7 +21,7 @@ from autocompress.calls import Example, bind, fit_inputs, split_example
 from autocompress.hardware.lut import LatencyTable, LayerConfig, layer_configs, layers_signature
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
-from autocompress.transforms.lowrank import factor_shapes
+from autocompress.transforms.factor_shapes import factor_shapes
 from autocompress.transforms.quantize import runs_in_int8
 
 

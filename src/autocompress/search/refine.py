@@ -1,7 +1,8 @@
 """ODF2NNA's refinement loop: refine at an epsilon, sweep epsilons, choose one automatically, retrain.
 
 :func:`refine_dense` is the entry point (``ac.refine_dense``); the unit statistics, selection,
-rebuilding and bias folding it uses live in :mod:`autocompress.transforms.units`.
+rebuilding and bias folding it uses live in :mod:`autocompress.transforms.units`, the dense-chain
+discovery in :mod:`autocompress.transforms.dense_chain`.
 """
 
 from __future__ import annotations
@@ -21,15 +22,14 @@ from autocompress.cost import count_cost
 from autocompress.finetune import evaluate_loss, evaluate_metric, split_outputs, train
 from autocompress.search.pareto import non_dominated
 from autocompress.task import Task
+from autocompress.transforms.dense_chain import DenseChain, dense_chain
 from autocompress.transforms.units import (
     DEFAULT_EPSILONS,
     DEFAULT_STATISTIC,
     NORMALISED,
-    DenseChain,
     UnitStats,
     check_epsilon,
     check_statistic,
-    dense_chain,
     deviation_bound,
     measure_units,
     rebuild_dense,

@@ -10,53 +10,32 @@ Every function here is pure: the input layer is never modified, a new module is 
   ``1x1 in->rank_in``, ``core rank_in->rank_out`` (original kernel, stride, padding,
   dilation), ``1x1 rank_out->out`` (original bias).
 
-Tucker-2 is computed by HOSVD followed by a few HOOI sweeps in float64 with
-``torch.linalg.eigh`` on the mode Gram matrices. It reaches the same reconstruction error
-as ``tensorly.decomposition.partial_tucker`` (HOOI to convergence) several times faster,
-and needs no global TensorLy backend switch.
-
-:func:`factor_shapes` describes, without building anything, the layers
-:func:`factorize` would create; it is cheap enough for cost models in a search loop.
+The decompositions themselves are in :mod:`autocompress.transforms.decompose`, the shapes of
+the factors (without building them) in :mod:`autocompress.transforms.factor_shapes`;
+:func:`factor_shapes_of` gives those shapes for an existing layer.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from autocompress.threads import single_threaded
+from autocompress.transforms.decompose import svd_factors, tucker2
+from autocompress.transforms.factor_shapes import FactorShape, factor_shapes, rank_from_ratio
+from autocompress.transforms.unsupported import UnsupportedLayerError
 
 __all__ = [
-    "FactorShape",
     "LowRank",
-    "UnsupportedLayerError",
-    "factor_shapes",
     "factor_shapes_of",
     "factorize",
     "factorize_conv",
     "factorize_linear",
     "placeholder",
-    "rank_from_ratio",
 ]
 
-_HOOI_MAX_ITERS = 10
-_HOOI_TOL = 1e-6
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d)
-
-
-class UnsupportedLayerError(ValueError):
-    """A layer that a transform cannot handle; callers leave such layers uncompressed."""
-
-    def __init__(self, layer: str, reason: str) -> None:
-        self.layer = layer
-        self.reason = reason
-        super().__init__(f"{layer}: {reason}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (self.layer, self.reason))
 
 
 class LowRank(nn.Sequential):
@@ -163,135 +142,7 @@ class LowRank(nn.Sequential):
         return torch.einsum("or,rs...,si->oi...", last.flatten(1), core, first.flatten(1))
 
 
-class FactorShape(NamedTuple):
-    """One layer a factorization creates. ``type`` is the torch class name.
-
-    For Linear, ``kernel``/``stride``/``padding``/``dilation`` are empty tuples.
-    ``padding`` may be a string ("same"/"valid") when the original conv used one.
-    """
-
-    type: str
-    in_features: int
-    out_features: int
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[int, ...] | str
-    dilation: tuple[int, ...]
-    groups: int
-    has_bias: bool
-
-    @property
-    def num_params(self) -> int:
-        """Parameter count of this layer (weights plus bias)."""
-        weight = self.out_features * (self.in_features // self.groups) * math.prod(self.kernel)
-        return weight + (self.out_features if self.has_bias else 0)
-
-
-def rank_from_ratio(full: int, ratio: float, multiple: int = 1) -> int:
-    """Number of ranks/channels kept out of ``full`` for a keep ``ratio`` in (0, 1].
-
-    ``ceil(ratio * full)`` (with a 1e-9 guard against float noise, so 0.3 * 10 is 3),
-    rounded up to a multiple of ``multiple`` (hardware-friendly sizes), clamped to
-    ``[1, full]``. Ratios >= 1 keep everything.
-    """
-    if full < 1:
-        raise ValueError(f"full must be >= 1, got {full}")
-    if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple}")
-    if not ratio > 0:
-        raise ValueError(f"ratio must be > 0, got {ratio}")
-    if ratio >= 1:
-        return full
-    kept = math.ceil(ratio * full - 1e-9)
-    kept = -(-kept // multiple) * multiple
-    return max(1, min(full, kept))
-
-
 # ---------------------------------------------------------------------------- shapes
-
-
-def _tuple(value: int | tuple[int, ...], ndim: int) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, tuple | list) else (int(value),) * ndim
-
-
-def factor_shapes(
-    layer_type: str,
-    in_features: int,
-    out_features: int,
-    ratio: float,
-    multiple: int = 1,
-    *,
-    kernel: int | tuple[int, ...] = (),
-    stride: int | tuple[int, ...] = 1,
-    padding: int | tuple[int, ...] | str = 0,
-    dilation: int | tuple[int, ...] = 1,
-    groups: int = 1,
-    has_bias: bool = True,
-) -> list[FactorShape]:
-    """Shapes of the layers ``factorize`` would build, without building them.
-
-    ``layer_type`` is "Linear", "Conv1d" or "Conv2d". With ``ratio >= 1`` the single
-    original layer is returned. Raises :class:`UnsupportedLayerError` where ``factorize``
-    would (grouped convs, unknown types).
-    """
-    if layer_type == "Linear":
-        ndim = 0
-    elif layer_type in ("Conv1d", "Conv2d"):
-        ndim = int(layer_type[-2])
-    else:
-        raise UnsupportedLayerError(layer_type, "only Linear, Conv1d and Conv2d can be factorized")
-    kernel_t = _tuple(kernel, ndim) if ndim else ()
-    stride_t = _tuple(stride, ndim) if ndim else ()
-    dilation_t = _tuple(dilation, ndim) if ndim else ()
-    padding_t: tuple[int, ...] | str = (
-        () if not ndim else padding if isinstance(padding, str) else _tuple(padding, ndim)
-    )
-    if ndim and len(kernel_t) != ndim:
-        raise ValueError(f"{layer_type} needs a kernel of {ndim} dims, got {kernel!r}")
-
-    if ratio >= 1:
-        return [
-            FactorShape(
-                layer_type,
-                in_features,
-                out_features,
-                kernel_t,
-                stride_t,
-                padding_t,
-                dilation_t,
-                groups,
-                has_bias,
-            )
-        ]
-    if groups != 1:
-        raise UnsupportedLayerError(layer_type, f"grouped/depthwise conv (groups={groups})")
-
-    def shape(
-        n_in: int,
-        n_out: int,
-        k: tuple[int, ...],
-        s: tuple[int, ...],
-        p: tuple[int, ...] | str,
-        d: tuple[int, ...],
-        bias: bool,
-    ) -> FactorShape:
-        return FactorShape(layer_type, n_in, n_out, k, s, p, d, 1, bias)
-
-    ones = (1,) * ndim
-    zeros: tuple[int, ...] = (0,) * ndim
-    if math.prod(kernel_t) == 1:  # Linear or pointwise conv: SVD
-        rank = rank_from_ratio(min(in_features, out_features), ratio, multiple)
-        return [
-            shape(in_features, rank, kernel_t, stride_t, padding_t, dilation_t, False),
-            shape(rank, out_features, kernel_t, ones, zeros, ones, has_bias),
-        ]
-    rank_in = rank_from_ratio(in_features, ratio, multiple)
-    rank_out = rank_from_ratio(out_features, ratio, multiple)
-    return [
-        shape(in_features, rank_in, ones, ones, zeros, ones, False),
-        shape(rank_in, rank_out, kernel_t, stride_t, padding_t, dilation_t, False),
-        shape(rank_out, out_features, ones, ones, zeros, ones, has_bias),
-    ]
 
 
 def factor_shapes_of(layer: nn.Module, ratio: float, multiple: int = 1) -> list[FactorShape]:
@@ -358,14 +209,6 @@ def _finish(lowrank: LowRank, like: nn.Module) -> LowRank:
     return lowrank.train(like.training)
 
 
-def _svd_factors(weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
-    """(first, second) with ``second @ first`` the best rank-``rank`` approximation."""
-    with single_threaded():
-        u, s, vh = torch.linalg.svd(weight.detach().to("cpu", torch.float64), full_matrices=False)
-    root = s[:rank].sqrt()
-    return root[:, None] * vh[:rank], u[:, :rank] * root
-
-
 def _check_rank(rank: int, full: int, what: str) -> None:
     if not 1 <= rank <= full:
         raise ValueError(f"{what} must be in [1, {full}], got {rank}")
@@ -375,7 +218,7 @@ def factorize_linear(layer: nn.Linear, rank: int) -> LowRank:
     """Truncated SVD: ``Linear(in, rank, bias=False)`` then ``Linear(rank, out)``."""
     _check_supported(layer, "Linear")
     _check_rank(rank, min(layer.in_features, layer.out_features), "rank")
-    first_w, second_w = _svd_factors(layer.weight, rank)
+    first_w, second_w = svd_factors(layer.weight, rank)
     first = nn.Linear(layer.in_features, rank, bias=False)
     second = nn.Linear(rank, layer.out_features, bias=layer.bias is not None)
     _set(first.weight, first_w)
@@ -384,46 +227,6 @@ def factorize_linear(layer: nn.Linear, rank: int) -> LowRank:
         _set(second.bias, layer.bias.detach().cpu())
     lowrank = LowRank(first, second, kind="svd", ranks=(rank,), original_type="Linear")
     return _finish(lowrank, layer)
-
-
-def _leading_vectors(matrix: Tensor, rank: int) -> Tensor:
-    """Top-``rank`` left singular vectors (float64), via eigh of the Gram matrix."""
-    _, vectors = torch.linalg.eigh(matrix @ matrix.T)
-    return vectors.flip(-1)[:, :rank]
-
-
-def tucker2(weight: Tensor, rank_in: int, rank_out: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Tucker-2 of a conv weight on its (out, in) modes, float64 on CPU.
-
-    Returns ``(u_out (out, rank_out), core (rank_out, rank_in, *k), u_in (in, rank_in))``
-    with orthonormal factors: ``weight ~= core x_0 u_out x_1 u_in``. HOSVD init, then
-    HOOI sweeps until the captured energy stops growing.
-    """
-    with single_threaded():
-        return _tucker2(weight.detach().to("cpu", torch.float64), rank_in, rank_out)
-
-
-def _tucker2(w: Tensor, rank_in: int, rank_out: int) -> tuple[Tensor, Tensor, Tensor]:
-    n_out, n_in = w.shape[:2]
-    mode_out = w.reshape(n_out, -1)
-    mode_in = w.transpose(0, 1).reshape(n_in, -1)
-    u_out = _leading_vectors(mode_out, rank_out)
-    u_in = _leading_vectors(mode_in, rank_in)
-    if rank_in < n_in or rank_out < n_out:
-        energy = 0.0
-        for _ in range(_HOOI_MAX_ITERS):
-            proj_in = torch.tensordot(u_in, w, dims=([0], [1]))  # (rank_in, out, *k)
-            u_out = _leading_vectors(proj_in.transpose(0, 1).reshape(n_out, -1), rank_out)
-            proj_out = torch.tensordot(u_out, w, dims=([0], [0]))  # (rank_out, in, *k)
-            u_in = _leading_vectors(proj_out.transpose(0, 1).reshape(n_in, -1), rank_in)
-            core = torch.tensordot(u_in, proj_out, dims=([0], [1]))  # (rank_in, rank_out, *k)
-            new_energy = float(core.square().sum())
-            if new_energy - energy <= _HOOI_TOL * new_energy:
-                break
-            energy = new_energy
-    core = torch.tensordot(torch.tensordot(u_out, w, dims=([0], [0])), u_in, dims=([1], [0]))
-    core = core.movedim(-1, 1)  # (rank_out, *k, rank_in) -> (rank_out, rank_in, *k)
-    return u_out, core, u_in
 
 
 def _pointwise(
@@ -444,7 +247,7 @@ def factorize_conv(conv: nn.Conv1d | nn.Conv2d, rank_in: int, rank_out: int) -> 
     has_bias = conv.bias is not None
     if math.prod(conv.kernel_size) == 1:
         _check_rank(rank_out, min(n_in, n_out), "rank_out")
-        first_w, second_w = _svd_factors(conv.weight.reshape(n_out, n_in), rank_out)
+        first_w, second_w = svd_factors(conv.weight.reshape(n_out, n_in), rank_out)
         first = _pointwise(
             conv,
             n_in,

@@ -29,7 +29,8 @@ from autocompress.calls import call_model
 from autocompress.layers import COMPRESSED
 from autocompress.policy import ALLOWED_BITS, check_bits
 from autocompress.task.streamed import to_device
-from autocompress.transforms.lowrank import LowRank, UnsupportedLayerError
+from autocompress.transforms.lowrank import LowRank
+from autocompress.transforms.unsupported import UnsupportedLayerError
 
 __all__ = [
     "ALLOWED_BITS",

@@ -7,11 +7,12 @@ folded into the next layer's bias; the useful units, with their learned weights,
 smaller network, which is retrained briefly.
 
 What is measured. A *unit* is one output feature of a hidden ``Linear`` followed by its
-per-unit modules (``BatchNorm1d``, activation, ``Dropout``, in any order); its *output* ``a_j``
-is the value the next ``Linear`` reads, in eval mode, over the samples given (the training
-inputs of a Task). :func:`measure_units` records per unit the mean, the standard deviation
-(population, ddof = 0) and ``max |a_j - mean_j|``. The usefulness *statistic* (higher = more
-useful; a unit is removed when its score is below ``epsilon``) is one of :data:`STATISTICS`:
+per-unit modules (``BatchNorm1d``, activation, ``Dropout``, in any order; the chain is found by
+:func:`~autocompress.transforms.dense_chain.dense_chain`); its *output* ``a_j`` is the value the
+next ``Linear`` reads, in eval mode, over the samples given (the training inputs of a Task).
+:func:`measure_units` records per unit the mean, the standard deviation (population, ddof = 0)
+and ``max |a_j - mean_j|``. The usefulness *statistic* (higher = more useful; a unit is removed
+when its score is below ``epsilon``) is one of :data:`STATISTICS`:
 
 - ``"std"``: ``std(a_j)``;
 - ``"std_mean"``: ``std(a_j)`` divided by the mean std of the layer's units;
@@ -41,24 +42,28 @@ and state_dict keys (a ``TabularMLP`` stays a ``TabularMLP`` with narrower hidde
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from autocompress.transforms.dense_chain import (
+    LIPSCHITZ,
+    DenseChain,
+    DenseLayer,
+    DenseStructureError,
+    dense_chain,
+    eval_mode,
+    run_chain,
+)
+
 __all__ = [
     "DEFAULT_EPSILONS",
     "DEFAULT_STATISTIC",
     "STATISTICS",
-    "DenseChain",
-    "DenseLayer",
-    "DenseStructureError",
     "UnitStats",
-    "dense_chain",
     "deviation_bound",
     "measure_units",
     "rebuild_dense",
@@ -73,142 +78,6 @@ DEFAULT_EPSILONS = (
     0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9,
 )
 NORMALISED = ("std_max", "contribution_max")
-
-#: per-unit modules between two Linear layers and their Lipschitz constants (a bound on |f'|)
-_LIPSCHITZ: dict[type, Callable[[nn.Module], float]] = {
-    nn.ReLU: lambda m: 1.0,
-    nn.ReLU6: lambda m: 1.0,
-    nn.LeakyReLU: lambda m: max(1.0, abs(m.negative_slope)),
-    nn.ELU: lambda m: max(1.0, float(m.alpha)),
-    nn.GELU: lambda m: 1.13,  # max of Phi(x) + x phi(x) is 1.129 at x = sqrt(2)
-    nn.SiLU: lambda m: 1.1,  # max derivative 1.0998
-    nn.Mish: lambda m: 1.1,  # max derivative 1.0886
-    nn.Tanh: lambda m: 1.0,
-    nn.Sigmoid: lambda m: 0.25,
-    nn.Softplus: lambda m: 1.0,
-    nn.Hardtanh: lambda m: 1.0,
-    nn.Identity: lambda m: 1.0,
-    nn.Dropout: lambda m: 1.0,  # the identity in eval mode
-}
-ALLOWED_MODULES = "Linear, BatchNorm1d (with running statistics), Dropout, Identity, a leading Flatten, activations " + ", ".join(
-    t.__name__ for t in _LIPSCHITZ if t not in (nn.Identity, nn.Dropout)
-)
-
-
-class DenseStructureError(ValueError):
-    """The model is not a dense feed-forward chain that :func:`refine_dense` can rebuild."""
-
-
-# --------------------------------------------------------------------------- structure
-
-
-@dataclass(frozen=True)
-class DenseLayer:
-    """A hidden layer: the Linear making the units, its per-unit modules, the Linear reading them."""
-
-    linear: str
-    elementwise: tuple[str, ...]
-    consumer: str
-
-
-@dataclass(frozen=True)
-class DenseChain:
-    """A model whose forward applies its leaf modules in registration order: an MLP."""
-
-    modules: tuple[str, ...]  # every leaf module, in order
-    layers: tuple[DenseLayer, ...]
-    head: str  # the output Linear
-
-
-def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(name, m) for name, m in model.named_modules() if not list(m.children())]
-
-
-def _check_leaf(name: str, module: nn.Module, first: bool) -> None:
-    if isinstance(module, nn.Linear) or type(module) in _LIPSCHITZ:
-        return
-    if isinstance(module, nn.Flatten) and first:
-        return
-    if isinstance(module, nn.BatchNorm1d):
-        if not module.track_running_stats:
-            raise DenseStructureError(
-                f"BatchNorm1d '{name}' has no running statistics (track_running_stats=False): in "
-                "eval mode it normalises by the batch, so a unit's output depends on other samples"
-            )
-        return
-    where = "" if not isinstance(module, nn.Flatten) else " (a Flatten is allowed only first)"
-    raise DenseStructureError(
-        f"'{name}' is a {type(module).__name__}{where}; a dense network may hold only: {ALLOWED_MODULES}"
-    )
-
-
-def dense_chain(model: nn.Module, example: Tensor | None = None) -> DenseChain:
-    """Describe ``model`` as a chain ``[Flatten] (Linear [per-unit modules])+ Linear``.
-
-    Raises :class:`DenseStructureError` naming the offending module when ``model`` holds anything
-    else, owns parameters outside its leaf modules, or (given an ``example`` batch) when its
-    forward is not the chain of its leaf modules in registration order.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"refine_dense needs an nn.Module, got {type(model).__name__}")
-    leaves = _leaves(model)
-    for index, (name, module) in enumerate(leaves):
-        _check_leaf(name, module, first=index == 0)
-    leaf_ids = {id(m) for _, m in leaves}
-    for name, module in model.named_modules():
-        if id(module) not in leaf_ids and list(module.parameters(recurse=False)):
-            raise DenseStructureError(f"'{name or type(model).__name__}' owns parameters outside its layers")
-    linears = [i for i, (_, m) in enumerate(leaves) if isinstance(m, nn.Linear)]
-    if len(linears) < 2:
-        raise DenseStructureError(f"a dense network needs at least two Linear layers (one hidden layer); found {len(linears)}")
-    if linears[-1] != len(leaves) - 1:
-        raise DenseStructureError(f"the last module must be the output Linear, found '{leaves[-1][0]}' after it")
-    layers = []
-    for start, stop in zip(linears[:-1], linears[1:], strict=True):
-        width = leaves[start][1].out_features
-        between = tuple(name for name, _ in leaves[start + 1 : stop])
-        for name, module in leaves[start + 1 : stop]:
-            if isinstance(module, nn.BatchNorm1d) and module.num_features != width:
-                raise DenseStructureError(f"BatchNorm1d '{name}' has {module.num_features} features; '{leaves[start][0]}' makes {width}")
-        if leaves[stop][1].in_features != width:
-            raise DenseStructureError(f"'{leaves[stop][0]}' reads {leaves[stop][1].in_features} features; '{leaves[start][0]}' makes {width}")
-        layers.append(DenseLayer(leaves[start][0], between, leaves[stop][0]))
-    chain = DenseChain(tuple(name for name, _ in leaves), tuple(layers), leaves[-1][0])
-    if example is not None:
-        _check_chain_forward(model, chain, example)
-    return chain
-
-
-def _check_chain_forward(model: nn.Module, chain: DenseChain, example: Tensor) -> None:
-    with _eval_mode(model), torch.no_grad():
-        expected = model(example)
-        got = _run_chain(model, chain, example)
-    if expected.shape != got.shape or not torch.allclose(expected, got, rtol=1e-4, atol=1e-5):
-        raise DenseStructureError(
-            f"{type(model).__name__}'s forward is not its modules applied in registration order "
-            f"({', '.join(chain.modules)}); refine_dense rebuilds only such dense chains"
-        )
-
-
-def _run_chain(model: nn.Module, chain: DenseChain, x: Tensor, taps: dict[str, list] | None = None) -> Tensor:
-    """Apply the chain's modules in order; record each hidden layer's unit outputs in ``taps``."""
-    ends = {layer.elementwise[-1] if layer.elementwise else layer.linear: layer.linear for layer in chain.layers}
-    for name in chain.modules:
-        x = model.get_submodule(name)(x)
-        if taps is not None and name in ends:
-            taps[ends[name]].append(x)
-    return x
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode; restore every submodule's flag on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        yield model.eval()
-    finally:
-        for module, mode in modes:
-            module.training = mode
 
 
 # --------------------------------------------------------------------------- measuring
@@ -236,10 +105,10 @@ def measure_units(
     chain = chain or dense_chain(model, inputs[:8])
     device = next(model.parameters()).device
     outputs: dict[str, list[Tensor]] = {layer.linear: [] for layer in chain.layers}
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for start in range(0, len(inputs), batch_size):
             taps: dict[str, list] = {layer.linear: [] for layer in chain.layers}
-            _run_chain(model, chain, inputs[start : start + batch_size].to(device), taps)
+            run_chain(model, chain, inputs[start : start + batch_size].to(device), taps)
             for name, values in taps.items():
                 if values[0].dim() != 2:
                     raise DenseStructureError(
@@ -366,7 +235,7 @@ def _lipschitz(module: nn.Module) -> Tensor | float:
     if isinstance(module, nn.BatchNorm1d):
         scale = (module.running_var.detach().double().cpu() + module.eps).rsqrt()
         return scale * module.weight.detach().double().cpu().abs() if module.weight is not None else scale
-    return _LIPSCHITZ[type(module)](module)
+    return LIPSCHITZ[type(module)](module)
 
 
 def deviation_bound(
