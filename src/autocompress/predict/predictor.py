@@ -20,12 +20,13 @@ Models (``kind``):
   the ridge ranks.
 - ``"linear"``: Bayesian ridge regression (scikit-learn), its predictive std.
 - ``"gbt"``: gradient-boosted trees (scikit-learn's ``HistGradientBoostingRegressor``).
-- ``"stack"``: a non-negative blend of the kinds of :data:`~autocompress.predict.choose.AUTO_KINDS`,
+- ``"blend"``: the plain average of the ``"gp"`` and ``"gbt"`` predictions (and of their stds).
+- ``"stack"``: a non-negative blend of the kinds of :data:`~autocompress.predict.choose.STACK_KINDS`,
   weighted by their out-of-fold predictions.
 
 ``kind="auto"`` chooses by the labels it is given (:func:`~autocompress.predict.choose.choose_kind`):
-the kind, or the stack, whose out-of-fold predictions rank the labels best (Kendall τ), Bayesian
-ridge for very few labels; a near-constant predictor is never chosen. ``kind_`` is the choice and
+``"gp"`` or ``"blend"``, whichever's out-of-fold predictions rank the labels better (Kendall τ),
+Bayesian ridge for very few labels; a near-constant predictor is never chosen. ``kind_`` is the choice and
 ``cv_scores_`` the τ it was made on.
 Every model also gives the gradient of its prediction (:meth:`AccuracyPredictor.gradient`)
 for policy optimization: by autograd for the MLPs, by central differences otherwise.
@@ -43,8 +44,10 @@ from torch import nn
 
 from autocompress.threads import single_threaded
 
-KINDS = ("mlp", "ensemble", "rank", "gp", "linear", "gbt", "stack")
+KINDS = ("mlp", "ensemble", "rank", "gp", "linear", "gbt", "blend", "stack")
 MLP_KINDS = ("mlp", "ensemble", "rank")
+#: kinds that average fitted predictors of other kinds
+BLENDS = ("blend", "stack")
 
 
 class AccuracyPredictor:
@@ -84,22 +87,21 @@ class AccuracyPredictor:
         if len(X) < 2:
             raise ValueError(f"need at least 2 labelled policies to fit, got {len(X)}")
         self.cv_scores_: dict[str, float] = {}
-        kind, weights = self.kind, None
-        if kind in ("auto", "stack"):
+        kind = self.kind
+        if kind == "auto":
             from autocompress.predict.choose import choose_kind
 
-            chosen, self.cv_scores_, weights = choose_kind(self._sibling, X, y, seed=self.seed)
-            if kind == "auto":
-                kind = chosen
-            elif not weights:  # too few labels, or a single usable kind, to blend
-                kind = chosen
+            kind, self.cv_scores_ = choose_kind(self._sibling, X, y, seed=self.seed)
         self.kind_ = kind
         self.n_features_in_ = X.shape[1]
         self.x_mean_, self.x_std_ = X.mean(0), X.std(0)
         self.x_scale_ = np.where(self.x_std_ > 0, self.x_std_, 1.0)  # a constant column carries no information
         self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
         Z, t = self._z(X), (y - self.y_mean_) / self.y_scale_
-        if kind == "stack":
+        if kind in BLENDS:
+            from autocompress.predict.choose import BLEND, stack_weights
+
+            weights = stack_weights(self._sibling, X, y, seed=self.seed) if kind == "stack" else dict.fromkeys(BLEND, 1 / len(BLEND))
             self.blend_ = [(w, self._sibling(k).fit(X, y)) for k, w in weights.items() if w > 0]
         elif kind in MLP_KINDS:
             rng = np.random.default_rng(self.seed)
@@ -150,7 +152,7 @@ class AccuracyPredictor:
         """Predicted metric per row (and its uncertainty, in the metric's units, with ``return_std``)."""
         self._check_fitted()
         X = check_x(X, self.n_features_in_)
-        if self.kind_ == "stack":
+        if self.kind_ in BLENDS:
             parts = [(w, *m.predict(X, return_std=True)) for w, m in self.blend_]
             mean, std = sum(w * m for w, m, _ in parts), sum(w * s for w, _, s in parts)
             return (mean, std) if return_std else mean
@@ -170,7 +172,7 @@ class AccuracyPredictor:
         gradient is zero almost everywhere)."""
         self._check_fitted()
         X = check_x(X, self.n_features_in_)
-        if self.kind_ == "stack":
+        if self.kind_ in BLENDS:
             return sum(w * m.gradient(X, step) for w, m in self.blend_)
         step = step if step is not None else (0.25 if self.kind_ == "gbt" else 1e-3)
         if self.kind_ in MLP_KINDS:
