@@ -28,7 +28,7 @@ import autocompress as ac  # noqa: E402
 from autocompress.calls import bind, fit_inputs  # noqa: E402
 from autocompress.evaluate import Evaluator  # noqa: E402
 from autocompress.finetune import evaluate_metric  # noqa: E402
-from autocompress.search.strategies.allocate import uniform_policy  # noqa: E402
+from autocompress.search.ladders import uniform_policy  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

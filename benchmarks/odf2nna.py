@@ -64,13 +64,11 @@ from torch import nn
 
 from autocompress import count_cost
 from autocompress.finetune import evaluate_metric, train
-from autocompress.search.refine import (
+from autocompress.search.refine import refine_dense, reinitialized, sweep_epsilon
+from autocompress.search.refine_gate import (
     DEFAULT_CONFIDENCE,
     DEFAULT_LOSS_TOLERANCE,
     DEFAULT_REGRESSION_LOSS_TOLERANCE,
-    refine_dense,
-    reinitialized,
-    sweep_epsilon,
 )
 from autocompress.task import Task
 from autocompress.transforms.dense_chain import DenseChain, dense_chain

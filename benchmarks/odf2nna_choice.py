@@ -42,15 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from odf2nna import DATASETS, ROOT, build, load, log, machine, params  # noqa: E402
 
 from autocompress.finetune import evaluate_loss, evaluate_metric, train  # noqa: E402
-from autocompress.search.refine import (  # noqa: E402
+from autocompress.search.refine import _loss_gap, _sample_losses, unit_statistics  # noqa: E402
+from autocompress.search.refine_gate import (  # noqa: E402
     DEFAULT_LOSS_TOLERANCE,
     DEFAULT_REGRESSION_LOSS_TOLERANCE,
-    SweepPoint,
-    _loss_gap,
-    _sample_losses,
     passes,
-    unit_statistics,
 )
+from autocompress.search.refine_report import SweepPoint  # noqa: E402
 from autocompress.task import Task  # noqa: E402
 from autocompress.transforms.units import DEFAULT_EPSILONS, rebuild_dense, select_units  # noqa: E402
 

@@ -70,7 +70,7 @@ from torch import nn
 from autocompress import Evaluator, SearchSpace, count_cost
 from autocompress.finetune import evaluate_metric, recalibrate_batchnorm, train
 from autocompress.search import confirm, search
-from autocompress.search.strategies.allocate import uniform_policy
+from autocompress.search.ladders import uniform_policy
 from autocompress.task import Task
 from autocompress.zoo import load_zoo
 from autocompress.zoo.registry import ZOO

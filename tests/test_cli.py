@@ -164,7 +164,7 @@ def test_an_apq_search_from_yaml_names_its_supernet_and_exports_a_sub_network(tm
     params = sum(p.numel() for p in digits_supernet().extract(SubnetConfig.from_vector(final.policy.arch)).parameters())
     saved = torch_load_params(tmp_path / "best" / "state_dict.pt")
     assert saved == params < sum(p.numel() for p in digits_supernet().extract(digits_supernet().largest()).parameters())
-    from autocompress.search.runner import run_candidate, spec_from_config
+    from autocompress.search.evaluation import run_candidate, spec_from_config
 
     values, error, _ = run_candidate(spec_from_config(load_config(config)), final.policy)  # what `autocompress worker` runs
     assert error is None and values["metric"] == pytest.approx(final.values["metric"])

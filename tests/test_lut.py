@@ -195,8 +195,8 @@ def test_latency_budgets_in_the_optimizer_hold_by_the_estimate(small):
 
     from autocompress.hardware.policy_latency import PolicyLatency
     from autocompress.predict import AccuracyPredictor, policy_features
+    from autocompress.search.ladders import cost_value
     from autocompress.search.optimize import optimize_policy
-    from autocompress.search.strategies.allocate import cost_value
 
     model, x = small
     space = SearchSpace.from_model(model, x, methods=["prune", "lowrank"])

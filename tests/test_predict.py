@@ -121,8 +121,8 @@ def test_evolve_informative_returns_new_legal_policies():
 
 
 def test_optimize_policy_meets_every_budget_by_exact_count():
+    from autocompress.search.ladders import uniform_policy
     from autocompress.search.optimize import optimize_policy
-    from autocompress.search.strategies.allocate import uniform_policy
 
     torch.manual_seed(0)
     space = SearchSpace.from_model(Net(), torch.randn(2, 1, 20), methods=["prune", "quant"])

@@ -18,6 +18,7 @@ from workers import search_waits_for_worker
 import autocompress.search.study as study_module
 from autocompress.policy import Policy
 from autocompress.search import ConfigError, Study, load_config, search
+from autocompress.search import evaluation as evaluation_module
 from autocompress.search import runner as runner_module
 from autocompress.search.pareto import non_dominated
 from autocompress.search.strategies.base import Strategy
@@ -104,7 +105,7 @@ def test_resume_after_kill_9(wine, tmp_path, monkeypatch):
 
 
 def test_failing_evaluation_is_recorded_and_the_search_goes_on(wine, tmp_path, monkeypatch):
-    real = runner_module.evaluate_values
+    real = evaluation_module.evaluate_values
     calls = {"n": 0}
 
     def flaky(spec, policy):
@@ -115,7 +116,7 @@ def test_failing_evaluation_is_recorded_and_the_search_goes_on(wine, tmp_path, m
             return {**real(spec, policy), "metric": float("nan")}
         return real(spec, policy)
 
-    monkeypatch.setattr(runner_module, "evaluate_values", flaky)
+    monkeypatch.setattr(evaluation_module, "evaluate_values", flaky)
     study = search(wine.model, wine.task, strategy="random", budget=6, storage=tmp_path / "f.db", progress=False)
     failed = study.records({"failed"})
     assert len(failed) == 2 and len(study.completed()) == 4
@@ -220,7 +221,7 @@ def test_candidates_left_queued_by_a_killed_run_are_evaluated(wine, tmp_path):
 
 def test_uniform_picks_the_same_grid_when_resumed(wine, tmp_path, monkeypatch):
     full = search(wine.model, wine.task, strategy="uniform", budget=6, storage=tmp_path / "full.db", progress=False)
-    real, calls = runner_module.evaluate_values, {"n": 0}
+    real, calls = evaluation_module.evaluate_values, {"n": 0}
 
     def interrupted(spec, policy):
         calls["n"] += 1
@@ -228,10 +229,10 @@ def test_uniform_picks_the_same_grid_when_resumed(wine, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the user stops the search mid-way
         return real(spec, policy)
 
-    monkeypatch.setattr(runner_module, "evaluate_values", interrupted)
+    monkeypatch.setattr(evaluation_module, "evaluate_values", interrupted)
     with pytest.raises(KeyboardInterrupt):
         search(wine.model, wine.task, strategy="uniform", budget=6, storage=tmp_path / "u.db", progress=False)
-    monkeypatch.setattr(runner_module, "evaluate_values", real)
+    monkeypatch.setattr(evaluation_module, "evaluate_values", real)
     monkeypatch.setattr(study_module, "STALE_SECONDS", 0.0)  # the interrupted candidate's process is gone
     resumed = search(wine.model, wine.task, strategy="uniform", budget=6, storage=tmp_path / "u.db", progress=False)
     assert {policy_key(r.policy) for r in resumed.completed()} == {policy_key(r.policy) for r in full.completed()}

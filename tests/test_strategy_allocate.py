@@ -117,7 +117,7 @@ class FakeLatency:
     """MeasuredLatency's interface on a synthetic latency that is not proportional to FLOPs; counts its runs."""
 
     def __init__(self, space: SearchSpace) -> None:
-        from autocompress.search.strategies.allocate import at_strength, gene_ladders
+        from autocompress.search.ladders import at_strength, gene_ladders
 
         self.space, self.runs = space, 0
         ladders = gene_ladders(space, ("prune",))

@@ -61,7 +61,7 @@ def test_predictor_guided_evolution_beats_random_at_equal_budget(space):
 
 def test_stratified_first_labels_fill_a_spread_of_ratios(space):
     from autocompress.policy import Policy
-    from autocompress.search.strategies.allocate import (
+    from autocompress.search.ladders import (
         spread_order,
         stratified_policies,
         uniform_policy,

@@ -12,15 +12,13 @@ import autocompress as ac
 from autocompress import cli, count_cost
 from autocompress.apply import apply_policy
 from autocompress.finetune import evaluate_loss, train
-from autocompress.search.refine import (
+from autocompress.search.refine import refine_dense, reinitialized, sweep_epsilon
+from autocompress.search.refine_gate import (
     DEFAULT_CONFIDENCE,
     DEFAULT_REGRESSION_LOSS_TOLERANCE,
-    SweepPoint,
     choose_epsilon,
-    refine_dense,
-    reinitialized,
-    sweep_epsilon,
 )
+from autocompress.search.refine_report import SweepPoint
 from autocompress.task import Task
 from autocompress.transforms.dense_chain import DenseStructureError, dense_chain
 from autocompress.transforms.prune import activation_std_importance

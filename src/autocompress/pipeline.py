@@ -311,7 +311,7 @@ def _auto_steps(task: Task, epochs: float, low: int, high: int) -> int:
 
 
 def _fields(space: SearchSpace, cost: str) -> tuple[str, ...]:
-    from autocompress.search.strategies.allocate import gene_ladders
+    from autocompress.search.ladders import gene_ladders
 
     wanted = ("prune", "weight_bits") if cost in ("bitops", "bytes") else ("prune",)
     for fields in (wanted, (*wanted, "rank"), ("rank",)):
@@ -336,7 +336,7 @@ def _latency_budgets(model: nn.Module, space: SearchSpace, example: Any, ladders
     The uniform policy's measured latency path (:mod:`autocompress.hardware.measured_path`) is kept in the
     study, so a resumed call measures nothing again."""
     from autocompress.hardware.measured_path import STRENGTHS, flops_for, measure_path
-    from autocompress.search.strategies.allocate import at_strength
+    from autocompress.search.ladders import at_strength
 
     stored = study.meta.get("latency_path")
     if stored is None:
@@ -409,13 +409,9 @@ def compress(  # noqa: PLR0913 - the one call: its knobs have defaults chosen by
     call again (same storage) to resume or to read the stored result without training anything.
     """
     from autocompress.search.confirm import confirm, confirm_study_name
+    from autocompress.search.ladders import cost_value, gene_ladders, project
     from autocompress.search.runner import search
-    from autocompress.search.strategies.allocate import (
-        AllocateStrategy,
-        cost_value,
-        gene_ladders,
-        project,
-    )
+    from autocompress.search.strategies.allocate import AllocateStrategy
     from autocompress.search.strategies.given import GivenStrategy
 
     if not isinstance(model, nn.Module):

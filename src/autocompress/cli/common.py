@@ -103,7 +103,7 @@ def front_table(study, records, title: str):
 def stored_config(opened):  # noqa: ANN202
     """The search configuration a study stores, and the evaluation spec it builds (model, task, space, supernet)."""
     from autocompress.search.config import load_config
-    from autocompress.search.runner import spec_from_config
+    from autocompress.search.evaluation import spec_from_config
 
     stored = opened.meta.get("config")
     if "refine" in opened.meta:

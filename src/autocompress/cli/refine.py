@@ -52,7 +52,7 @@ def _refine_sweep(entry, storage: str, name: str, epsilon: float | str, toleranc
     """``refine --storage``: the whole epsilon sweep into a study, its front printed; the epsilon to refine at."""
     from rich.table import Table
 
-    from autocompress.search.refine import DEFAULT_CONFIDENCE, choose_epsilon, quality_gate
+    from autocompress.search.refine_gate import DEFAULT_CONFIDENCE, choose_epsilon, quality_gate
     from autocompress.search.refine_study import stored_points, sweep_study
 
     try:

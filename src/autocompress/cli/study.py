@@ -232,8 +232,8 @@ def optimize(
     """
     from autocompress.budget import Constraint
     from autocompress.policy import Policy
+    from autocompress.search.ladders import cost_value
     from autocompress.search.optimize import optimize_policy
-    from autocompress.search.strategies.allocate import cost_value
     from autocompress.search.strategies.seernet import fit_predictor
 
     opened = open_study(storage, study)

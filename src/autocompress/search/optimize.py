@@ -9,7 +9,7 @@ maximize predicted_metric(policy)  subject to  cost(policy) <= C0
    cost of its next ladder step times the fractional part — a piecewise-linear interpolation
    of the true cost whose gradient is that marginal cost.
 2. **Barrier ascent.** From a strictly feasible start (the uniform policy filling 90 % of the
-   budget, :func:`~autocompress.search.strategies.allocate.project`), gradient ascent on
+   budget, :func:`~autocompress.search.ladders.project`), gradient ascent on
    ``predicted/σ_y + μ·log(1 - cost/C0)`` with the predictor's gradient
    (:meth:`AccuracyPredictor.gradient`), an adaptive step (grown by 1.25 on success, halved
    when a step leaves the feasible set or lowers the objective) and μ shrinking by 0.7 every
@@ -32,7 +32,7 @@ import numpy as np
 
 from autocompress.policy import Policy
 from autocompress.predict.predictor import AccuracyPredictor, vector_features
-from autocompress.search.strategies.allocate import cost_value, gene_ladders, project
+from autocompress.search.ladders import cost_value, gene_ladders, project
 from autocompress.search.strategies.greedy import parse_target
 from autocompress.space import SearchSpace
 

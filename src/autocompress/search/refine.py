@@ -2,7 +2,9 @@
 
 :func:`refine_dense` is the entry point (``ac.refine_dense``); the unit statistics, selection,
 rebuilding and bias folding it uses live in :mod:`autocompress.transforms.units`, the dense-chain
-discovery in :mod:`autocompress.transforms.dense_chain`.
+discovery in :mod:`autocompress.transforms.dense_chain`, its reports in
+:mod:`autocompress.search.refine_report`, what a refined model must reach to pass (and the choice of
+epsilon) in :mod:`autocompress.search.refine_gate`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 from torch import Tensor, nn
 
 from autocompress.cost import count_cost
 from autocompress.finetune import evaluate_loss, evaluate_metric, split_outputs, train
 from autocompress.search.pareto import non_dominated
+from autocompress.search.refine_gate import DEFAULT_CONFIDENCE, Gate, choose_epsilon, quality_gate
+from autocompress.search.refine_report import LayerUnits, Refined, RefineReport, SweepPoint
 from autocompress.task import Task
 from autocompress.transforms.dense_chain import DenseChain, dense_chain
 from autocompress.transforms.units import (
@@ -38,107 +40,7 @@ from autocompress.transforms.units import (
     unit_scores,
 )
 
-__all__ = [
-    "DEFAULT_CONFIDENCE",
-    "DEFAULT_LOSS_TOLERANCE",
-    "DEFAULT_REGRESSION_LOSS_TOLERANCE",
-    "LayerUnits",
-    "RefineReport",
-    "Refined",
-    "SweepPoint",
-    "choose_epsilon",
-    "default_loss_tolerance",
-    "default_tolerance",
-    "passes",
-    "refine_dense",
-    "reinitialized",
-    "sweep_epsilon",
-]
-
-#: ``refine_dense(epsilon="auto")``: the refined model's validation cross-entropy may exceed the original's by this
-DEFAULT_LOSS_TOLERANCE = 0.05
-#: ... and for other losses (regression's MSE) by this fraction of the original's validation loss
-#: (2 % of the MSE is about 1 % of the RMSE, the default metric tolerance)
-DEFAULT_REGRESSION_LOSS_TOLERANCE = 0.02
-#: ... and not only by the luck of a small validation set: the loss gap plus this many standard
-#: errors of the paired per-sample differences must be within the loss tolerance (one-sided 95 %);
-#: chosen on development seeds by ``benchmarks/odf2nna_choice.py``
-DEFAULT_CONFIDENCE = 1.645
-
-
-# --------------------------------------------------------------------------- reports
-
-
-class LayerUnits(BaseModel):
-    """One hidden layer's units: how many were kept, which, and their scores."""
-
-    layer: str
-    units: int
-    kept: int
-    removed: int
-    kept_units: list[int]
-    score_min: float
-    score_median: float
-    score_max: float
-    removed_score_max: float | None  # the most useful removed unit's score (None: none removed)
-
-
-class SweepPoint(BaseModel):
-    """One epsilon of a sweep: the refined model's size and validation metric."""
-
-    epsilon: float
-    params: int
-    hidden: list[int]
-    metric_before_retrain: float
-    metric: float  # after retraining
-    loss: float | None = None  # validation task loss after retraining
-    loss_gap: float | None = None  # mean over validation samples of (refined - original) per-sample loss
-    loss_gap_se: float | None = None  # its standard error (sample std of the paired differences / sqrt(n))
-    on_front: bool = False
-
-
-class RefineReport(BaseModel):
-    """What :func:`refine_dense` measured and did."""
-
-    statistic: str
-    epsilon: float
-    samples: int
-    layers: list[LayerUnits]
-    hidden: list[int]
-    params_before: int
-    params_after: int
-    output_bound: float  # max over outputs of :func:`deviation_bound` (before retraining)
-    metric_name: str | None = None
-    metric_original: float | None = None  # validation split
-    metric_before_retrain: float | None = None
-    metric_retrained: float | None = None
-    retrain_epochs: float = 0.0
-    tolerance: float | None = None
-    loss_original: float | None = None  # validation task loss of the original
-    loss_tolerance: float | None = None
-    confidence: float | None = None  # standard errors of the loss gap the gate adds
-    met_tolerance: bool | None = None
-    sweep: list[SweepPoint] = []
-
-    @property
-    def params_removed(self) -> float:
-        """Fraction of the parameters removed (0-1)."""
-        return 1.0 - self.params_after / self.params_before
-
-
-class Refined(NamedTuple):
-    """The refined model and its report (unpack: ``model, report = refine_dense(...)``)."""
-
-    model: nn.Module
-    report: RefineReport
-
-
-# --------------------------------------------------------------------------- refine / sweep
-
-
-def default_tolerance(task: Task, original_metric: float) -> float:
-    """0.5 points for an accuracy (percent); otherwise 1 % of the original metric's magnitude."""
-    return 0.5 if task.metric == "accuracy" else 0.01 * abs(original_metric)
+__all__ = ["refine_dense", "reinitialized", "sweep_epsilon"]
 
 
 def _params(model: nn.Module, example: Tensor) -> int:
@@ -266,41 +168,6 @@ def sweep_epsilon(
     return [(p.model_copy(update={"on_front": bool(on)}), m) for (p, m), on in zip(results, mask, strict=True)]
 
 
-def choose_epsilon(points: Sequence[SweepPoint], original_metric: float, tolerance: float, *,
-                   original_loss: float | None = None, loss_tolerance: float | None = None,
-                   confidence: float = 0.0) -> SweepPoint | None:
-    """The point with the largest epsilon that :func:`passes`; None when no point qualifies."""
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0 (in the metric's units), got {tolerance}")
-    good = [p for p in points if passes(p, original_metric, tolerance, original_loss, loss_tolerance, confidence)]
-    return max(good, key=lambda p: (p.epsilon, -p.params)) if good else None
-
-
-def passes(point: SweepPoint, original_metric: float, tolerance: float, original_loss: float | None = None,
-           loss_tolerance: float | None = None, confidence: float = 0.0) -> bool:
-    """Whether a sweep point is good enough: its validation metric at most ``tolerance`` below the
-    original's and, with ``loss_tolerance``, its validation loss at most ``loss_tolerance`` above the
-    original's, by a margin: ``loss_gap + confidence * loss_gap_se <= loss_tolerance`` (the mean and
-    standard error of the per-sample loss differences; without them ``point.loss - original_loss``).
-    """
-    if point.metric < original_metric - tolerance:
-        return False
-    if loss_tolerance is None:
-        return True
-    if point.loss_gap is not None:
-        return point.loss_gap + confidence * (point.loss_gap_se or 0.0) <= loss_tolerance
-    if original_loss is None or point.loss is None:
-        return True
-    return point.loss - original_loss <= loss_tolerance
-
-
-def default_loss_tolerance(task: Task, original_loss: float) -> float:
-    """0.05 nats of validation cross-entropy for classification; otherwise 2 % of the original's validation loss."""
-    if task.is_classification:
-        return DEFAULT_LOSS_TOLERANCE
-    return DEFAULT_REGRESSION_LOSS_TOLERANCE * abs(original_loss)
-
-
 def refine_dense(
     model: nn.Module,
     data: Tensor | Task,
@@ -376,38 +243,7 @@ def _with_metrics(report: RefineReport, model: nn.Module, small: nn.Module, task
     })
 
 
-@dataclass(frozen=True)
-class _Gate:
-    """What a refined model must reach on the validation split (see :func:`passes`)."""
-
-    metric: float  # the original's
-    tolerance: float
-    loss: float  # the original's
-    loss_tolerance: float | None
-    confidence: float
-
-    def passes(self, point: SweepPoint) -> bool:
-        return passes(point, self.metric, self.tolerance, self.loss, self.loss_tolerance, self.confidence)
-
-
-def quality_gate(model: nn.Module, task: Task, tolerance: float | None, loss_tolerance: float | str | None,
-          confidence: float) -> _Gate:
-    original = evaluate_metric(model, task, "val")
-    original_loss = evaluate_loss(model, task, "val")
-    tolerance = default_tolerance(task, original) if tolerance is None else tolerance
-    if not tolerance >= 0:
-        raise ValueError(f"refine_dense: tolerance must be >= 0 (in the metric's units), got {tolerance}")
-    if loss_tolerance == "auto":
-        loss_tolerance = default_loss_tolerance(task, original_loss)
-    if loss_tolerance is not None and (isinstance(loss_tolerance, str) or not loss_tolerance >= 0):
-        raise ValueError(f"refine_dense: loss_tolerance must be a number >= 0, 'auto' or None, got {loss_tolerance!r}")
-    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 <= confidence < math.inf:
-        raise ValueError(f"refine_dense: confidence must be a finite number >= 0 (standard errors), got {confidence!r}")
-    loss_tolerance = None if loss_tolerance is None else float(loss_tolerance)
-    return _Gate(original, float(tolerance), original_loss, loss_tolerance, float(confidence))
-
-
-def _refine_auto(model: nn.Module, task: Task, statistic: str, gate: _Gate, retrain_epochs: float | None,
+def _refine_auto(model: nn.Module, task: Task, statistic: str, gate: Gate, retrain_epochs: float | None,
                  epsilons: Sequence[float] | None, lr: float, seed: int) -> Refined:
     if epsilons is None and statistic not in NORMALISED:
         raise ValueError(

@@ -33,7 +33,8 @@ from autocompress.cost import count_cost
 from autocompress.files import weights_digest
 from autocompress.finetune import evaluate_metric
 from autocompress.policy import Policy
-from autocompress.search.refine import SweepPoint, sweep_epsilon, unit_statistics
+from autocompress.search.refine import sweep_epsilon, unit_statistics
+from autocompress.search.refine_report import SweepPoint
 from autocompress.search.study import Study, policy_key
 from autocompress.task import Task
 from autocompress.transforms.units import (
@@ -121,7 +122,7 @@ _COSTS = ("flops", "macs", "params", "bitops", "bytes")
 
 def stored_points(study: Study) -> list[SweepPoint]:
     """The sweep a :func:`sweep_study` study holds, as :class:`SweepPoint` s in ascending epsilon (for
-    :func:`~autocompress.search.refine.choose_epsilon`); ``on_front`` from the study's Pareto front."""
+    :func:`~autocompress.search.refine_gate.choose_epsilon`); ``on_front`` from the study's Pareto front."""
     front = {r.number for r in study.pareto_front()}
     return [SweepPoint(epsilon=r.tags["epsilon"], params=int(r.values["params"]), hidden=r.tags["hidden"],
                        metric_before_retrain=r.values["metric_before_finetune"], metric=r.values["metric"],

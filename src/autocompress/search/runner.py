@@ -5,43 +5,35 @@ and runs the strategy. The strategy sees a :class:`SearchRun` (the ``SearchConte
 :mod:`autocompress.search.strategies.base`): ``evaluate_many`` returns stored results for
 policies already evaluated (so a resumed search replays the strategy for free), queues
 the others in the study and evaluates them here — inline, or on ``workers`` local
-processes — while workers on other machines may take queued candidates too.
+processes — while workers on other machines may take queued candidates too. A candidate is
+evaluated by :mod:`autocompress.search.evaluation`, on the processes of :mod:`autocompress.search.pool`.
 """
 
 from __future__ import annotations
 
-import math
-import multiprocessing
-import os
-import threading
 import time
-import traceback
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from torch import nn
 
-from autocompress.calls import bind, fit_inputs, split_example
 from autocompress.cost import CostReport
-from autocompress.evaluate import Evaluator
 from autocompress.policy import Policy
 from autocompress.search.config import SearchConfig
-from autocompress.search.objectives import COST_KEYS, Constraint, Objective, Record
+from autocompress.search.evaluation import (
+    EvaluationSpec,
+    elastic_space,
+    original_values,
+    run_candidate,
+)
+from autocompress.search.heartbeat import Heartbeat
+from autocompress.search.objectives import Constraint, Objective, Record
+from autocompress.search.pool import WorkerPool
+from autocompress.search.progress import candidate_line, front_summary, progress_bar
 from autocompress.search.strategies import make_strategy
 from autocompress.search.strategies.base import Strategy
 from autocompress.search.study import HEARTBEAT_SECONDS, Study, policy_key
@@ -49,184 +41,6 @@ from autocompress.space import SearchSpace
 from autocompress.task import Task
 
 KEPT_PREFIX = "kept:"  # study meta keys of what strategies keep (SearchContext.keep)
-
-
-@dataclass
-class EvaluationSpec:
-    """Everything a process needs to evaluate a policy (pickled to worker processes)."""
-
-    model: nn.Module
-    task: Task
-    space: SearchSpace
-    evaluator: dict[str, Any] = field(default_factory=dict)  # Evaluator keyword arguments
-    latency: dict[str, Any] | None = None  # {"batch": 32, "threads": 1, "repeats": 30} to measure ORT latency
-    threads: int | None = None  # torch threads in a worker process
-    elastic: Any = None  # APQ: an autocompress.elastic.ElasticSpace for policies naming a sub-network (policy.arch)
-
-    def target(self, policy: Policy) -> tuple[nn.Module, SearchSpace]:
-        """The model ``policy`` applies to and its space: the search's, or the sub-network ``policy.arch``."""
-        if policy.arch is None:
-            return self.model, self.space
-        if self.elastic is None:
-            raise ValueError("the policy names a sub-network (arch); the search needs search(..., elastic=supernet)")
-        return self.elastic.subnet(policy.arch)
-
-
-_EVALUATORS: dict[int, Evaluator] = {}
-
-
-def _evaluator(spec: EvaluationSpec) -> Evaluator:
-    key = id(spec)
-    if key not in _EVALUATORS:
-        _EVALUATORS[key] = Evaluator(spec.task, **spec.evaluator)
-    return _EVALUATORS[key]
-
-
-def original_values(spec: EvaluationSpec) -> dict[str, float]:
-    metric, cost = _evaluator(spec).baseline(spec.model, spec.space.output)
-    values = {"metric": metric, "metric_before_finetune": metric, "metric_original": metric, "accuracy_drop": 0.0}
-    values.update({k: float(v) for k, v in cost.as_dict().items()})
-    values.update({f"{k}_ratio": 1.0 for k in COST_KEYS})
-    if spec.latency:
-        values["latency_ms"] = _original_ms(spec)
-        values["latency_ratio"] = 1.0
-    return values
-
-
-def evaluate_values(spec: EvaluationSpec, policy: Policy) -> dict[str, float]:
-    """Evaluate one policy; the values stored in the study (raises on failure or NaN)."""
-    model, space = spec.target(policy)
-    result = _evaluator(spec).evaluate(model, policy, space=space)
-    if not math.isfinite(result.metric):
-        raise FloatingPointError(f"the metric is {result.metric}")
-    metric_original, original_cost = _evaluator(spec).baseline(spec.model, spec.space.output)  # a sub-network's too: the search's model
-    values = {
-        "metric": result.metric,
-        "metric_before_finetune": result.metric_before_finetune,
-        "metric_original": metric_original,
-        "accuracy_drop": metric_original - result.metric,
-    }
-    values.update({k: float(v) for k, v in result.cost.as_dict().items()})
-    values.update({f"{k}_ratio": float(v) for k, v in result.cost.ratio_to(original_cost).items()})
-    if spec.latency:
-        side_by_side = _side_by_side(spec, result.model)
-        if side_by_side is not None:  # both timed in one interleaved run: the ratio holds on a busy machine
-            values["latency_ms"], values["latency_ratio"] = side_by_side
-        else:
-            values["latency_ms"] = _latency(spec, result.model)
-            values["latency_ratio"] = values["latency_ms"] / _original_ms(spec)
-    return values
-
-
-def _side_by_side(spec: EvaluationSpec, model: nn.Module) -> tuple[float, float] | None:
-    """(ms, ratio to the original) with the original timed in the same interleaved run (fp32 models on
-    ``ort-cpu``; None otherwise: measured alone and divided by the original's first measurement)."""
-    from autocompress.hardware.measured_path import side_by_side
-    from autocompress.hardware.targets import static_quantized, target_from_settings
-
-    settings = spec.latency
-    target = target_from_settings(settings)
-    if settings.get("estimate") or target.runtime != "ort-cpu" or static_quantized(model):
-        return None
-    example = fit_inputs(spec.model, spec.task.example_input(1))
-    timed = side_by_side({"original": spec.model, "candidate": model}, example, spec.space.output, batch=target.batch,
-                         threads=target.threads, warmup=target.warmup, repeats=max(1, target.repeats // 3))
-    return timed["candidate"].median_ms, timed["candidate"].median_ms / timed["original"].median_ms
-
-
-_ORIGINAL_MS: dict[int, float] = {}
-
-
-def _original_ms(spec: EvaluationSpec) -> float:
-    """The original model's latency on the spec's target (measured once per process)."""
-    if id(spec) not in _ORIGINAL_MS:
-        _ORIGINAL_MS[id(spec)] = _latency(spec, spec.model)
-    return _ORIGINAL_MS[id(spec)]
-
-
-def _latency(spec: EvaluationSpec, model: nn.Module) -> float:
-    """Milliseconds per batch on the spec's target: measured whole, or estimated from the lookup table."""
-    from autocompress.hardware.lut import LatencyTable
-    from autocompress.hardware.targets import measure, target_from_settings
-
-    settings = spec.latency
-    target = target_from_settings(settings)
-    example, names = split_example(fit_inputs(spec.model, spec.task.example_input(1)))
-    model, original = bind(model, names, spec.space.output), bind(spec.model, names, spec.space.output)
-    if settings.get("estimate"):
-        table = LatencyTable.open(target)  # cached per target: every candidate after the first few is free
-        return table.estimate(model, example, original=original).total_ms
-    return measure(model, example, target).median_ms
-
-
-# ------------------------------------------------------------------ worker processes
-_WORKER_SPEC: EvaluationSpec | None = None
-
-
-def _init_worker(spec: EvaluationSpec) -> None:
-    global _WORKER_SPEC
-    _WORKER_SPEC = spec
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-
-
-def _work(policy_json: dict) -> tuple[dict[str, float] | None, str | None, float]:
-    start = time.perf_counter()
-    try:
-        values = evaluate_values(_WORKER_SPEC, Policy.from_dict(policy_json))
-        return values, None, time.perf_counter() - start
-    except Exception as error:  # noqa: BLE001 - a failing candidate must not stop the search
-        return None, f"{type(error).__name__}: {error}", time.perf_counter() - start
-
-
-def run_candidate(spec: EvaluationSpec, policy: Policy) -> tuple[dict[str, float] | None, str | None, float]:
-    """Evaluate in this process; errors come back as text (with the last frame) instead of raising."""
-    start = time.perf_counter()
-    try:
-        return evaluate_values(spec, policy), None, time.perf_counter() - start
-    except Exception as error:  # noqa: BLE001
-        where = traceback.extract_tb(error.__traceback__)[-1]
-        return None, f"{type(error).__name__}: {error} (at {Path(where.filename).name}:{where.lineno})", time.perf_counter() - start
-
-
-def _line(record: Record, objectives: Sequence[Objective], strategy: str) -> str:
-    keys = [o.key for o in objectives] + (["latency_ratio"] if "latency_ratio" in record.values else [])
-    values = ", ".join(f"{k} {record.values[k]:.4g}" for k in keys if k in record.values)
-    drop = record.values.get("accuracy_drop")
-    return (f"{strategy}: candidate #{record.number} done in {record.seconds:.1f} s: {values}"
-            + (f" (drop {drop:+.2f})" if drop is not None else ""))
-
-
-class Heartbeat:
-    """A thread that keeps the study's RUNNING candidates of this process alive."""
-
-    def __init__(self, study: Study) -> None:
-        self.study = study
-        self.numbers: set[int] = set()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.wait(HEARTBEAT_SECONDS):
-            with self.lock:
-                numbers = list(self.numbers)
-            try:
-                self.study.heartbeat(numbers)
-            except Exception:  # noqa: BLE001 - a missed beat is retried
-                pass
-
-    def add(self, number: int) -> None:
-        with self.lock:
-            self.numbers.add(number)
-
-    def remove(self, number: int) -> None:
-        with self.lock:
-            self.numbers.discard(number)
-
-    def close(self) -> None:
-        self.stop.set()
 
 
 class SearchRun:
@@ -258,9 +72,9 @@ class SearchRun:
         self.workers = int(workers)
         self.console = console or Console()
         self._cache: dict[str, Record] = {}
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = WorkerPool(spec, self.workers)
         self._heartbeat = Heartbeat(study)
-        self._progress = self._make_progress() if progress else None
+        self._progress = progress_bar(self.console) if progress else None
         self._task_id = None
         self._original: Record | None = None
 
@@ -363,7 +177,7 @@ class SearchRun:
                     values, error, seconds = run_candidate(self.spec, policy)
                     self._finish(trial.number, values, error, seconds)
                     break
-                future = self._submit(policy)
+                future = self._pool.submit(policy)
                 in_flight[future] = trial.number
             if in_flight:
                 done, _ = wait(list(in_flight), timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
@@ -394,57 +208,15 @@ class SearchRun:
         if error:
             self.log(f"candidate #{number} failed: {error}")
         elif not self.console.is_terminal:  # no live bar outside a terminal: one line per candidate
-            self.console.print(_line(record, self.objectives, self.strategy_name), soft_wrap=True)
+            self.console.print(candidate_line(record, self.objectives, self.strategy_name), soft_wrap=True)
         self._update_progress()
 
-    def _submit(self, policy: Policy) -> Future:
-        try:
-            return self._executor().submit(_work, policy.to_dict())
-        except BrokenProcessPool:
-            self._pool = None  # a worker died: start a fresh pool once
-        try:
-            return self._executor().submit(_work, policy.to_dict())
-        except BrokenProcessPool as error:
-            raise RuntimeError(
-                "the worker processes die as they start; when search() runs from a script with workers > 1, "
-                "protect the script's entry point with `if __name__ == '__main__':`"
-            ) from error
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self.spec.threads = self.spec.threads or max(1, (os.cpu_count() or 1) // self.workers)
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.spec,),
-            )
-        return self._pool
-
     # ---------------------------------------------------------------- progress
-    def _make_progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[front]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
-
     def _update_progress(self) -> None:
         if self._progress is None or self._task_id is None:
             return
         done = sum(1 for r in self.study.records() if r.state in ("complete", "failed"))
-        front = self.study.pareto_front()
-        best = []
-        for o in self.objectives:
-            values = [r.values[o.key] for r in front if o.key in r.values]
-            if values:
-                value = max(values) if o.direction == "maximize" else min(values)
-                best.append(f"{o.name} {'max' if o.direction == 'maximize' else 'min'} {value:.4g}")
-        self._progress.update(self._task_id, completed=min(done, self.budget), front=f"front {len(front)} | " + ", ".join(best))
+        self._progress.update(self._task_id, completed=min(done, self.budget), front=front_summary(self.study, self.objectives))
 
     def finish_queue(self) -> None:
         """Evaluate what a killed run left queued, and wait for candidates still running.
@@ -475,8 +247,7 @@ class SearchRun:
             if self._progress is not None:
                 self._progress.stop()
             self._heartbeat.close()
-            if self._pool is not None:
-                self._pool.shutdown(cancel_futures=True)
+            self._pool.shutdown()
 
 
 def search(
@@ -534,26 +305,6 @@ def search(
         console=console, progress=progress,
     ).run(chosen)
     return study
-
-
-def elastic_space(supernet: nn.Module, task: Task, reference: nn.Module, settings: dict[str, Any]) -> Any:
-    """The :class:`~autocompress.elastic.ElasticSpace` evaluations use for policies naming a sub-network."""
-    from autocompress.elastic import ElasticSpace
-
-    return ElasticSpace(supernet, task, reference=reference, bn_batches=settings.get("bn_batches", 20),
-                        split=settings.get("split", "val"), seed=settings.get("seed", 0))
-
-
-def spec_from_config(config: SearchConfig) -> EvaluationSpec:
-    """What a process needs to evaluate (or rebuild) the candidates of a search a configuration describes."""
-    model, task, space = config.build()
-    settings = config.evaluator_kwargs()
-    spec = EvaluationSpec(model=model, task=task, space=space, evaluator=settings,
-                          latency=config.latency.model_dump() if config.latency else None)
-    supernet = config.load_elastic()
-    if supernet is not None:
-        spec.elastic = elastic_space(supernet, task, model, settings)
-    return spec
 
 
 def search_from_config(config: SearchConfig, *, workers: int | None = None, progress: bool = True, console: Console | None = None) -> Study:

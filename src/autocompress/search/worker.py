@@ -16,7 +16,8 @@ from rich.console import Console
 
 from autocompress.policy import Policy
 from autocompress.search.config import ConfigError, load_config
-from autocompress.search.runner import Heartbeat, run_candidate, spec_from_config
+from autocompress.search.evaluation import run_candidate, spec_from_config
+from autocompress.search.heartbeat import Heartbeat
 from autocompress.search.study import Study
 
 

@@ -46,18 +46,24 @@ resume, so a resumed search makes the same plan); each target's records are tagg
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from autocompress.policy import Policy
+from autocompress.search.ladders import (
+    LATENCY_KEYS,
+    Ladders,
+    cost_value,
+    gene_ladders,
+    policy_json,
+    project,
+)
 from autocompress.search.objectives import COST_KEYS
-from autocompress.search.sensitivity import IDENTITY, ladder
+from autocompress.search.sensitivity import IDENTITY
 from autocompress.search.strategies.base import SearchContext, Strategy
 from autocompress.search.strategies.greedy import cost_bounds, parse_target
-from autocompress.space import SearchSpace
 
 
 class AllocateStrategy(Strategy):
@@ -171,7 +177,7 @@ class AllocateStrategy(Strategy):
             for multiple in multiples:
                 policy, flops, ok = project(ctx.space, ladders, z, "flops", min(1.0, guess * multiple) * base)
                 if ok:
-                    options.setdefault(_key(policy), (policy, flops))
+                    options.setdefault(policy_json(policy), (policy, flops))
             measured = self._measure(ctx, [p for p, _ in options.values()])
             runs = [(flops, policy, ratio) for (policy, flops), ratio in zip(options.values(), measured, strict=True)]
             meeting = [r for r in runs if r[2] <= bound]
@@ -189,7 +195,7 @@ class AllocateStrategy(Strategy):
         """Measured latency ratios of ``policies`` (one side-by-side run), kept in the study for a resumed search."""
         if not policies:
             return []
-        digest = hashlib.sha1("\n".join(_key(p) for p in policies).encode()).hexdigest()[:16]
+        digest = hashlib.sha1("\n".join(policy_json(p) for p in policies).encode()).hexdigest()[:16]
         stored = ctx.kept(f"allocate-latency-{digest}")
         if stored is not None and len(stored) == len(policies):
             return [float(r) for r in stored]
@@ -215,14 +221,14 @@ class AllocateStrategy(Strategy):
             batch: list[tuple[Policy, np.ndarray]] = []
             if generation == 0:
                 batch.append((uniform, np.zeros(dims)))
-                seen.add(_key(uniform))
+                seen.add(policy_json(uniform))
             for _ in range(size * self.max_redraws):
                 if len(batch) >= size:
                     break
                 z = mean + sigma * rng.standard_normal(dims)
                 policy, _, ok = self._project(ctx, ladders, z, key, bound)
-                if ok and _key(policy) not in seen:
-                    seen.add(_key(policy))
+                if ok and policy_json(policy) not in seen:
+                    seen.add(policy_json(policy))
                     batch.append((policy, z))
             if not batch:
                 ctx.log(f"allocate: target {label}: no new allocation after {size * self.max_redraws} draws; done")
@@ -244,172 +250,9 @@ class AllocateStrategy(Strategy):
         return spent
 
 
-Ladders = list[tuple[int, list[float]]]
-LATENCY_KEYS = ("latency", "latency_ms")
 #: the key of a latency-ratio target filled by measurement (``latency=``)
 MEASURED = "latency_ratio"
 #: multiples of the FLOPs ratio at which the uniform policy measured a latency target: an allocation is
 #: projected on each and the set timed in one run; the fallback when none of them meets the target
 FLOPS_BRACKET = (1.3, 1.15, 1.0, 0.87, 0.75)
 FLOPS_FALLBACK = (0.6, 0.45, 0.3)
-
-
-def cost_value(space: SearchSpace, policy: Policy, key: str) -> float:
-    """``policy``'s analytic cost ``key`` (flops, macs, params, bitops, bytes), or its estimated latency (ms).
-
-    Latency needs ``space.latency_model`` (a :class:`~autocompress.hardware.policy_latency.PolicyLatency`).
-    """
-    if key in LATENCY_KEYS:
-        model = getattr(space, "latency_model", None)
-        if model is None:
-            raise ValueError("a latency budget needs a latency model: set space.latency_model = "
-                             "PolicyLatency(space, model, example_input, LatencyTable.open('ort-cpu'))")
-        return float(model.ms(policy))
-    return float(getattr(space.cost(policy), key))
-
-
-def gene_ladders(space: SearchSpace, fields: Sequence[str] = ("prune",)) -> Ladders:
-    """(gene position, identity + legal values from mildest to most aggressive) per gene of ``fields``."""
-    out = []
-    for i, gene in enumerate(space.genes):
-        if gene.field in fields:
-            steps = ladder(gene.field, gene.choices)
-            if steps:
-                out.append((i, [IDENTITY[gene.field], *steps]))
-    return out
-
-
-def at_strength(space: SearchSpace, ladders: Ladders, z: np.ndarray | Sequence[float], strength: float) -> Policy:
-    """The policy of allocation ``z`` at global ``strength``: gene ``i`` at point ``min(1, strength · exp(z_i))``
-    of its ladder (0 = identity, 1 = its most aggressive legal value)."""
-    vector = space.encode(Policy())
-    weights = np.exp(np.clip(np.asarray(z, dtype=float), -6, 6))
-    for (position, values), w in zip(ladders, weights, strict=True):
-        vector[position] = values[int(round(min(1.0, strength * w) * (len(values) - 1)))]
-    return space.decode(vector)
-
-
-def project(space: SearchSpace, ladders: Ladders, z: np.ndarray, key: str, bound: float) -> tuple[Policy, float, bool]:
-    """The policy of allocation ``z`` at the largest strength whose analytic ``key`` cost is <= ``bound``.
-
-    Gene ``i`` sits at the point ``min(1, s · exp(z_i))`` of its ladder (snapped); ``s`` is
-    bisected. Returns (policy, its cost, reached); not reached: the most aggressive policy
-    of ``z`` (every gene at its last ladder value) and its cost, the closest reachable.
-    """
-    weights = np.exp(np.clip(np.asarray(z, dtype=float), -6, 6))
-
-    def at(strength: float) -> tuple[Policy, float]:
-        policy = at_strength(space, ladders, z, strength)
-        return policy, cost_value(space, policy, key)
-
-    top = 1.0 / float(weights.min())  # every gene at its most aggressive value
-    best = at(top)
-    if best[1] > bound:
-        return best[0], best[1], False
-    lo, hi = 0.0, top
-    for _ in range(40):
-        middle = 0.5 * (lo + hi)
-        policy, cost = at(middle)
-        if cost <= bound:
-            hi = middle
-            if cost > best[1]:
-                best = (policy, cost)
-        else:
-            lo = middle
-    return best[0], best[1], True
-
-
-def uniform_policy(space: SearchSpace, ratio: float, cost: str = "flops", fields: Sequence[str] = ("prune",)) -> Policy:
-    """The uniform policy (every gene at the same point of its ladder) filling ``cost`` <= ``ratio`` × original.
-
-    With prune choices in steps of 0.01 this is Torch-Pruning's uniform (local) pruning ratio.
-    Raises ValueError with the closest reachable ratio when the target cannot be met.
-    """
-    ladders = gene_ladders(space, fields)
-    base = cost_value(space, Policy(), cost)
-    policy, reached_cost, ok = project(space, ladders, np.zeros(len(ladders)), cost, ratio * base)
-    if not ok:
-        raise ValueError(f"{cost}_ratio<={ratio:g} is not reachable with {list(fields)}; closest reachable {reached_cost / base:.4g}")
-    return policy
-
-
-COST_FIELDS = {
-    "flops": ("prune", "rank"),
-    "macs": ("prune", "rank"),
-    "params": ("prune", "rank"),
-    "bytes": ("prune", "rank", "weight_bits"),
-    "bitops": ("prune", "rank", "weight_bits", "act_bits"),
-}
-
-
-def cost_fields(cost: str) -> tuple[str, ...]:
-    """The gene fields that change ``cost`` (bits do not change FLOPs, so a FLOPs search leaves them at 32)."""
-    if cost not in COST_FIELDS:
-        raise ValueError(f"unknown cost {cost!r}; allowed: {', '.join(COST_FIELDS)}")
-    return COST_FIELDS[cost]
-
-
-def stratified_policies(
-    space: SearchSpace,
-    ratios: Sequence[float],
-    cost: str = "flops",
-    fields: Sequence[str] = ("prune",),
-    *,
-    sigma: float = 0.35,
-    rng: np.random.Generator | int | None = None,
-    max_redraws: int = 20,
-    first_uniform: bool = True,
-) -> list[Policy]:
-    """One distinct policy filling each cost ratio of ``ratios`` (in that order), with a random allocation.
-
-    The first is the uniform policy (``z = 0``; unless ``first_uniform`` is false); the others project ``z ~ N(0, sigma²)`` on
-    their ratio (:func:`project`), so the set spans the cost range and how layers share it
-    out: a design for a predictor's first labels that, unlike random policies, covers the
-    cheap end and fills every level. Unreachable ratios are skipped.
-    """
-    rng = np.random.default_rng(rng)
-    ladders = gene_ladders(space, fields)
-    if not ladders:
-        return []
-    base = cost_value(space, Policy(), cost)
-    out: list[Policy] = []
-    seen: set[str] = set()
-    for i, ratio in enumerate(ratios):
-        for _ in range(max_redraws):
-            z = np.zeros(len(ladders)) if i == 0 and first_uniform else sigma * rng.standard_normal(len(ladders))
-            policy, _, ok = project(space, ladders, z, cost, ratio * base)
-            if not ok:
-                break
-            if _key(policy) not in seen:
-                seen.add(_key(policy))
-                out.append(policy)
-                break
-    return out
-
-
-def spread_order(count: int) -> list[int]:
-    """0..count-1 ordered so that every prefix spreads over the range: middle, ends, then halves."""
-    order: list[int] = []
-    if count <= 0:
-        return order
-    order.append((count - 1) // 2)
-    for end in (0, count - 1):
-        if end not in order:
-            order.append(end)
-    segments = [(0, (count - 1) // 2), ((count - 1) // 2, count - 1)]
-    while len(order) < count:
-        next_segments = []
-        for lo, hi in segments:
-            if hi - lo > 1:
-                middle = (lo + hi) // 2
-                if middle not in order:
-                    order.append(middle)
-                next_segments += [(lo, middle), (middle, hi)]
-        if not next_segments:
-            break
-        segments = next_segments
-    return order + [i for i in range(count) if i not in order]
-
-
-def _key(policy: Policy) -> str:
-    return json.dumps(policy.to_dict(), sort_keys=True)

@@ -57,8 +57,8 @@ from autocompress.elastic.encoding import ARCH_GENES, genes_per_stage
 from autocompress.policy import check_bits
 from autocompress.predict import KINDS, AccuracyPredictor, ResidualTransfer
 from autocompress.search.evolution import Evolution, check_settings, evolve
+from autocompress.search.ladders import LATENCY_KEYS
 from autocompress.search.objectives import COST_KEYS, Record
-from autocompress.search.strategies.allocate import LATENCY_KEYS
 from autocompress.search.strategies.base import SearchContext, Strategy
 from autocompress.search.strategies.greedy import cost_bounds, parse_target
 from autocompress.threads import single_threaded

@@ -24,9 +24,9 @@ from autocompress.policy import Policy
 from autocompress.predict import AccuracyPredictor
 from autocompress.predict.predictor import vector_features
 from autocompress.predict.selection import breed, gene_choices
+from autocompress.search.ladders import cost_fields
 from autocompress.search.objectives import COST_KEYS
 from autocompress.search.pareto import non_dominated
-from autocompress.search.strategies.allocate import cost_fields
 from autocompress.search.strategies.base import SearchContext, Strategy
 from autocompress.search.strategies.seernet import (
     DEFAULT_RATIOS,

@@ -6,7 +6,7 @@ every real evaluation going through the study like any other strategy's:
 1. ``initial`` policies are evaluated (``phase="label"``). ``init="stratified"`` (default):
    one policy filling each of ``initial`` cost ratios spread geometrically over the targets'
    range, the first uniform and the others with a random per-layer allocation
-   (:func:`~autocompress.search.strategies.allocate.stratified_policies`); ``init="random"``:
+   (:func:`~autocompress.search.ladders.stratified_policies`); ``init="random"``:
    random policies, as in the paper;
 2. ``rounds`` times: a predictor (:class:`~autocompress.predict.AccuracyPredictor`, ``kind``)
    is fitted on every label so far and ``batch`` new policies are chosen where it is most
@@ -50,14 +50,14 @@ from autocompress.predict import (
     policy_features,
     select_from_pool,
 )
-from autocompress.search.objectives import COST_KEYS, Record
-from autocompress.search.optimize import optimize_policy
-from autocompress.search.strategies.allocate import (
+from autocompress.search.ladders import (
     cost_fields,
     cost_value,
     spread_order,
     stratified_policies,
 )
+from autocompress.search.objectives import COST_KEYS, Record
+from autocompress.search.optimize import optimize_policy
 from autocompress.search.strategies.base import SearchContext, Strategy
 from autocompress.search.strategies.greedy import cost_bounds, parse_target
 from autocompress.space import SearchSpace
