@@ -11,7 +11,7 @@ Sections (``--sections``):
   and measured whole on the target; relative error, median over the policies.
 - ``lowrank``: per decomposable layer, the table latency of the original layer and of its
   factorizations at rank ratios 0.75 / 0.5 / 0.25 (ranks multiples of 8); then, per ratio,
-  the three rules of :func:`autocompress.hardware.targeted_lowrank.targeted_policy` ("all",
+  the three rules of :func:`autocompress.search.strategies.targeted_lowrank.targeted_policy` ("all",
   "flops", "measured") applied, each fine-tuned the same ``--finetune-epochs`` (same seed),
   measured: test metric, whole-model latency side by side in one round-robin
   (:func:`autocompress.hardware.latency.compare_latency`, with the original), speed-up.
@@ -50,13 +50,9 @@ from autocompress.export import export_onnx
 from autocompress.finetune import evaluate_metric, train
 from autocompress.hardware.latency import compare_latency
 from autocompress.hardware.lut import LatencyTable
-from autocompress.hardware.targeted_lowrank import (
-    RULES,
-    lowrank_gains,
-    targeted_policy,
-    verify_faster,
-)
+from autocompress.hardware.targeted_lowrank import lowrank_gains, verify_faster
 from autocompress.hardware.targets import batched, measure, parse_target
+from autocompress.search.strategies.targeted_lowrank import RULES, targeted_policy
 from autocompress.transforms.freezing import alternate_factors, unfreeze_factors
 from autocompress.zoo import load_zoo
 

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from autocompress import Evaluator, Policy, SearchSpace
+from autocompress.search import ConfigError, load_config
+from autocompress.transforms.lowrank import LowRank
 from autocompress.zoo import load_zoo
 
 
@@ -58,3 +60,37 @@ def test_bad_evaluator_arguments(wine):
         Evaluator(entry.task, distill=2.0)
     with pytest.raises(TypeError, match="task must be an autocompress.Task"):
         Evaluator("wine")
+
+
+def test_sequential_freezing_is_an_option_of_the_evaluators_fine_tune(wine):
+    entry, space = wine
+    policy = Policy.uniform(space, rank=0.5)
+    results = {}
+    for freeze in ("none", "sequential"):
+        evaluator = Evaluator(entry.task, finetune_steps=6, seed=0, device="cpu", freeze=freeze, freeze_period=2)
+        results[freeze] = evaluator.evaluate(entry.model, policy, space=space)
+    default = Evaluator(entry.task, finetune_steps=6, seed=0, device="cpu").evaluate(entry.model, policy, space=space)
+    for key, value in default.model.state_dict().items():
+        assert torch.equal(value, results["none"].model.state_dict()[key])  # off: what it always did
+    factors = [m for m in results["sequential"].model.modules() if isinstance(m, LowRank)]
+    assert factors and all(p.requires_grad for m in factors for p in m.parameters())
+    moved = [name for name, value in results["sequential"].model.state_dict().items()
+             if not torch.equal(value, results["none"].model.state_dict()[name])]
+    assert moved  # the option reached the fine-tune: other weights than joint training
+    assert results["sequential"].metric_before_finetune == results["none"].metric_before_finetune
+
+
+def test_a_search_config_turns_sequential_freezing_on(wine):
+    entry, _ = wine
+    config = load_config({"zoo": "wine-mlp", "evaluator": {"freeze": "sequential", "freeze_period": 3}})
+    kwargs = config.evaluator_kwargs()
+    assert (kwargs["freeze"], kwargs["freeze_period"]) == ("sequential", 3)
+    evaluator = Evaluator(entry.task, **kwargs)
+    assert (evaluator.freeze, evaluator.freeze_period) == ("sequential", 3)
+    assert load_config({"zoo": "wine-mlp"}).evaluator_kwargs()["freeze"] == "none"  # off by default
+    with pytest.raises(ValueError, match="unknown freeze 'sometimes'; allowed: none, sequential"):
+        Evaluator(entry.task, freeze="sometimes")
+    with pytest.raises(ConfigError, match="evaluator.freeze: unknown freeze 'joint'; allowed: none, sequential"):
+        load_config({"zoo": "wine-mlp", "evaluator": {"freeze": "joint"}})
+    with pytest.raises(ConfigError, match="evaluator.freeze_period"):
+        load_config({"zoo": "wine-mlp", "evaluator": {"freeze_period": 0}})

@@ -1,4 +1,4 @@
-"""Task validation, the training loop, distillation, evaluation and BN recalibration."""
+"""Task validation, the training loop, distillation, sequential freezing, evaluation and BN recalibration."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from torch import nn
 
 from autocompress.finetune import evaluate_metric, recalibrate_batchnorm, resolve_device, train
 from autocompress.task import Task
+from autocompress.transforms.freezing import factor_phases
+from autocompress.transforms.lowrank import LowRank, factorize
 from autocompress.zoo.models import TabularMLP
 
 
@@ -175,6 +177,80 @@ def test_train_only_updates_trainable_params_and_restores_modes() -> None:
     train(model, task, steps=5, lr=1e-2, progress=True)
     assert torch.equal(model.body[0].weight, frozen)
     assert not model.training and not model.body[1].training
+
+
+def factorized_mlp() -> nn.Module:
+    """A blobs MLP whose hidden layer is a LowRank (SVD) pair; the head stays whole."""
+    torch.manual_seed(0)
+    model = TabularMLP(4, 3, hidden=(16,))
+    model.body[0] = factorize(model.body[0], 0.5, name="body.0")
+    assert isinstance(model.body[0], LowRank)
+    return model
+
+
+def weights(params: list[nn.Parameter]) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def test_sequential_freeze_keeps_each_phases_frozen_factors_unchanged() -> None:
+    task = blobs_task()
+    model = factorized_mlp()
+    outer, inner = factor_phases(model)  # SVD: factor 0 outer, factor 1 inner
+    factor_ids = {id(p) for p in outer + inner}
+    others = [p for p in model.parameters() if id(p) not in factor_ids]
+    assert outer and inner and others
+    snapshots = []  # before each step (on_step runs after the freezing of that step)
+
+    def record(step: int) -> None:
+        snapshots.append((weights(outer), weights(inner), weights(others),
+                          [p.requires_grad for p in outer], [p.requires_grad for p in inner]))
+
+    info = train(model, task, steps=6, lr=1e-2, freeze="sequential", freeze_period=2, on_step=record)
+    snapshots.append((weights(outer), weights(inner), weights(others), None, None))
+    assert info["steps"] == 6 and len(snapshots) == 7
+
+    def changed(before: list[torch.Tensor], after: list[torch.Tensor]) -> list[float]:
+        return [float((a - b).abs().max()) for b, a in zip(before, after, strict=True)]
+
+    for step in range(6):
+        outer_frozen = (step // 2) % 2 == 0  # steps 0-1 and 4-5: outer frozen; 2-3: inner frozen
+        (o0, i0, x0, o_grad, i_grad), (o1, i1, x1, *_) = snapshots[step], snapshots[step + 1]
+        assert o_grad == [not outer_frozen] * len(outer) and i_grad == [outer_frozen] * len(inner)
+        frozen, trained = (changed(o0, o1), changed(i0, i1)) if outer_frozen else (changed(i0, i1), changed(o0, o1))
+        assert frozen == [0.0] * len(frozen), f"step {step}: a frozen factor moved by {frozen}"
+        assert all(d > 1e-6 for d in trained), f"step {step}: a trained factor did not move: {trained}"
+        assert all(d > 1e-6 for d in changed(x0, x1)), f"step {step}: the head did not train"
+    assert all(p.requires_grad for p in outer + inner)  # every factor trainable again afterwards
+
+
+def test_freeze_off_trains_exactly_as_before_and_without_factors_sequential_changes_nothing() -> None:
+    task = blobs_task()
+    runs = {}
+    for mode in ("default", "none", "sequential"):
+        model = factorized_mlp()
+        log = train(model, task, steps=8, lr=1e-2, seed=3) if mode == "default" else \
+            train(model, task, steps=8, lr=1e-2, seed=3, freeze=mode)
+        runs[mode] = (model.state_dict(), log["final_loss"])
+    for key, value in runs["default"][0].items():
+        assert torch.equal(value, runs["none"][0][key])  # same seed, option off: the same weights
+    assert runs["default"][1] == runs["none"][1]
+    assert not torch.equal(runs["default"][0]["body.0.0.weight"], runs["sequential"][0]["body.0.0.weight"])
+    plain = []
+    for mode in ("none", "sequential"):  # no LowRank layer: nothing to freeze, the same training
+        torch.manual_seed(0)
+        plain.append(TabularMLP(4, 3, hidden=(16,)))
+        train(plain[-1], task, steps=5, seed=3, freeze=mode)
+    for a, b in zip(plain[0].state_dict().values(), plain[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_bad_freeze_values_name_the_allowed_ones() -> None:
+    task, model = blobs_task(), factorized_mlp()
+    with pytest.raises(ValueError, match="unknown freeze 'alternate'; allowed: none, sequential"):
+        train(model, task, steps=1, freeze="alternate")
+    for period in (0, 1.5, True):
+        with pytest.raises(ValueError, match="freeze_period must be a positive int"):
+            train(model, task, steps=1, freeze="sequential", freeze_period=period)
 
 
 @pytest.mark.parametrize("make_task", [blobs_task, regression_task])

@@ -1,21 +1,26 @@
-"""Layer-targeted low rank (rules on measured gains) and sequential freezing of factors."""
+"""Layer-targeted low rank (rules on measured gains, the targeted-lowrank strategy) and sequential freezing of factors."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from fake_search import FakeContext
 from test_lut import Counter, Small
 
 from autocompress import Policy, SearchSpace, apply_policy
 from autocompress.finetune import train
 from autocompress.hardware.lut import LatencyTable
-from autocompress.hardware.targeted_lowrank import (
-    LayerGain,
-    RankOption,
-    lowrank_gains,
-    targeted_policy,
-)
+from autocompress.hardware.policy_latency import PolicyLatency
+from autocompress.hardware.targeted_lowrank import LayerGain, RankOption, lowrank_gains, table_gains
 from autocompress.hardware.targets import Target
+from autocompress.search import load_config, search
+from autocompress.search.runner import KEPT_PREFIX
+from autocompress.search.strategies import make_strategy
+from autocompress.search.strategies.targeted_lowrank import targeted_policy
+from autocompress.search.study import policy_key
+from autocompress.task import Task
 from autocompress.transforms.freezing import alternate_factors, factor_phases, unfreeze_factors
 from autocompress.zoo import load_zoo
 
@@ -111,3 +116,72 @@ def test_verify_faster_only_ever_removes_factorized_layers(small_space):
     assert (last["original_ms"] >= 1.03 * last["factorized_ms"]) or len(checks) == len(policy.layers)
     with pytest.raises(ValueError, match="not ort-cpu"):
         verify_faster(model, x, space, policy, gains, Target("torch-cpu"))
+
+
+def stub_table() -> LatencyTable:
+    """Deterministic stub timings (latency ~ parameters + a per-call cost): a factorization with fewer
+    parameters is faster, one with more is slower."""
+    return LatencyTable.open(Target("ort-cpu", batch=4), cache=False, timer=Counter())
+
+
+def test_table_gains_are_lowrank_gains_without_the_model(small_space):
+    model, x, space = small_space
+    table = stub_table()
+    expected = lowrank_gains(model, x, space, table, ratios=(0.75, 0.5, 0.25))
+    gains = table_gains(PolicyLatency(space, model, x, table, calibration=0), (0.25, 0.75, 0.5))
+    assert gains == expected  # the same timings, ranks and MACs, derived from the table alone
+    assert [LayerGain.from_dict(json.loads(json.dumps(g.to_dict()))) for g in gains] == gains
+    with pytest.raises(ValueError, match=r"ratios must be in \(0, 1\)"):
+        table_gains(PolicyLatency(space, model, x, table, calibration=0), (0.5, 1.0))
+
+
+def test_targeted_lowrank_strategy_evaluates_the_measured_policy(small_space, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    model, x, _ = small_space
+    space = SearchSpace.from_model(model, x, methods=["lowrank"], rank_multiple=8)
+    table = stub_table()
+    space.latency_model = PolicyLatency(space, model, x, table, calibration=0)  # the run's target: its table
+    gen = torch.Generator().manual_seed(0)
+    task = Task("toy", (torch.randn(64, 1, 20, generator=gen), torch.randint(0, 10, (64,), generator=gen)),
+                (torch.randn(32, 1, 20, generator=gen), torch.randint(0, 10, (32,), generator=gen)), batch_size=16)
+    settings = {"strategy": "targeted-lowrank", "strategy_params": {"rules": ["measured", "all", "flops"]},
+                "budget": 3, "storage": tmp_path / "t.db", "finetune_epochs": 0.0, "progress": False,
+                "evaluator": {"finetune_steps": 2, "freeze": "sequential", "device": "cpu"}}
+    study = search(model, task, space, **settings)
+
+    # the truth: each decomposable layer timed from the table through the model (lowrank_gains)
+    truth = {g.name: g for g in lowrank_gains(model, x, space, table, ratios=(0.75, 0.5, 0.25))}
+    fastest = {name: g.fastest(min_ratio=0.5) for name, g in truth.items()}
+    faster = {name: best.ratio for name, best in fastest.items() if best.ms < 0.95 * truth[name].original_ms}
+    assert faster and set(faster) != set(truth)  # this table has a layer factorization speeds up and one it slows
+    slower = next(name for name in truth if name not in faster)
+    assert all(o.ms >= 0.95 * truth[slower].original_ms for o in truth[slower].options if o.ratio >= 0.5)
+
+    records = study.completed()
+    by_rule = {r.tags["rule"]: r for r in records}
+    assert all(r.tags["phase"] == "targeted" and r.tags["strategy"] == "targeted-lowrank" for r in records)
+    measured = by_rule["measured"].policy
+    assert {k: v.rank for k, v in measured.layers.items()} == faster  # only the layers the table measured faster
+    for name, genes in measured.layers.items():
+        option = truth[name].option(genes.rank)
+        assert option.ms == min(o.ms for o in truth[name].options if o.ratio >= 0.5) < 0.95 * truth[name].original_ms
+    assert {k: v.rank for k, v in by_rule["all"].policy.layers.items()} == dict.fromkeys(truth, 0.5)
+    expected = {policy_key(targeted_policy(space, list(truth.values()), rule, 0.5)) for rule in ("measured", "all", "flops")}
+    assert {policy_key(r.policy) for r in records} == expected  # every rule's policy evaluated, each once
+    assert all(r.values["metric_before_finetune"] <= 100 and "metric" in r.values for r in records)
+    kept = study.meta[KEPT_PREFIX + "targeted-lowrank gains at 0.75,0.5,0.25"]
+    assert [LayerGain.from_dict(g) for g in kept] == list(truth.values())  # the timings it kept are the table's
+
+    again = search(model, task, space, **settings)  # resumed: the kept timings, the stored results
+    assert len(again.completed()) == len(records)
+
+
+def test_targeted_lowrank_needs_the_targets_table_and_checks_its_parameters(small_space):
+    _, _, space = small_space
+    with pytest.raises(ValueError, match="lookup table of the search's target"):
+        make_strategy("targeted-lowrank").run(FakeContext(space, budget=3))
+    with pytest.raises(ValueError, match="rules must be a non-empty list of all, flops, measured"):
+        make_strategy("targeted-lowrank", rules=["speed"])
+    with pytest.raises(ValueError, match="ratio 0.3 must be one of the ratios timed"):
+        make_strategy("targeted-lowrank", ratio=0.3)
+    assert load_config({"zoo": "wine-mlp", "strategy": "targeted-lowrank"}).strategy == "targeted-lowrank"

@@ -7,8 +7,8 @@
 3. calibrate the activation quantizers' ranges on training batches;
 4. measure the metric ("before fine-tune");
 5. optionally fine-tune for a budget of epochs or steps (quantization-aware when the
-   policy quantizes; optional distillation from the original model's outputs) and
-   measure again ("after fine-tune").
+   policy quantizes; optional distillation from the original model's outputs; optional
+   sequential freezing of the low-rank factors) and measure again ("after fine-tune").
 
 Costs are counted on the built model. Everything is seeded; with the same seed the
 same result comes back.
@@ -27,7 +27,13 @@ from torch import nn
 from autocompress.apply import apply_policy
 from autocompress.calls import OutputSelector, bind, example_to, fit_inputs
 from autocompress.cost import CostReport, count_cost
-from autocompress.finetune import evaluate_metric, recalibrate_batchnorm, resolve_device, train
+from autocompress.finetune import (
+    check_freeze,
+    evaluate_metric,
+    recalibrate_batchnorm,
+    resolve_device,
+    train,
+)
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 from autocompress.task import Task
@@ -89,7 +95,10 @@ class Evaluator:
 
     ``finetune_epochs`` (may be fractional) or ``finetune_steps``: the fine-tune budget;
     0 / None skips fine-tuning. ``distill``: weight of distillation from the original
-    model's outputs (0 = plain task loss). ``split``: the split the metric is read on.
+    model's outputs (0 = plain task loss). ``freeze``: "sequential" fine-tunes the factors of
+    the policy's low-rank layers in turn, ``freeze_period`` steps per phase (arXiv 2309.12412;
+    :mod:`autocompress.transforms.freezing`); "none" (default) trains them jointly.
+    ``split``: the split the metric is read on.
     ``output``: which of the model's outputs the metric and loss read when it returns a tuple,
     dict or ``ModelOutput`` (a key such as ``"logits"``, an index or a callable); a space given
     to :meth:`evaluate` with its own ``output`` takes precedence.
@@ -111,6 +120,8 @@ class Evaluator:
         device: str = "auto",
         progress: bool = False,
         output: OutputSelector = None,
+        freeze: str = "none",
+        freeze_period: int = 1,
     ) -> None:
         if not isinstance(task, Task):
             raise TypeError(f"task must be an autocompress.Task, got {type(task).__name__}")
@@ -118,6 +129,7 @@ class Evaluator:
             raise ValueError("finetune_epochs and finetune_steps must be >= 0")
         if not 0.0 <= distill <= 1.0:
             raise ValueError(f"distill must be in [0, 1], got {distill}")
+        check_freeze(freeze, freeze_period)
         task.source(split)  # raises if the split does not exist
         self.task = task
         self.finetune_epochs = finetune_epochs
@@ -132,6 +144,8 @@ class Evaluator:
         self.device = device
         self.progress = progress
         self.output = output
+        self.freeze = freeze
+        self.freeze_period = freeze_period
         self._baselines: dict[tuple, tuple[float, CostReport]] = {}
 
     @property
@@ -189,6 +203,8 @@ class Evaluator:
                 seed=self.seed,
                 device=dev,
                 progress=self.progress,
+                freeze=self.freeze,
+                freeze_period=self.freeze_period,
             )
             times["finetune"] = time.perf_counter() - start
             start = time.perf_counter()

@@ -16,10 +16,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from autocompress.calls import Bound, call_model
 from autocompress.task import Task, reduce
 from autocompress.task.streamed import to_device
+from autocompress.transforms.freezing import frozen_in_turn
 
-__all__ = ["OPTIMIZERS", "evaluate_metric", "recalibrate_batchnorm", "resolve_device", "train"]
+__all__ = ["FREEZE", "OPTIMIZERS", "check_freeze", "evaluate_metric", "recalibrate_batchnorm", "resolve_device", "train"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: the fine-tune's ``freeze`` option: "none" (every parameter trains every step) or "sequential"
+#: (the factors of low-rank layers trained in turn, arXiv 2309.12412 section 3.3; transforms/freezing.py)
+FREEZE = ("none", "sequential")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -55,6 +59,8 @@ def train(
     device: str | torch.device = "cpu",
     progress: bool = False,
     on_step: Callable[[int], None] | None = None,
+    freeze: str = "none",
+    freeze_period: int = 1,
 ) -> dict:
     """Train ``model`` in place on ``task.train`` for ``epochs`` (may be fractional) or ``steps``.
 
@@ -66,11 +72,16 @@ def train(
     Deterministic under ``seed``; the global RNG state is restored afterwards.
     ``on_step(step)`` is called before each step (e.g. to freeze some parameters for it:
     a parameter whose ``requires_grad`` is off gets no gradient and the optimizer skips it).
+    ``freeze="sequential"``: the factors of every low-rank layer are trained in turn, ``freeze_period``
+    steps per phase (outer factors frozen first; :func:`~autocompress.transforms.freezing.alternate_factors`,
+    run before ``on_step``), and are all trainable again afterwards; a model without factorized
+    layers trains as with ``"none"`` (the default: every parameter trains every step).
     Returns ``{"steps", "epochs", "seconds", "final_loss", "first_loss"}``.
     """
     dev = resolve_device(device)
     total_steps = budget_steps(task, epochs, steps)
     _check_distill(teacher, distill_weight, temperature)
+    check_freeze(freeze, freeze_period)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train: the model has no parameter with requires_grad=True")
@@ -84,6 +95,7 @@ def train(
         kept_modes(model),
         kept_modes(teacher_model),
         _progress(progress, total_steps) as bar,
+        frozen_in_turn(model, freeze_period) if freeze == "sequential" else contextlib.nullcontext() as freezing,
     ):
         opt = _make_optimizer(optimizer, params, lr, weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -94,6 +106,8 @@ def train(
             teacher_model.eval()
         hook = task.train_step
         for step, batch in enumerate(training_batches(task, seed, total_steps, raw=hook is not None)):
+            if freezing is not None:
+                freezing(step)
             if on_step is not None:
                 on_step(step)
             if hook is not None:  # the user's own step: their batch, their model's own call and output
@@ -242,6 +256,14 @@ def budget_steps(task: Task, epochs: float | None, steps: int | None) -> int:
     if not epochs > 0:
         raise ValueError(f"train: epochs must be > 0, got {epochs!r}")
     return max(1, math.ceil(epochs * task.steps_per_epoch()))
+
+
+def check_freeze(freeze: str, period: int) -> None:
+    """Raise ValueError unless ``freeze`` is one of :data:`FREEZE` and ``period`` a positive number of steps."""
+    if freeze not in FREEZE:
+        raise ValueError(f"unknown freeze {freeze!r}; allowed: {', '.join(FREEZE)}")
+    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        raise ValueError(f"freeze_period must be a positive int (training steps per phase), got {period!r}")
 
 
 def _check_distill(teacher: nn.Module | None, weight: float, temperature: float) -> None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
+from autocompress.analytic import CostRow
 from autocompress.apply import apply_policy
 from autocompress.calls import Example, bind, fit_inputs, split_example
 from autocompress.hardware.lut import LatencyTable, LayerConfig, layer_configs, layers_signature
-from autocompress.policy import Policy
+from autocompress.policy import LayerGenes, Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.factor_shapes import factor_shapes
 from autocompress.transforms.quantize import runs_in_int8
@@ -51,29 +52,35 @@ class PolicyLatency:
         """The configuration of every Conv/Linear call of the compressed model (one per call)."""
         out: list[LayerConfig] = []
         for row in self.space.pruned_rows(policy):
-            original = self.originals.get(row.name)
-            if row.kind not in ("conv", "linear") or original is None:
+            if row.kind not in ("conv", "linear") or row.name not in self.originals:
                 continue
-            genes = policy.layers.get(row.name)
-            rank = genes.rank if genes else 1.0
-            int8 = self.table.times_int8 and genes is not None and runs_in_int8(genes.weight_bits, genes.act_bits)
-            factors = factor_shapes(row.type, row.in_channels, row.out_channels, rank, self.space.rank_multiple,
-                                    kernel=original.kernel, stride=original.stride or 1, padding=original.padding or 0,
-                                    dilation=original.dilation or 1, groups=row.groups, has_bias=row.bias)
-            spatial = original.input_shape[1:] if row.kind == "conv" else ()
-            prefix = original.input_shape[:-1] if row.kind == "linear" else ()
-            for f in factors:
-                if row.kind == "conv":
-                    shape = (f.in_features, *spatial)
-                    spatial = tuple(
-                        (size + 2 * p - d * (k - 1) - 1) // s + 1
-                        for size, k, s, p, d in zip(spatial, f.kernel, f.stride, f.padding, f.dilation, strict=True)
-                    )
-                else:
-                    shape = (*prefix, f.in_features)
-                config = LayerConfig(f.type, f.in_features, f.out_features, f.kernel, f.stride, tuple(f.padding),
-                                     f.dilation, f.groups, f.has_bias, tuple(shape), int8)
+            for config in self.call_configs(row, policy.layers.get(row.name)):
                 out += [config] * self.calls[row.name]
+        return out
+
+    def call_configs(self, row: CostRow, genes: LayerGenes | None) -> list[LayerConfig]:
+        """The configurations one call of the Conv/Linear layer of ``row`` (channels as pruned) runs,
+        compressed by ``genes``: the layer itself, or its 2-3 factors in call order."""
+        original = self.originals[row.name]
+        rank = genes.rank if genes else 1.0
+        int8 = self.table.times_int8 and genes is not None and runs_in_int8(genes.weight_bits, genes.act_bits)
+        factors = factor_shapes(row.type, row.in_channels, row.out_channels, rank, self.space.rank_multiple,
+                                kernel=original.kernel, stride=original.stride or 1, padding=original.padding or 0,
+                                dilation=original.dilation or 1, groups=row.groups, has_bias=row.bias)
+        spatial = original.input_shape[1:] if row.kind == "conv" else ()
+        prefix = original.input_shape[:-1] if row.kind == "linear" else ()
+        out: list[LayerConfig] = []
+        for f in factors:
+            if row.kind == "conv":
+                shape = (f.in_features, *spatial)
+                spatial = tuple(
+                    (size + 2 * p - d * (k - 1) - 1) // s + 1
+                    for size, k, s, p, d in zip(spatial, f.kernel, f.stride, f.padding, f.dilation, strict=True)
+                )
+            else:
+                shape = (*prefix, f.in_features)
+            out.append(LayerConfig(f.type, f.in_features, f.out_features, f.kernel, f.stride, tuple(f.padding),
+                                   f.dilation, f.groups, f.has_bias, tuple(shape), int8))
         return out
 
     def ms(self, policy: Policy) -> float:

@@ -1,4 +1,4 @@
-"""Layer-targeted low-rank decomposition: factorize only the layers the target runs faster.
+"""Layer-targeted low rank, the measurements: each layer's factorizations timed, a choice verified whole.
 
 "Speeding up ResNet architecture with layers targeted low rank decomposition" (arXiv
 2309.12412) shows that decomposing every layer can make a network *slower*: a factorized
@@ -7,18 +7,12 @@ or thin layers gain nothing. So, per decomposable layer, on the target:
 
 1. :func:`lowrank_gains` times the original layer and its factorizations at candidate rank
    ratios (ranks rounded to the space's ``rank_multiple``, e.g. 8, which vectorized kernels
-   prefer) from the
-   per-layer lookup table (:class:`~autocompress.hardware.lut.LatencyTable`);
-2. :func:`targeted_policy` builds a policy from one of three rules, to compare at equal
-   accuracy loss:
-
-   - ``"all"``: every decomposable layer at ``ratio`` (what a FLOPs-driven tool does when
-     told "rank 1/2");
-   - ``"flops"``: the layers whose FLOPs the factorization at ``ratio`` reduces;
-   - ``"measured"``: the layers whose factorization is measured faster than the original
-     by at least ``min_gain`` (relative), each at its fastest rank among ratios >= ``ratio``
-     (never a lower rank than "all" uses, so its accuracy loss is no larger);
-
+   prefer) from the per-layer lookup table (:class:`~autocompress.hardware.lut.LatencyTable`);
+   :func:`table_gains` gives the same from a space's latency model
+   (:class:`~autocompress.hardware.policy_latency.PolicyLatency`), without the model;
+2. the rules ``"all"`` / ``"flops"`` / ``"measured"`` of the ``targeted-lowrank`` search strategy
+   (:func:`autocompress.search.strategies.targeted_lowrank.targeted_policy`) choose the layers
+   and ranks from these gains;
 3. :func:`verify_faster` measures the chosen model whole against the original, side by
    side, and leaves layers whole (smallest table gain first) until it is faster: the
    "measured" rule's answer is never slower than the original by measurement.
@@ -28,23 +22,24 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from autocompress.analytic import layer_costs
 from autocompress.apply import apply_policy
 from autocompress.cost import count_cost
 from autocompress.export import export_onnx
 from autocompress.hardware.latency import compare_latency
 from autocompress.hardware.lut import LatencyTable, layer_configs
+from autocompress.hardware.policy_latency import PolicyLatency
 from autocompress.hardware.targets import Target, batched
 from autocompress.policy import LayerGenes, Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.lowrank import LowRank, factorize
-
-RULES = ("all", "flops", "measured")
 
 
 @dataclass(frozen=True)
@@ -73,6 +68,15 @@ class LayerGain:
     def fastest(self, min_ratio: float = 0.0) -> RankOption:
         return min((o for o in self.options if o.ratio >= min_ratio - 1e-9), key=lambda o: o.ms)
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (what :meth:`from_dict` reads back)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerGain:
+        options = tuple(RankOption(o["ratio"], tuple(o["ranks"]), o["ms"], o["macs"]) for o in data["options"])
+        return cls(data["name"], data["original_ms"], data["original_macs"], options)
+
 
 def _macs(module: nn.Module, x: Tensor) -> int:
     return int(count_cost(module, x).macs)
@@ -91,8 +95,7 @@ def lowrank_gains(
     ``rank_multiple=8``), exactly as applying the policy will round them.
     """
     multiple = space.rank_multiple
-    if not ratios or any(not 0 < r < 1 for r in ratios):
-        raise ValueError(f"ratios must be in (0, 1), got {list(ratios)}")
+    _check_ratios(ratios)
     calls = {name: config for name, config in layer_configs(model, example_input)}
     modules = dict(model.named_modules())
     out = []
@@ -103,7 +106,7 @@ def lowrank_gains(
         x = torch.randn(1, *config.input_shape)
         layer = modules[name]
         options = []
-        for ratio in sorted(set(float(r) for r in ratios), reverse=True):
+        for ratio in _descending(ratios):
             factored = factorize(layer, ratio, multiple, name=name)
             ranks = factored.ranks if isinstance(factored, LowRank) else ()
             ms = sum(table.layer_ms(c) for _, c in layer_configs(factored, x))
@@ -112,25 +115,41 @@ def lowrank_gains(
     return out
 
 
-def targeted_policy(
-    space: SearchSpace, gains: Sequence[LayerGain], rule: str, ratio: float = 0.5, *, min_gain: float = 0.05
-) -> Policy:
-    """The low-rank policy of ``rule`` (``"all"``, ``"flops"`` or ``"measured"``; see the module docstring)."""
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(RULES)}")
-    layers: dict[str, LayerGenes] = {}
-    for gain in gains:
-        chosen: float | None = None
-        if rule == "all":
-            chosen = ratio
-        elif rule == "flops":
-            chosen = ratio if gain.option(ratio).macs < gain.original_macs else None
-        else:
-            best = gain.fastest(min_ratio=ratio)
-            chosen = best.ratio if best.ms < (1 - min_gain) * gain.original_ms else None
-        if chosen is not None:
-            layers[gain.name] = LayerGenes(rank=chosen)
-    return space.validate(Policy(layers=layers, inputs=space.inputs))
+def table_gains(latency: PolicyLatency, ratios: Sequence[float] = (0.75, 0.5, 0.25)) -> list[LayerGain]:
+    """:func:`lowrank_gains` from a space's latency model, without the model (e.g. ``space.latency_model``).
+
+    ``latency`` knows each layer's call as the original runs it; the factors' configurations
+    are derived as :class:`~autocompress.hardware.policy_latency.PolicyLatency` derives them
+    for a policy, timed from its table, and their MACs counted analytically: the same numbers
+    as :func:`lowrank_gains` on the model the latency model was built from.
+    """
+    _check_ratios(ratios)
+    space, table = latency.space, latency.table
+    rows = {row.name: row for row in space.pruned_rows(Policy())}
+    out = []
+    for name, info in space.layers.items():
+        if not info.decomposable or name not in latency.originals:
+            continue
+        row = rows[name]
+        options = []
+        for ratio in _descending(ratios):
+            genes = LayerGenes(rank=ratio)
+            configs = latency.call_configs(row, genes)
+            ranks = tuple(c.out_channels for c in configs[:-1])  # svd: (rank,); tucker2: (rank_in, rank_out)
+            macs = sum(c.macs for c in layer_costs(row, genes, space.rank_multiple))
+            options.append(RankOption(ratio, ranks, sum(table.layer_ms(c) for c in configs), macs))
+        original_macs = sum(c.macs for c in layer_costs(row, None, space.rank_multiple))
+        out.append(LayerGain(name, table.layer_ms(latency.originals[name]), original_macs, tuple(options)))
+    return out
+
+
+def _check_ratios(ratios: Sequence[float]) -> None:
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise ValueError(f"ratios must be in (0, 1), got {list(ratios)}")
+
+
+def _descending(ratios: Sequence[float]) -> list[float]:
+    return sorted(set(float(r) for r in ratios), reverse=True)
 
 
 def verify_faster(

@@ -8,7 +8,7 @@ zoo: mnist1d-cnn                 # a bundled model and its task; or both of:
 #                                           # (docs/elastic.md); without `model`, its largest sub-network is the model
 objectives: [accuracy, flops]    # 1-3 of: accuracy, flops, macs, params, bitops, bytes, latency
 constraints: ["accuracy_drop<=2.0"]
-strategy: genecai                # random, uniform, greedy, nsga2, genecai, allocate, seernet, given
+strategy: genecai                # random, uniform, greedy, nsga2, genecai, allocate, seernet, predicted, apq, given, targeted-lowrank
 strategy_params: {population: 16}
 budget: 200                      # real evaluations, over every resume
 storage: runs/study.db           # a file (SQLite) or an RDB URL (postgresql://...)
@@ -16,7 +16,7 @@ study: mnist1d-genecai
 seed: 0
 workers: 1
 finetune_epochs: 1.0
-evaluator: {lr: 0.001, distill: 0.0}
+evaluator: {lr: 0.001, distill: 0.0, freeze: none}   # freeze: sequential trains low-rank factors in turn
 space: {methods: [prune, lowrank, quant], exclude: [], activations: static}   # dynamic: see examples/minilm.yaml
 latency: {batch: 32, threads: 1, runtime: ort-cpu, estimate: false}   # estimate: lookup tables; ort-cpu: static int8 as deployed; ort-cpu-int8: dynamic int8 as deployed
 ```
@@ -92,6 +92,16 @@ class EvaluatorConfig(BaseModel):
     finetune_steps: int | None = Field(None, ge=0)
     split: Literal["train", "val", "test"] = "val"
     device: str = "auto"
+    freeze: str = Field("none", description="sequential: the fine-tune trains the factors of low-rank layers in turn")
+    freeze_period: int = Field(1, ge=1, description="training steps per phase of freeze: sequential")
+
+    @field_validator("freeze")
+    @classmethod
+    def _known_freeze(cls, value: str) -> str:
+        from autocompress.finetune import check_freeze
+
+        check_freeze(value, 1)  # the period is its own field's
+        return value
 
 
 class LatencyConfig(BaseModel):

@@ -8,14 +8,18 @@ the last) are frozen and the rest learn; for the next ``period`` steps the inner
 is frozen and the outer ones learn. Frozen parameters get no gradient (their weight
 gradient is never computed) and the optimizer skips them.
 
-Use with :func:`autocompress.finetune.train`'s ``on_step``::
+The fine-tune's option ``freeze="sequential"`` (``freeze_period`` steps per phase) turns it on:
+``train(model, task, freeze="sequential")``, ``Evaluator(task, freeze="sequential")``, a search's
+``evaluator: {freeze: sequential}`` (:func:`frozen_in_turn` is what ``train`` runs). By hand,
+with :func:`autocompress.finetune.train`'s ``on_step``::
 
     train(model, task, epochs=1, on_step=alternate_factors(model))
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from torch import nn
 
@@ -67,3 +71,22 @@ def unfreeze_factors(model: nn.Module) -> None:
         if isinstance(module, LowRank):
             for p in module.parameters():
                 p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def frozen_in_turn(model: nn.Module, period: int = 1) -> Iterator[Callable[[int], None] | None]:
+    """:func:`alternate_factors`'s ``on_step`` for a ``with`` block; the factors it froze train again on exit.
+
+    Yields None (nothing to freeze) when ``model`` has no factorized layer, so that a fine-tune
+    of a policy without low rank trains as it would without the option.
+    """
+    outer, inner = factor_phases(model)
+    if not outer or not inner:
+        yield None
+        return
+    on_step = alternate_factors(model, period)
+    try:
+        yield on_step
+    finally:
+        for p in outer + inner:  # exactly those that were trainable before
+            p.requires_grad_(True)

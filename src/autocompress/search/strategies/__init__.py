@@ -19,6 +19,7 @@ STRATEGIES = {
     "seernet": "autocompress.search.strategies.seernet:SeerNetStrategy",
     "predicted": "autocompress.search.strategies.predicted_evolution:PredictedEvolutionStrategy",
     "apq": "autocompress.search.strategies.apq:APQStrategy",
+    "targeted-lowrank": "autocompress.search.strategies.targeted_lowrank:TargetedLowRankStrategy",
 }
 
 
