@@ -21,7 +21,7 @@ ROOT = Path(autocompress.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("calls", "trace", "files", "quiet", "threads", "budget", "layers", "policy", "task", "cost")),
     ("transforms", ("transforms", "replacements")),
-    ("space", ("analytic", "space", "apply")),
+    ("space", ("analytic", "discovery", "space", "apply")),
     ("evaluate", ("finetune", "evaluate")),
     ("zoo", ("zoo",)),
     ("export", ("export",)),
@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("saving", ("saving",)),
     ("predict", ("predict",)),
     ("search", ("search",)),
-    ("api", ("pipeline", "deliver", "report", "demo")),
+    ("api", ("checks", "result", "pipeline", "deliver", "report", "demo")),
     ("cli", ("cli", "__main__")),
 ]
 LAYER_OF = {part: index for index, (_, parts) in enumerate(LAYERS) for part in parts}

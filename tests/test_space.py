@@ -101,7 +101,7 @@ def test_cost_of_identity_policy_equals_counted_cost():
 
 
 def test_untraceable_channel_dependencies_leave_quant_and_lowrank(monkeypatch):
-    import autocompress.space as space_module
+    import autocompress.discovery as space_module
 
     def fail(*args, **kwargs):
         raise RuntimeError("custom op the tracer does not know")

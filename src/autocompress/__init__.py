@@ -7,18 +7,22 @@ The data that flows: ``SearchSpace.from_model`` -> ``Policy`` -> ``apply_policy`
 from autocompress import search
 from autocompress.apply import apply_policy
 from autocompress.budget import BudgetError
+from autocompress.checks import TaskError
 from autocompress.cost import CostReport, LayerCost, count_cost
+from autocompress.discovery import LayerInfo
 from autocompress.evaluate import EvalResult, Evaluator
 from autocompress.export import ExportMismatchError, export_onnx
-from autocompress.pipeline import Candidate, CompressResult, TaskError, compress
+from autocompress.pipeline import compress
 from autocompress.policy import InputSpec, LayerGenes, Policy
+from autocompress.result import Candidate, CompressResult
 from autocompress.saving import load, save
 from autocompress.search import Study
 from autocompress.search.refine import refine_dense as refine_dense
 from autocompress.search.refine_study import sweep_study as sweep_study
-from autocompress.space import LayerInfo, ModelTraceError, PolicyError, SearchSpace
+from autocompress.space import PolicyError, SearchSpace
 from autocompress.task import Task
 from autocompress.task.streamed import BatchError
+from autocompress.trace import ModelTraceError
 
 __version__ = "0.1.0"
 

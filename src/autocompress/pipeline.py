@@ -6,7 +6,8 @@ SQLite file or PostgreSQL database, so the same call resumes where an interrupte
 1. **Checks** — the target in the one budget grammar (:mod:`autocompress.budget`); the model is
    run on the first batch of every split, and the loss and metric on its output, so that a loader
    yielding the wrong shapes or dtypes fails here with the shapes named. ``output="auto"`` picks
-   what the metric reads: the tensor itself, a ``logits`` field, else the first tensor.
+   what the metric reads: the tensor itself, a ``logits`` field, else the first tensor
+   (:mod:`autocompress.checks`).
 2. **Space** — :meth:`SearchSpace.from_model` (for an ONNX Runtime CPU latency target, kept channels
    are rounded to multiples of 8: its convolutions run blocks of 8 channels and a remainder falls back
    to a slower kernel). A latency target becomes a FLOPs budget (at :data:`LATENCY_MARGIN` of the
@@ -39,29 +40,26 @@ targets; int8 is decided at export (:mod:`autocompress.deliver`), where it is me
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
-from torch import Tensor, nn
+from torch import nn
 
 from autocompress.budget import BudgetError, Constraint, parse_bound
-from autocompress.calls import OutputSelector, bind, call_model, fit_inputs, split_example
-from autocompress.evaluate import Evaluator
+from autocompress.calls import OutputSelector, fit_inputs, split_example
+from autocompress.checks import TaskError, auto_output, check_task
 from autocompress.policy import Policy
-from autocompress.search.objectives import Record
+from autocompress.result import CompressResult
 from autocompress.search.study import Study
 from autocompress.space import SearchSpace
 from autocompress.task import Task
 from autocompress.task.streamed import describe_value
 
-__all__ = ["FINAL_EPOCHS", "FINAL_STEPS", "LATENCY_MARGIN", "LEARNING_RATES", "LONG_PROBES", "Candidate", "CompressResult", "TaskError", "auto_output", "check_task", "compress"]
+__all__ = ["FINAL_EPOCHS", "FINAL_STEPS", "LATENCY_MARGIN", "LEARNING_RATES", "LONG_PROBES", "compress"]
 
 #: learning rates tried on the uniform policy when ``lr="auto"`` (Adam, cosine decay)
 LEARNING_RATES = (1e-4, 1e-3, 3e-3)
@@ -81,227 +79,6 @@ LADDER = (0.5, 1.0, 1.5)  # exponents: t**0.5, t, t**1.5
 FILLS = ("auto", "measured", "flops")
 
 
-class TaskError(ValueError):
-    """The model cannot run on the task's batches (the message names the split and the shapes)."""
-
-
-def auto_output(model: nn.Module, example: Any) -> OutputSelector:
-    """What the metric reads of ``model``'s output: None for a tensor, ``"logits"`` when there is
-    such a field, else the first tensor in a tuple, dict or ``ModelOutput``."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            output = call_model(model, example)
-    finally:
-        for module, mode in modes:
-            module.training = mode
-    if isinstance(output, Tensor):
-        return None
-    items = dict(output.items()) if hasattr(output, "items") else None
-    if items is not None:
-        if isinstance(items.get("logits"), Tensor):
-            return "logits"
-        key = next((k for k, v in items.items() if isinstance(v, Tensor)), None)
-        if key is not None:
-            return key
-    if isinstance(output, (tuple, list)):
-        index = next((i for i, v in enumerate(output) if isinstance(v, Tensor)), None)
-        if index is not None:
-            return index
-    raise TaskError(f"{type(model).__name__} returns {type(output).__name__} with no tensor in it; "
-                    "give output= (a key, an index or a callable) to say what the metric reads")
-
-
-def check_task(model: nn.Module, task: Task, output: OutputSelector = None) -> None:
-    """Run ``model`` on the first batch of every split, and the task's loss and metric on the output.
-
-    TaskError names the split, the batch's shapes and what failed.
-    """
-    from autocompress.finetune import kept_modes, unbound
-
-    runner = bind(model, None, output)
-    for split in ("train", "val", "test"):
-        if not task.has_split(split) or task.evaluate is not None:  # the user's evaluate hook reads the outputs itself
-            continue
-        inputs, targets = next(iter(task.loader(split, shuffle=False)))
-        where = f"the model on the first batch of the {split} split (inputs {describe_value(inputs)}, targets {describe_value(targets)})"
-        with kept_modes(model), torch.no_grad():
-            model.eval()
-            try:
-                outputs = call_model(runner, inputs)
-            except Exception as error:  # noqa: BLE001 - reported with the shapes that caused it
-                raise TaskError(f"{where} fails: {type(error).__name__}: {error}") from error
-        if not isinstance(outputs, Tensor):
-            raise TaskError(f"{where} returns {describe_value(outputs)}, not a tensor; give output= to pick one")
-        try:
-            loss = task.loss_fn()(outputs, targets) if task.train_step is None else None
-            task.metric_fn()(outputs, targets)
-        except Exception as error:  # noqa: BLE001
-            raise TaskError(f"{where}: the loss or metric fails on outputs {describe_value(outputs)}: "
-                            f"{type(error).__name__}: {error}") from error
-        if loss is not None and not torch.isfinite(loss):
-            raise TaskError(f"{where}: the loss is {float(loss)}")
-    if task.train_step is not None:  # on a copy: a step in train mode would move the user's BatchNorm statistics
-        batch = next(iter(task.loader("train", raw=True)))
-        loss = task.train_step(unbound(copy.deepcopy(model)), batch)
-        if not isinstance(loss, Tensor) or loss.dim() != 0:
-            raise TaskError(f"train_step(model, batch) must return a scalar loss tensor, got {describe_value(loss)}")
-
-
-# ---------------------------------------------------------------------- result
-@dataclass
-class Candidate:
-    """One stored, measured candidate that can rebuild itself with exactly the settings that measured it."""
-
-    record: Record
-    stage: str  # "search" (after finetune_steps) or "final" (after final_finetune)
-    settings: dict[str, Any]
-    result: CompressResult = field(repr=False)
-    _model: nn.Module | None = field(default=None, repr=False)
-
-    @property
-    def policy(self) -> Policy:
-        return self.record.policy
-
-    @property
-    def values(self) -> dict[str, float]:
-        return dict(self.record.values)
-
-    @property
-    def metric(self) -> float:
-        return self.record.values["metric"]
-
-    @property
-    def accuracy_drop(self) -> float:
-        return self.record.values["accuracy_drop"]
-
-    @property
-    def cost_ratio(self) -> float:
-        """The target's value (e.g. the measured latency ratio)."""
-        return self.record.values.get(self.result.target.key, math.nan)
-
-    def model(self) -> nn.Module:
-        """The compressed model, rebuilt and fine-tuned with the settings that measured it (cached)."""
-        if self._model is None:
-            r = self.result
-            evaluated = Evaluator(r.task, **self.settings).evaluate(r.model, self.policy, space=r.space)
-            self._model = evaluated.model.eval()
-        return self._model
-
-    def export(self, directory: str | Path, *, int8: bool | str = "auto") -> Path:
-        """Write the file to deploy (``model.onnx``) and policy/state_dict/meta to ``directory``; its path.
-
-        ``int8="auto"``: int8 where it is measured faster and within the drop (:mod:`autocompress.deliver`).
-        """
-        from autocompress.deliver import deliver
-
-        r = self.result
-        extra = {"candidate": self.record.number, "stage": self.stage, "target": str(r.target),
-                 "measured": self.values, "settings": self.settings}
-        return deliver(self.model(), r.model, r.task, directory, output=r.space.output, int8=int8,
-                       max_drop=r.max_drop, batch=r.latency_batch, extra=extra)
-
-    def __str__(self) -> str:
-        return (f"#{self.record.number} ({self.stage}): {self.result.task.metric_name} {self.metric:.2f} "
-                f"(drop {self.accuracy_drop:+.2f}), {self.result.target.key} {self.cost_ratio:.3g}")
-
-
-@dataclass
-class CompressResult:
-    """What :func:`compress` found: the search's front, the finalists and the best candidate."""
-
-    study: Study
-    final: Study | None
-    model: nn.Module = field(repr=False)
-    task: Task = field(repr=False)
-    space: SearchSpace = field(repr=False)
-    target: Constraint
-    max_drop: float
-    settings: dict[str, Any]
-    final_settings: dict[str, Any]
-    latency_batch: int = 32
-    notes: list[str] = field(default_factory=list)
-
-    def _candidates(self, study: Study | None, stage: str, settings: dict[str, Any]) -> list[Candidate]:
-        if study is None:
-            return []
-        return [Candidate(r, stage, settings, self) for r in study.completed()]
-
-    def candidates(self) -> list[Candidate]:
-        """Every measured candidate: the search's, then the finalists' (after the final fine-tune)."""
-        return [*self._candidates(self.study, "search", self.settings),
-                *self._candidates(self.final, "final", self.final_settings)]
-
-    def finalists(self) -> list[Candidate]:
-        return self._candidates(self.final, "final", self.final_settings)
-
-    def _meets(self, candidate: Candidate) -> bool:
-        return self.target.satisfied(candidate.values) and candidate.accuracy_drop <= self.max_drop
-
-    def best(self) -> Candidate | None:
-        """The finalist meeting the target and ``max_drop`` with the best metric (then the lowest cost); None if none does."""
-        meeting = [c for c in self.finalists() if self._meets(c)]
-        if not meeting:
-            return None
-        return min(meeting, key=lambda c: (-c.metric, c.cost_ratio, c.record.number))
-
-    def nearest(self) -> str:
-        """How close the candidates came to the target and ``max_drop`` (what to relax when best() is None)."""
-        pool = self.finalists() or self._candidates(self.study, "search", self.settings)
-        if not pool:
-            return "no candidate was measured"
-
-        def gap(c: Candidate) -> float:
-            return self.target.violation(c.values) / max(abs(self.target.bound), 1e-12) + max(0.0, c.accuracy_drop - self.max_drop)
-
-        closest = min(pool, key=gap)
-        return (f"closest: {closest} (needs {self.target} and accuracy_drop<={self.max_drop:g})"
-                + (f"; {'; '.join(self.notes)}" if self.notes else ""))
-
-    def front(self) -> list[Candidate]:
-        """The search's Pareto front (metric against the target's cost), mildest first."""
-        key = self.target.key
-        pool = [c for c in self._candidates(self.study, "search", self.settings) if key in c.values]
-        front = [c for c in pool if not any(
-            o.metric >= c.metric and o.values[key] <= c.values[key] and (o.metric > c.metric or o.values[key] < c.values[key])
-            for o in pool)]
-        return sorted(front, key=lambda c: -c.values[key])
-
-    def plot(self, path: str | Path) -> Path:
-        """A PNG of every candidate (metric against the target's cost), the front and the finalists."""
-        import numpy as np
-
-        from autocompress.search.plot import plot_front
-
-        key = self.target.key
-        pool = [c for c in self.candidates() if key in c.values]
-        front = {id(c) for c in self.front()}
-        points = np.array([[c.values[key], c.metric] for c in pool]).reshape(-1, 2)
-        labels = [f"#{c.record.number}" + (" final" if c.stage == "final" else "") for c in pool]
-        mask = np.array([id(c) in front or c.stage == "final" for c in pool], dtype=bool)
-        original = self.study.meta.get("original") or {}
-        return plot_front(points, mask, x_label=key, y_label=self.task.metric_name, path=path, annotate=labels,
-                          original=(original.get(key, 1.0), original.get("metric", math.nan)),
-                          title=f"{type(self.model).__name__}: target {self.target}")
-
-    @property
-    def training_steps(self) -> int:
-        """Training steps spent: every candidate's fine-tune, the learning-rate trials and the final ones."""
-        def spent(study: Study, steps: Any) -> int:
-            return len(study.records({"complete", "failed"})) * int(steps or 0)
-
-        trials = sum(spent(Study.open(self.study.storage, t["study"]), t["steps"]) for t in self.study.meta.get("lr_studies") or [])
-        finals = 0 if self.final is None else spent(self.final, self.final_settings.get("finetune_steps"))
-        return trials + spent(self.study, self.settings.get("finetune_steps")) + finals
-
-    def summary(self) -> str:
-        best = self.best()
-        head = f"target {self.target}, max_drop {self.max_drop:g}: "
-        return head + (f"best {best}" if best is not None else f"no candidate meets both; {self.nearest()}")
-
-
-# ---------------------------------------------------------------------- compress
 def _auto_steps(task: Task, epochs: float, low: int, high: int) -> int:
     try:
         per_epoch = task.steps_per_epoch()

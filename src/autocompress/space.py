@@ -2,8 +2,9 @@
 
 ``SearchSpace.from_model(model, example_input)`` runs the model once, finds its
 Conv1d/Conv2d/Linear layers, groups layers whose channels are coupled (through
-Torch-Pruning's DependencyGraph) and lists every layer it leaves alone with the reason.
-It never changes the model.
+Torch-Pruning's DependencyGraph) and lists every layer it leaves alone with the reason
+(:mod:`autocompress.discovery`). It never changes the model. The space holds the legal choices
+and genes, validates policies and encodes them as vectors (and back).
 
 The space also holds a small analytic model of the network (channel counts, spatial
 sizes, parameter shapes) so that :meth:`SearchSpace.cost` gives the exact cost of a
@@ -13,71 +14,30 @@ policy *without building the compressed model*: the same numbers as
 
 from __future__ import annotations
 
-import copy
-import fnmatch
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 from torch import nn
 
-from autocompress.analytic import (
-    CostRow,
-    cost_row,
-    drop_parametrized_weights,
-    layer_costs,
-    linear_cost,
-)
-from autocompress.calls import Example, OutputSelector, bind, split_example
+from autocompress.analytic import CostRow, layer_costs, linear_cost
+from autocompress.calls import Example, OutputSelector, split_example
 from autocompress.cost import FP32_BITS, CostReport, LayerCost
-from autocompress.layers import COMPRESSED, COUNTED, converted
+from autocompress.discovery import METHODS, LayerInfo, discover_layers
 from autocompress.policy import MAX_PRUNE, InputSpec, LayerGenes, Policy, recorded_output
 from autocompress.quiet import collected_warnings
-from autocompress.replacements import check_replacements
-from autocompress.trace import ModelTraceError, flatten_tensors, trace_model
-from autocompress.transforms.prune import (
-    ChannelGroup,
-    discover_groups,
-    is_depthwise,
-    prune_groups,
-)
+from autocompress.transforms.prune import ChannelGroup
 
 DEFAULT_PRUNE_CHOICES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_RANK_CHOICES = (1.0, 0.75, 0.5, 0.375, 0.25, 0.125)
 DEFAULT_WEIGHT_BITS = (32, 8, 6, 4, 3, 2)
 DEFAULT_ACT_BITS = (32, 8, 6, 4)
 FIELDS = ("prune", "rank", "weight_bits", "act_bits")
-METHODS = ("prune", "lowrank", "quant")
 
 
 class PolicyError(ValueError):
     """A policy does not fit the model's search space."""
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One Conv/Linear layer of the model and what may be done to it."""
-
-    name: str
-    type: str
-    in_channels: int
-    out_channels: int
-    kernel_size: tuple[int, ...]
-    groups: int
-    bias: bool
-    in_positions: int
-    out_positions: int
-    group: str | None  # the channel group its output channels belong to
-    prunable: bool  # leads a prunable channel group: carries the prune gene
-    decomposable: bool
-    quantizable: bool
-    reasons: dict[str, str] = field(default_factory=dict)  # method -> why it does not apply
-
-    @property
-    def methods(self) -> list[str]:
-        return [m for m, ok in (("prune", self.prunable), ("lowrank", self.decomposable), ("quant", self.quantizable)) if ok]
 
 
 @dataclass(frozen=True)
@@ -166,112 +126,12 @@ class SearchSpace:
             "act_bits": tuple(LayerGenes(act_bits=int(b)).act_bits for b in act_bits_choices),
         }
         with collected_warnings("tracing the model"):
-            space._discover(model, inputs, exclude, exclude_output, methods)
+            found = discover_layers(model, inputs, input_names=input_names, output=output, exclude=exclude,
+                                    exclude_output=exclude_output, methods=methods, activations=activations)
+            space.layers, space.groups, space.excluded = found.layers, found.groups, found.excluded
+            space._rows, space._row_index = found.rows, {r.name: i for i, r in enumerate(found.rows)}
+            space.genes = space._make_genes()
         return space
-
-    def _discover(
-        self, model: nn.Module, inputs: tuple[torch.Tensor, ...], exclude: Sequence[str], exclude_output: bool,
-        methods: Sequence[str],
-    ) -> None:
-        """The body of :meth:`from_model` (inputs already split, choices set)."""
-        space = self
-        model = converted(model)  # transformers' Conv1D as nn.Linear (a copy, if any)
-        runner = bind(model, space.input_names, space.output)
-        trace = trace_model(runner, inputs, COUNTED)
-        names = [n for n, _ in model.named_modules()]
-        for pattern in exclude:
-            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-                raise ValueError(f"exclude pattern {pattern!r} matches no module of the model")
-
-        excluded: dict[str, str] = {}
-        candidates: list[str] = []
-        shared: dict[str, int] = {}  # layers called several times (shared weights): low rank and quant only
-        modules = dict(model.named_modules())
-        executed = [n for n in trace.executed() if isinstance(modules[n], COMPRESSED)]
-        for name, module in model.named_modules():
-            if isinstance(module, COMPRESSED):
-                record = trace.layers[name]
-                if any(fnmatch.fnmatchcase(name, p) for p in exclude):
-                    excluded[name] = "excluded by the user"
-                elif record.calls == 0:
-                    excluded[name] = "never called through its forward() on the example input"
-                elif record.calls > 1:
-                    shared[name] = record.calls
-                    candidates.append(name)
-                elif exclude_output and executed and name == executed[-1]:
-                    excluded[name] = "output layer (exclude_output=True)"
-                else:
-                    candidates.append(name)
-            elif _is_weight_layer(module) and not any(name.startswith(c + ".") for c in candidates):
-                excluded[name] = f"{type(module).__name__} is not supported (only Conv1d, Conv2d and Linear are compressed)"
-
-        try:
-            groups = discover_groups(runner, inputs, ignored=[*excluded, *shared])
-        except Exception as error:  # Torch-Pruning could not trace: keep quant/low-rank
-            groups = []
-            group_error = f"channel dependencies could not be traced ({type(error).__name__}: {error})"
-        else:
-            group_error = ""
-        groups = _verify_groups(runner, inputs, groups, trace.output_shapes)
-        groups = [_unless_shared(g, shared) for g in groups]
-        space.groups = {g.name: g for g in groups}
-        owner = {m.module: g.name for g in groups for m in g.members if m.role in ("out", "both")}
-
-        for name in candidates:
-            module = modules[name]
-            record = trace.layers[name]
-            reasons: dict[str, str] = {}
-            group = space.groups.get(owner.get(name, ""))
-            prunable = group is not None and group.prunable and group.name == name
-            if group is None:
-                reasons["prune"] = group_error or (
-                    "its output channels cannot be pruned safely (they reach an excluded layer, an unsupported operation or the output)"
-                )
-            elif not group.prunable:
-                reasons["prune"] = group.reason
-            elif group.name != name:
-                reasons["prune"] = f"its channels are coupled with '{group.name}', which carries the group's prune gene"
-            if name in shared:
-                prunable = False
-                reasons["prune"] = f"called {shared[name]} times in one forward (shared weights)"
-            conv = not isinstance(module, nn.Linear)
-            decomposable = True
-            if conv and module.groups > 1:
-                decomposable = False
-                reasons["lowrank"] = "depthwise convolution" if is_depthwise(module) else f"grouped convolution (groups={module.groups})"
-            if conv and module.padding_mode != "zeros":
-                decomposable = False
-                reasons["lowrank"] = reasons["quant"] = f"padding_mode={module.padding_mode!r} (only 'zeros')"
-            if space.activations == "dynamic" and conv:
-                reasons["quant"] = "dynamic int8 (ONNX Runtime) runs Linear layers only"
-            elif space.activations == "dynamic" and record.in_dims <= 2:
-                reasons["quant"] = "a Linear on 2-D inputs exports as Gemm, which ONNX Runtime's dynamic int8 does not run"
-            for method in set(METHODS) - set(methods):
-                reasons.setdefault(method, "method not selected")
-            prunable = prunable and "prune" in methods
-            decomposable = decomposable and "lowrank" in methods
-            space.layers[name] = LayerInfo(
-                name=name,
-                type=type(module).__name__,
-                in_channels=module.in_channels if conv else module.in_features,
-                out_channels=module.out_channels if conv else module.out_features,
-                kernel_size=tuple(module.kernel_size) if conv else (),
-                groups=module.groups if conv else 1,
-                bias=module.bias is not None,
-                in_positions=record.in_positions,
-                out_positions=record.out_positions,
-                group=group.name if group is not None else None,
-                prunable=prunable,
-                decomposable=decomposable,
-                quantizable="quant" not in reasons and "quant" in methods,
-                reasons=reasons,
-            )
-        check_replacements(runner, inputs, space.layers, excluded, trace.output_shapes)
-        space.excluded = excluded
-        space._rows = [r for n, m in model.named_modules() if (r := cost_row(n, m, trace.layers.get(n))) is not None]
-        drop_parametrized_weights(model, space._rows)
-        space._row_index = {r.name: i for i, r in enumerate(space._rows)}
-        space.genes = space._make_genes()
 
     def _make_genes(self) -> list[Gene]:
         genes = []
@@ -478,14 +338,6 @@ def _shape_text(info: LayerInfo) -> str:
     return f"{info.in_channels}→{info.out_channels} k{kernel}{groups}"
 
 
-def _unless_shared(group: ChannelGroup, shared: dict[str, int]) -> ChannelGroup:
-    """``group``, unprunable when one of its members is called several times in a forward."""
-    reused = [m.module for m in group.members if m.module in shared]
-    if not reused or not group.prunable:
-        return group
-    return replace(group, prunable=False, reason=f"its channels reach '{reused[0]}', called {shared[reused[0]]} times in one forward (shared weights)")
-
-
 def _checked_choices(name: str, values: Sequence[float], ok: object) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
     bad = [v for v in values if not ok(v)]
@@ -494,41 +346,4 @@ def _checked_choices(name: str, values: Sequence[float], ok: object) -> tuple[fl
     return values
 
 
-def _is_weight_layer(module: nn.Module) -> bool:
-    weight = getattr(module, "weight", None)
-    return isinstance(weight, torch.nn.Parameter) and weight.dim() >= 2 and not isinstance(module, COMPRESSED)
-
-
-def _verify_groups(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], groups: list[ChannelGroup], output_shapes: list[tuple[int, ...]]
-) -> list[ChannelGroup]:
-    """Prune one channel of every group on a copy; groups that break the model are marked."""
-
-    def works(candidates: list[ChannelGroup]) -> str:
-        work = copy.deepcopy(model)
-        try:
-            prune_groups(work, inputs, {g.name: g.multiple for g in candidates}, multiples={g.name: g.multiple for g in candidates})
-            work.eval()
-            with torch.no_grad():
-                shapes = [tuple(t.shape) for t in flatten_tensors(work(*inputs))]
-        except Exception as error:  # noqa: BLE001 - any failure means: leave the group alone
-            return f"pruning it breaks the model ({type(error).__name__}: {error})"
-        if shapes != output_shapes:
-            return f"pruning it changes the model's output shape {output_shapes} -> {shapes}"
-        return ""
-
-    candidates = [g for g in groups if g.prunable and g.units > 1]
-
-    def single(g: ChannelGroup) -> str:
-        return "" if g.units > 1 else ("a single attention head" if g.multiple > 1 else "a single channel")
-
-    if not candidates or not works(candidates):
-        return [g if g.units > 1 else replace(g, prunable=False, reason=single(g)) for g in groups]
-    checked = []
-    for group in groups:
-        problem = works([group]) if group in candidates else single(group)
-        checked.append(replace(group, prunable=not problem and group.prunable, reason=problem or group.reason))
-    return checked
-
-
-__all__ = ["SearchSpace", "LayerInfo", "Gene", "PolicyError", "ModelTraceError"]
+__all__ = ["SearchSpace", "Gene", "PolicyError"]

@@ -205,7 +205,8 @@ def compress_cmd(
 ) -> None:
     """Compress a model for a target and write the file to deploy: one command from model and data to ONNX."""
     from autocompress.budget import BudgetError
-    from autocompress.pipeline import TaskError, compress
+    from autocompress.checks import TaskError
+    from autocompress.pipeline import compress
 
     choices = {"auto": "auto", "yes": True, "no": False}
     if int8 not in choices:
