@@ -18,7 +18,7 @@ the trees on the labels of real searches (random policies of zoo models: thresho
 interactions); the average of the two is within 0.01 of the best kind on the real sets and
 up to 0.05 below it on the synthetic ones. Choosing among more candidates (every single kind
 and a weighted stack) by the same cross-validation, with or without a one-standard-error rule,
-fell more than 0.02 below the best kind at 4-7 of 24 (set, size) cells: with 25-50 labels the
+fell more than 0.02 below the best kind at 2-5 of 24 (set, size) cells: with 25-50 labels the
 folds' noise picks among many candidates by chance; between two it fell below at one
 (docs/results.md). No neural network is fitted, so ``"auto"`` costs a few GP and tree fits.
 
