@@ -47,8 +47,12 @@ def synthetic_accuracy(policy: Policy) -> float:
 class FakeContext:
     """A SearchContext: synthetic metric, analytic costs, a policy cache shared across resumes."""
 
-    def __init__(self, space: SearchSpace, budget: int, seed: int = 0, cache: dict | None = None) -> None:
+    def __init__(self, space: SearchSpace, budget: int, seed: int = 0, cache: dict | None = None, *,
+                 model: nn.Module | None = None, example_input: object = None) -> None:
         self.space = space
+        self.model, self.example_input = model, example_input  # what a strategy that times layers itself needs
+        self.latency_settings: dict | None = None
+        self.latency_model = None
         self.objectives = parse_objectives(["accuracy", "flops"])
         self.constraints = ()
         self.budget, self.seed = budget, seed

@@ -276,6 +276,7 @@ def test_latency_objective_from_the_lookup_table(tmp_path, monkeypatch):
 def test_allocate_fills_a_latency_target_estimated_from_the_lookup_table(tmp_path, monkeypatch):
     from test_lut import Counter
 
+    from autocompress.hardware.policy_latency import latency_model_for
     from autocompress.policy import Policy
     from autocompress.space import SearchSpace
 
@@ -284,17 +285,20 @@ def test_allocate_fills_a_latency_target_estimated_from_the_lookup_table(tmp_pat
     monkeypatch.setattr("autocompress.hardware.lut.time_layer", Counter())
     entry = load_zoo("mnist1d-cnn", pretrained=False, seed=0)
     space = SearchSpace.from_model(entry.model, entry.example_input, methods=["prune"])
+    settings = {"batch": 8, "repeats": 5, "estimate": True}
     study = search(entry.model, entry.task, space, strategy="allocate", strategy_params={"targets": ["latency_ratio<=0.5"]},
                    budget=3, storage=tmp_path / "a.db", finetune_epochs=0.0, objectives=["accuracy", "latency"],
-                   latency={"batch": 8, "repeats": 5, "estimate": True}, progress=False)
-    base = space.latency_model.ms(Policy())
-    estimates = [space.latency_model.ms(r.policy) for r in study.completed()]
+                   latency=settings, progress=False)
+    latency = latency_model_for(space, entry.model, entry.task, settings)  # the search's: its cached table and calibration
+    base = latency.ms(Policy())
+    estimates = [latency.ms(r.policy) for r in study.completed()]
     assert len(estimates) == 3 and all(0.35 * base <= e <= 0.5 * base for e in estimates)  # each fills the target
     seer = search(entry.model, entry.task, space, strategy="seernet", budget=5, storage=tmp_path / "s.db",
                   strategy_params={"targets": ["latency_ratio<=0.5"], "initial": 4, "rounds": 0, "kind": "linear"},
-                  finetune_epochs=0.0, progress=False)
+                  finetune_epochs=0.0, progress=False, latency_model=latency)
     optimized = [r for r in seer.completed() if r.tags.get("phase") == "optimize"]
-    assert len(optimized) == 1 and space.latency_model.ms(optimized[0].policy) <= 0.5 * base
+    assert len(optimized) == 1 and latency.ms(optimized[0].policy) <= 0.5 * base
+    assert not hasattr(space, "latency_model")  # the latency model travels with the search, not on the space
 
 
 class _Keeper(Strategy):

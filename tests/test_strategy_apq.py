@@ -54,7 +54,7 @@ class ApqContext(FakeContext):
 
     def __init__(self, elastic: ElasticSpace, budget: int, seed: int = 0, cache: dict | None = None) -> None:
         reference = elastic.policy(QuantSubnet.full_precision(elastic.supernet.largest()))
-        space = SimpleNamespace(cost=lambda p: elastic.cost(reference if p.arch is None else p), latency_model=None)
+        space = SimpleNamespace(cost=lambda p: elastic.cost(reference if p.arch is None else p))
         super().__init__(space, budget, seed, cache)
         self.elastic = elastic
         self.objectives = parse_objectives(["accuracy", "bitops"])
@@ -251,7 +251,7 @@ def test_apq_latency_budget_from_the_lookup_table(elastic):
     int8 = QuantSubnet(largest, ((8, 8),) * len(largest.stages))
     assert elastic.latency_ms(int8, table) < elastic.latency_ms(largest, table) == pytest.approx(reference_ms)
     ctx = ApqContext(elastic, budget=4)
-    ctx.space.latency_model = SimpleNamespace(table=table)
+    ctx.latency_model = SimpleNamespace(table=table)
     strategy = APQStrategy(targets=["latency_ratio<=0.8"], weight_bits=(8, 32), act_bits=(8, 32), fp_samples=6,
                            q_samples=2, population=12, iterations=4, epochs=50)
     strategy.run(ctx)

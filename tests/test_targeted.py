@@ -140,13 +140,13 @@ def test_targeted_lowrank_strategy_evaluates_the_measured_policy(small_space, tm
     model, x, _ = small_space
     space = SearchSpace.from_model(model, x, methods=["lowrank"], rank_multiple=8)
     table = stub_table()
-    space.latency_model = PolicyLatency(space, model, x, table, calibration=0)  # the run's target: its table
+    latency = PolicyLatency(space, model, x, table, calibration=0)  # the run's target: its table
     gen = torch.Generator().manual_seed(0)
     task = Task("toy", (torch.randn(64, 1, 20, generator=gen), torch.randint(0, 10, (64,), generator=gen)),
                 (torch.randn(32, 1, 20, generator=gen), torch.randint(0, 10, (32,), generator=gen)), batch_size=16)
     settings = {"strategy": "targeted-lowrank", "strategy_params": {"rules": ["measured", "all", "flops"]},
                 "budget": 3, "storage": tmp_path / "t.db", "finetune_epochs": 0.0, "progress": False,
-                "evaluator": {"finetune_steps": 2, "freeze": "sequential", "device": "cpu"}}
+                "evaluator": {"finetune_steps": 2, "freeze": "sequential", "device": "cpu"}, "latency_model": latency}
     study = search(model, task, space, **settings)
 
     # the truth: each decomposable layer timed from the table through the model (lowrank_gains)
@@ -175,11 +175,34 @@ def test_targeted_lowrank_strategy_evaluates_the_measured_policy(small_space, tm
     again = search(model, task, space, **settings)  # resumed: the kept timings, the stored results
     assert len(again.completed()) == len(records)
 
+    # no latency model, no latency settings: the run gives the strategy the model and an example input, and
+    # it times them on a table it opens for ort-cpu (the stub timings again)
+    monkeypatch.setattr("autocompress.hardware.lut.time_layer", Counter())
+    own = search(model, task, space, **{**settings, "latency_model": None, "storage": tmp_path / "own.db"})
+    assert [LayerGain.from_dict(g) for g in own.meta[KEPT_PREFIX + "targeted-lowrank gains at 0.75,0.5,0.25"]] == list(truth.values())
+    assert {policy_key(r.policy) for r in own.completed()} == expected
 
-def test_targeted_lowrank_needs_the_targets_table_and_checks_its_parameters(small_space):
-    _, _, space = small_space
-    with pytest.raises(ValueError, match="lookup table of the search's target"):
-        make_strategy("targeted-lowrank").run(FakeContext(space, budget=3))
+
+def test_targeted_lowrank_opens_the_targets_table_without_a_latency_model(small_space, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("autocompress.hardware.lut.time_layer", Counter())  # the stub timings of stub_table()
+    model, x, space = small_space
+    ctx = FakeContext(space, budget=3, model=model, example_input=x)  # no latency settings, no latency model
+    make_strategy("targeted-lowrank", rules=["measured", "all"]).run(ctx)
+    truth = lowrank_gains(model, x, space, stub_table(), ratios=(0.75, 0.5, 0.25))
+    kept = ctx.store["targeted-lowrank gains at 0.75,0.5,0.25"]
+    assert [LayerGain.from_dict(g) for g in kept] == truth  # timed on a table it opened for ort-cpu, the default
+    assert [p.name for p in (tmp_path / "cache" / "latency").glob("*.json")][0].startswith("ort-cpu-")
+    assert ctx.statuses[0] == "timing the factorizations on ort-cpu:threads=1,batch=32"
+    assert [r.policy for r in ctx.cache.values()] == [targeted_policy(space, truth, rule, 0.5) for rule in ("measured", "all")]
+    with_settings = FakeContext(space, budget=3, model=model, example_input=x)
+    with_settings.latency_settings = {"runtime": "torch-cpu", "threads": 2, "batch": 8, "estimate": False}
+    make_strategy("targeted-lowrank").run(with_settings)  # the search's target, though it measures latency whole
+    assert with_settings.statuses[0] == "timing the factorizations on torch-cpu:threads=2,batch=8"
+    assert [LayerGain.from_dict(g) for g in with_settings.store["targeted-lowrank gains at 0.75,0.5,0.25"]] == truth
+
+
+def test_targeted_lowrank_checks_its_parameters():
     with pytest.raises(ValueError, match="rules must be a non-empty list of all, flops, measured"):
         make_strategy("targeted-lowrank", rules=["speed"])
     with pytest.raises(ValueError, match="ratio 0.3 must be one of the ratios timed"):

@@ -65,8 +65,6 @@ class SearchSpace:
         self.genes: list[Gene] = []
         #: "static" or "dynamic" (act_bits then follow weight_bits: no act_bits gene; see Policy.activations)
         self.activations = "static"
-        #: optional ``PolicyLatency``: lets cost targets and budgets name ``latency`` (ms)
-        self.latency_model: object | None = None
         self._rows: list[CostRow] = []
         self._row_index: dict[str, int] = {}
 

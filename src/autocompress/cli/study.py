@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -19,6 +19,9 @@ from autocompress.cli.common import (
     open_study,
     stored_config,
 )
+
+if TYPE_CHECKING:
+    from autocompress.hardware.policy_latency import PolicyLatency
 
 
 @app.command("search")
@@ -245,8 +248,7 @@ def optimize(
         fail(str(error))
     if bound.cost is None or not bound.upper:
         fail(f"--budget {budget!r}: bound a cost from above, e.g. flops_ratio<=0.1, bitops<=2e6 or latency_ratio<=0.5")
-    if bound.cost == "latency":
-        _attach_latency(space, spec.model, task, opened, target)
+    latency_model = _latency_model(space, spec.model, task, opened, target) if bound.cost == "latency" else None
     bound = str(bound)
     records = [r for r in opened.completed() if "metric" in r.values]
     if len(records) < 2:
@@ -256,10 +258,10 @@ def optimize(
         original = (opened.meta.get("original") or {}).get("metric")
         predictor = fit_predictor(space, records, original, kind=kind, who="optimize")
         fitted = time.perf_counter() - start
-        result = optimize_policy(predictor, space, bound)
+        result = optimize_policy(predictor, space, bound, latency_model=latency_model)
     except ValueError as error:
         fail(str(error))
-    base = cost_value(space, Policy(), result.key)
+    base = cost_value(space, Policy(), result.key, latency_model)
     common.console.print(f"predictor {predictor.kind_} fitted on {len(records)} labelled policies in {fitted:.2f} s; "
                   f"optimized for {bound} in {result.seconds:.2f} s")
     common.console.print(f"predicted {task.metric_name} {result.predicted:.2f}; {result.key} {result.cost:,.6g} "
@@ -270,8 +272,8 @@ def optimize(
         common.console.print(f"wrote {out}; measure it with: autocompress apply --policy {out} ...")
 
 
-def _attach_latency(space, model, task, opened, target: str | None) -> None:  # noqa: ANN001
-    """Give ``space`` a lookup-table latency model of ``model`` on the target (option, study settings, ort-cpu)."""
+def _latency_model(space, model, task, opened, target: str | None) -> PolicyLatency:  # noqa: ANN001
+    """The lookup-table latency model of ``model`` in ``space`` on the target (option, study settings, ort-cpu)."""
     from autocompress.hardware.policy_latency import latency_model_for
     from autocompress.hardware.targets import parse_target
 
@@ -280,7 +282,8 @@ def _attach_latency(space, model, task, opened, target: str | None) -> None:  # 
         if target is not None:
             chosen = parse_target(target)
             settings.update(runtime=chosen.runtime, threads=chosen.threads, batch=chosen.batch, repeats=chosen.repeats)
-        space.latency_model = latency_model_for(space, model, task, settings)
+        latency_model = latency_model_for(space, model, task, settings)
     except ValueError as error:
         fail(str(error))
-    common.console.print(f"latency model: lookup table on {space.latency_model.table.target.name} (layers timed once, then cached)")
+    common.console.print(f"latency model: lookup table on {latency_model.table.target.name} (layers timed once, then cached)")
+    return latency_model

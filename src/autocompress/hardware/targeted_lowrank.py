@@ -8,7 +8,7 @@ or thin layers gain nothing. So, per decomposable layer, on the target:
 1. :func:`lowrank_gains` times the original layer and its factorizations at candidate rank
    ratios (ranks rounded to the space's ``rank_multiple``, e.g. 8, which vectorized kernels
    prefer) from the per-layer lookup table (:class:`~autocompress.hardware.lut.LatencyTable`);
-   :func:`table_gains` gives the same from a space's latency model
+   :func:`table_gains` gives the same from a latency model of the space
    (:class:`~autocompress.hardware.policy_latency.PolicyLatency`), without the model;
 2. the rules ``"all"`` / ``"flops"`` / ``"measured"`` of the ``targeted-lowrank`` search strategy
    (:func:`autocompress.search.strategies.targeted_lowrank.targeted_policy`) choose the layers
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from autocompress.analytic import layer_costs
 from autocompress.apply import apply_policy
+from autocompress.calls import Example, bind, split_example
 from autocompress.cost import count_cost
 from autocompress.export import export_onnx
 from autocompress.hardware.latency import compare_latency
@@ -84,7 +85,7 @@ def _macs(module: nn.Module, x: Tensor) -> int:
 
 def lowrank_gains(
     model: nn.Module,
-    example_input: Tensor | tuple,
+    example_input: Example,
     space: SearchSpace,
     table: LatencyTable,
     ratios: Sequence[float] = (0.75, 0.5, 0.25),
@@ -92,11 +93,14 @@ def lowrank_gains(
     """Measured latency (from ``table``) of each decomposable layer, original and factorized at ``ratios``.
 
     Ranks are rounded to ``space.rank_multiple`` (build the space with e.g.
-    ``rank_multiple=8``), exactly as applying the policy will round them.
+    ``rank_multiple=8``), exactly as applying the policy will round them. ``example_input``: a tensor,
+    positional tensors or keyword tensors (the model is then called through
+    :func:`~autocompress.calls.bind`).
     """
     multiple = space.rank_multiple
     _check_ratios(ratios)
-    calls = {name: config for name, config in layer_configs(model, example_input)}
+    tensors, names = split_example(example_input)
+    calls = {name: config for name, config in layer_configs(bind(model, names, space.output), tensors)}
     modules = dict(model.named_modules())
     out = []
     for name, info in space.layers.items():
@@ -116,7 +120,7 @@ def lowrank_gains(
 
 
 def table_gains(latency: PolicyLatency, ratios: Sequence[float] = (0.75, 0.5, 0.25)) -> list[LayerGain]:
-    """:func:`lowrank_gains` from a space's latency model, without the model (e.g. ``space.latency_model``).
+    """:func:`lowrank_gains` from a space's latency model, without the model (e.g. a search's ``ctx.latency_model``).
 
     ``latency`` knows each layer's call as the original runs it; the factors' configurations
     are derived as :class:`~autocompress.hardware.policy_latency.PolicyLatency` derives them

@@ -4,13 +4,15 @@ most aggressive legal value, the bisected strength that fills a budget, the unif
 An allocation ``z`` (one real number per gene) at global strength ``s`` sets gene ``i`` to the point
 ``min(1, s · exp(z_i))`` of its ladder (:func:`at_strength`); :func:`project` bisects ``s`` so that the
 policy's analytic cost (:func:`cost_value`) fills a bound. The ``allocate`` strategy evolves ``z``;
-``seernet``, ``optimize_policy`` and ``compress()`` start from these policies too.
+``seernet``, ``optimize_policy`` and ``compress()`` start from these policies too. A latency cost (ms) is
+estimated by the latency model the caller passes (``latency_model``, the search context's).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,23 +20,27 @@ from autocompress.policy import Policy
 from autocompress.search.sensitivity import IDENTITY, ladder
 from autocompress.space import SearchSpace
 
+if TYPE_CHECKING:
+    from autocompress.hardware.policy_latency import PolicyLatency
+
 #: (gene position, identity + legal values from mildest to most aggressive) per gene (:func:`gene_ladders`)
 Ladders = list[tuple[int, list[float]]]
-#: cost keys :func:`cost_value` estimates with ``space.latency_model`` (ms)
+#: cost keys :func:`cost_value` estimates with a latency model (ms)
 LATENCY_KEYS = ("latency", "latency_ms")
 
 
-def cost_value(space: SearchSpace, policy: Policy, key: str) -> float:
+def cost_value(space: SearchSpace, policy: Policy, key: str, latency_model: PolicyLatency | None = None) -> float:
     """``policy``'s analytic cost ``key`` (flops, macs, params, bitops, bytes), or its estimated latency (ms).
 
-    Latency needs ``space.latency_model`` (a :class:`~autocompress.hardware.policy_latency.PolicyLatency`).
+    Latency needs ``latency_model`` (a :class:`~autocompress.hardware.policy_latency.PolicyLatency` of
+    ``space``; a search's is ``ctx.latency_model``).
     """
     if key in LATENCY_KEYS:
-        model = getattr(space, "latency_model", None)
-        if model is None:
-            raise ValueError("a latency budget needs a latency model: set space.latency_model = "
-                             "PolicyLatency(space, model, example_input, LatencyTable.open('ort-cpu'))")
-        return float(model.ms(policy))
+        if latency_model is None:
+            raise ValueError("a latency budget needs a latency model: pass latency_model=PolicyLatency(space, model, "
+                             "example_input, LatencyTable.open('ort-cpu')) (a search builds one with "
+                             "latency={'estimate': True})")
+        return float(latency_model.ms(policy))
     return float(getattr(space.cost(policy), key))
 
 
@@ -59,18 +65,20 @@ def at_strength(space: SearchSpace, ladders: Ladders, z: np.ndarray | Sequence[f
     return space.decode(vector)
 
 
-def project(space: SearchSpace, ladders: Ladders, z: np.ndarray, key: str, bound: float) -> tuple[Policy, float, bool]:
+def project(space: SearchSpace, ladders: Ladders, z: np.ndarray, key: str, bound: float,
+            latency_model: PolicyLatency | None = None) -> tuple[Policy, float, bool]:
     """The policy of allocation ``z`` at the largest strength whose analytic ``key`` cost is <= ``bound``.
 
     Gene ``i`` sits at the point ``min(1, s · exp(z_i))`` of its ladder (snapped); ``s`` is
     bisected. Returns (policy, its cost, reached); not reached: the most aggressive policy
     of ``z`` (every gene at its last ladder value) and its cost, the closest reachable.
+    ``latency_model``: what estimates a latency ``key`` (:func:`cost_value`).
     """
     weights = np.exp(np.clip(np.asarray(z, dtype=float), -6, 6))
 
     def at(strength: float) -> tuple[Policy, float]:
         policy = at_strength(space, ladders, z, strength)
-        return policy, cost_value(space, policy, key)
+        return policy, cost_value(space, policy, key, latency_model)
 
     top = 1.0 / float(weights.min())  # every gene at its most aggressive value
     best = at(top)
@@ -89,15 +97,17 @@ def project(space: SearchSpace, ladders: Ladders, z: np.ndarray, key: str, bound
     return best[0], best[1], True
 
 
-def uniform_policy(space: SearchSpace, ratio: float, cost: str = "flops", fields: Sequence[str] = ("prune",)) -> Policy:
+def uniform_policy(space: SearchSpace, ratio: float, cost: str = "flops", fields: Sequence[str] = ("prune",),
+                   latency_model: PolicyLatency | None = None) -> Policy:
     """The uniform policy (every gene at the same point of its ladder) filling ``cost`` <= ``ratio`` × original.
 
     With prune choices in steps of 0.01 this is Torch-Pruning's uniform (local) pruning ratio.
     Raises ValueError with the closest reachable ratio when the target cannot be met.
+    ``latency_model``: what estimates a latency ``cost`` (:func:`cost_value`).
     """
     ladders = gene_ladders(space, fields)
-    base = cost_value(space, Policy(), cost)
-    policy, reached_cost, ok = project(space, ladders, np.zeros(len(ladders)), cost, ratio * base)
+    base = cost_value(space, Policy(), cost, latency_model)
+    policy, reached_cost, ok = project(space, ladders, np.zeros(len(ladders)), cost, ratio * base, latency_model)
     if not ok:
         raise ValueError(f"{cost}_ratio<={ratio:g} is not reachable with {list(fields)}; closest reachable {reached_cost / base:.4g}")
     return policy
@@ -129,25 +139,27 @@ def stratified_policies(
     rng: np.random.Generator | int | None = None,
     max_redraws: int = 20,
     first_uniform: bool = True,
+    latency_model: PolicyLatency | None = None,
 ) -> list[Policy]:
     """One distinct policy filling each cost ratio of ``ratios`` (in that order), with a random allocation.
 
     The first is the uniform policy (``z = 0``; unless ``first_uniform`` is false); the others project ``z ~ N(0, sigma²)`` on
     their ratio (:func:`project`), so the set spans the cost range and how layers share it
     out: a design for a predictor's first labels that, unlike random policies, covers the
-    cheap end and fills every level. Unreachable ratios are skipped.
+    cheap end and fills every level. Unreachable ratios are skipped. ``latency_model``: what estimates a
+    latency ``cost`` (:func:`cost_value`).
     """
     rng = np.random.default_rng(rng)
     ladders = gene_ladders(space, fields)
     if not ladders:
         return []
-    base = cost_value(space, Policy(), cost)
+    base = cost_value(space, Policy(), cost, latency_model)
     out: list[Policy] = []
     seen: set[str] = set()
     for i, ratio in enumerate(ratios):
         for _ in range(max_redraws):
             z = np.zeros(len(ladders)) if i == 0 and first_uniform else sigma * rng.standard_normal(len(ladders))
-            policy, _, ok = project(space, ladders, z, cost, ratio * base)
+            policy, _, ok = project(space, ladders, z, cost, ratio * base, latency_model)
             if not ok:
                 break
             if policy_json(policy) not in seen:

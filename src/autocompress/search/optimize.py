@@ -5,9 +5,10 @@ maximize predicted_metric(policy)  subject to  cost(policy) <= C0
 1. **Relaxation.** Each optimized gene gets a continuous position ``u ∈ [0, 1]`` along its
    ladder of legal values (identity first, most aggressive last). The predictor's input is
    the features of the ladder values interpolated linearly at ``u``; the cost is the exact
-   analytic cost (``space.cost``) at the snapped policy plus, per gene, the exact marginal
-   cost of its next ladder step times the fractional part — a piecewise-linear interpolation
-   of the true cost whose gradient is that marginal cost.
+   analytic cost (``space.cost``; of a latency budget, the ``latency_model``'s estimate) at the
+   snapped policy plus, per gene, the exact marginal cost of its next ladder step times the
+   fractional part — a piecewise-linear interpolation of the true cost whose gradient is that
+   marginal cost.
 2. **Barrier ascent.** From a strictly feasible start (the uniform policy filling 90 % of the
    budget, :func:`~autocompress.search.ladders.project`), gradient ascent on
    ``predicted/σ_y + μ·log(1 - cost/C0)`` with the predictor's gradient
@@ -27,6 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +37,9 @@ from autocompress.predict.predictor import AccuracyPredictor, vector_features
 from autocompress.search.ladders import cost_value, gene_ladders, project
 from autocompress.search.strategies.greedy import parse_target
 from autocompress.space import SearchSpace
+
+if TYPE_CHECKING:
+    from autocompress.hardware.policy_latency import PolicyLatency
 
 FILL_TOLERANCE = 0.05
 
@@ -45,7 +50,7 @@ class OptimizedPolicy:
     predicted: float  # the predictor's metric for the returned (legal) policy
     cost: float  # its exact analytic cost (key below)
     budget: float  # C0, absolute
-    key: str  # "flops", "macs", "params", "bitops", "bytes" or "latency" (ms, needs space.latency_model)
+    key: str  # "flops", "macs", "params", "bitops", "bytes" or "latency" (ms, needs a latency model)
     seconds: float
     steps: int
 
@@ -58,32 +63,34 @@ def optimize_policy(
     cost: str = "bitops",
     fields: Sequence[str] = ("prune", "weight_bits", "act_bits"),
     steps: int = 100,
+    latency_model: PolicyLatency | None = None,
 ) -> OptimizedPolicy:
     """The legal policy of ``space`` with the best predicted metric whose ``cost`` is <= the budget.
 
     ``budget``: a ratio of the original's ``cost`` (float) or a constraint such as
-    ``"bitops_ratio<=0.05"`` / ``"flops<=2e5"``. ``predictor`` must be fitted on
-    :func:`~autocompress.predict.policy_features` of ``space``.
+    ``"bitops_ratio<=0.05"`` / ``"flops<=2e5"`` / ``"latency_ratio<=0.5"`` (a latency budget needs
+    ``latency_model``, a :class:`~autocompress.hardware.policy_latency.PolicyLatency` of ``space``).
+    ``predictor`` must be fitted on :func:`~autocompress.predict.policy_features` of ``space``.
     """
     start = time.perf_counter()
     key, bound, is_ratio = parse_target(budget, cost)
-    base = cost_value(space, Policy(), key)
+    base = cost_value(space, Policy(), key, latency_model)
     limit = bound * base if is_ratio else bound
     ladders = gene_ladders(space, fields)
     if not ladders:
         raise ValueError(f"no gene of {list(fields)} in this search space")
-    problem = _Problem(predictor, space, ladders, key, limit)
+    problem = _Problem(predictor, space, ladders, key, limit, latency_model)
     floor = problem.exact(np.ones(len(ladders)))
     if floor > limit:
         raise ValueError(f"no legal policy meets {key}<={limit:.6g} ({key}_ratio {limit / base:.4g}); "
                          f"the smallest reachable is {key}={floor:.6g} ({key}_ratio {floor / base:.4g})")
-    uniform, _, _ = project(space, ladders, np.zeros(len(ladders)), key, 0.9 * limit)
+    uniform, _, _ = project(space, ladders, np.zeros(len(ladders)), key, 0.9 * limit, latency_model)
     u = problem.positions(uniform)
     u, done = problem.ascend(u, steps)
     index = problem.repair(np.rint(u * problem.last).astype(int))
     vector = problem.vector(index)
     policy = space.decode(vector)
-    exact = cost_value(space, policy, key)
+    exact = cost_value(space, policy, key, latency_model)
     assert exact <= limit, (exact, limit)  # repair() guarantees it; never return a policy over budget
     predicted = float(predictor.predict(vector_features(space, vector[None]))[0])
     return OptimizedPolicy(policy, predicted, exact, limit, key, time.perf_counter() - start, done)
@@ -92,8 +99,10 @@ def optimize_policy(
 class _Problem:
     """The relaxed problem: ladder positions <-> gene vectors, predicted metric, interpolated cost."""
 
-    def __init__(self, predictor: AccuracyPredictor, space: SearchSpace, ladders: list, key: str, limit: float) -> None:
+    def __init__(self, predictor: AccuracyPredictor, space: SearchSpace, ladders: list, key: str, limit: float,
+                 latency_model: PolicyLatency | None = None) -> None:
         self.predictor, self.space, self.ladders, self.key, self.limit = predictor, space, ladders, key, limit
+        self.latency_model = latency_model
         self.identity = space.encode(Policy())
         self.costs_: dict[tuple[int, ...], float] = {}
         self.last = np.array([len(values) - 1 for _, values in ladders], dtype=float)
@@ -121,7 +130,8 @@ class _Problem:
     def exact(self, u: np.ndarray) -> float:
         index = tuple(np.rint(np.clip(u, 0, 1) * self.last).astype(int).tolist())
         if index not in self.costs_:  # the ascent revisits the same grid points: cost each once
-            self.costs_[index] = cost_value(self.space, self.space.decode(self.vector(np.array(index))), self.key)
+            policy = self.space.decode(self.vector(np.array(index)))
+            self.costs_[index] = cost_value(self.space, policy, self.key, self.latency_model)
         return self.costs_[index]
 
     # ---- relaxed objective pieces

@@ -7,6 +7,8 @@ policies already evaluated (so a resumed search replays the strategy for free), 
 the others in the study and evaluates them here — inline, or on ``workers`` local
 processes — while workers on other machines may take queued candidates too. A candidate is
 evaluated by :mod:`autocompress.search.evaluation`, on the processes of :mod:`autocompress.search.pool`.
+The run also carries the search's latency model (``latency={"estimate": True}`` builds one) and what a
+strategy needs to time layers itself: the model, an example input and the latency settings.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
 from torch import nn
 
+from autocompress.calls import Example, fit_inputs
 from autocompress.cost import CostReport
 from autocompress.policy import Policy
 from autocompress.search.config import SearchConfig
@@ -40,6 +44,9 @@ from autocompress.search.study import HEARTBEAT_SECONDS, Study, policy_key
 from autocompress.space import SearchSpace
 from autocompress.task import Task
 
+if TYPE_CHECKING:
+    from autocompress.hardware.policy_latency import PolicyLatency
+
 KEPT_PREFIX = "kept:"  # study meta keys of what strategies keep (SearchContext.keep)
 
 
@@ -58,11 +65,15 @@ class SearchRun:
         workers: int = 1,
         console: Console | None = None,
         progress: bool = True,
+        latency_model: PolicyLatency | None = None,
     ) -> None:
         self.study = study
         self.spec = spec
         self.space = spec.space
         self.elastic = spec.elastic
+        self.model = spec.model
+        self.latency_settings = spec.latency
+        self.latency_model = latency_model
         self.objectives: tuple[Objective, ...] = study.objectives
         self.constraints = tuple(constraints)
         self.budget = int(budget)
@@ -79,6 +90,10 @@ class SearchRun:
         self._original: Record | None = None
 
     # ---------------------------------------------------------------- context API
+    @cached_property
+    def example_input(self) -> Example:
+        return fit_inputs(self.model, self.spec.task.example_input(1))
+
     @property
     def original(self) -> Record:
         if self._original is None:
@@ -271,6 +286,7 @@ def search(
     console: Console | None = None,
     config: dict[str, Any] | None = None,
     elastic: nn.Module | None = None,
+    latency_model: PolicyLatency | None = None,
 ) -> Study:
     """Search compression policies of ``model`` on ``task``; returns the (persistent) study.
 
@@ -280,6 +296,9 @@ def search(
     ``autocompress export`` can rebuild the model and task). ``elastic``: an elastic supernet
     (:class:`~autocompress.elastic.ElasticModel`) whose sub-networks policies may name (``Policy.arch``;
     the ``apq`` strategy); ``model`` is then the reference they are compared with, e.g. its largest sub-network.
+    ``latency_model``: the lookup-table latency model (:class:`~autocompress.hardware.policy_latency.PolicyLatency`
+    of ``space``) that the strategies' latency targets and budgets use; default: built from ``latency`` when it
+    says ``estimate: true``, else none.
     """
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
@@ -288,10 +307,10 @@ def search(
     if "latency" in objectives and latency is None:
         latency = {"batch": 32, "threads": 1}
     space = space or SearchSpace.from_model(model, task.example_input())
-    if latency and latency.get("estimate") and space.latency_model is None:
+    if latency_model is None and latency and latency.get("estimate"):
         from autocompress.hardware.policy_latency import latency_model_for
 
-        space.latency_model = latency_model_for(space, model, task, latency)  # latency targets for the strategies
+        latency_model = latency_model_for(space, model, task, latency)  # latency targets for the strategies
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, **(strategy_params or {}))
     parsed = [Constraint.parse(c) for c in constraints]
     study = Study.open(storage, study_name, objectives=list(objectives))
@@ -302,7 +321,7 @@ def search(
         spec.elastic = elastic_space(elastic, task, model, settings)
     SearchRun(
         study, spec, strategy_name=chosen.name, constraints=parsed, budget=budget, seed=seed, workers=workers,
-        console=console, progress=progress,
+        console=console, progress=progress, latency_model=latency_model,
     ).run(chosen)
     return study
 

@@ -127,8 +127,8 @@ class AllocateStrategy(Strategy):
             if key == MEASURED:  # the uniform policy's measured path says what is in reach
                 reached, closest = self.latency.flops_guess(bound) is not None, self.latency.fastest()
             else:
-                _, cost, reached = project(ctx.space, ladders, np.zeros(len(ladders)), key, bound)
-                closest = cost / cost_value(ctx.space, Policy(), key)
+                _, cost, reached = project(ctx.space, ladders, np.zeros(len(ladders)), key, bound, ctx.latency_model)
+                closest = cost / cost_value(ctx.space, Policy(), key, ctx.latency_model)
             if reached:
                 reachable.append(target)
             else:
@@ -157,18 +157,18 @@ class AllocateStrategy(Strategy):
             if key in LATENCY_KEYS and is_ratio and self.latency is not None:
                 key, base = MEASURED, 1.0
             else:
-                base = cost_value(ctx.space, Policy(), key)
+                base = cost_value(ctx.space, Policy(), key, ctx.latency_model)
             absolute = bound * base if is_ratio else bound
             label = f"{key.removesuffix('_ratio')}_ratio<={bound:g}" if is_ratio else f"{key}<={bound:g}"
             out.append((key, absolute, label))
         return sorted(dict.fromkeys(out), key=lambda t: -t[1] / self._base(ctx, t[0]))
 
     def _base(self, ctx: SearchContext, key: str) -> float:
-        return 1.0 if key == MEASURED else cost_value(ctx.space, Policy(), key)
+        return 1.0 if key == MEASURED else cost_value(ctx.space, Policy(), key, ctx.latency_model)
 
     def _project(self, ctx: SearchContext, ladders: Ladders, z: np.ndarray, key: str, bound: float) -> tuple[Policy, float, bool]:
         if key != MEASURED:
-            return project(ctx.space, ladders, z, key, bound)
+            return project(ctx.space, ladders, z, key, bound, ctx.latency_model)
         base = ctx.space.cost(Policy()).flops
         guess = self.latency.flops_guess(bound)
         fastest: tuple[Policy, float] | None = None

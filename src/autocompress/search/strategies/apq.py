@@ -35,8 +35,8 @@ and Pareto front are those of every strategy.
 Budgets (``targets``, default the search's cost constraints, else ``DEFAULT_RATIOS`` of
 ``cost``): exact costs (``bitops``, ``flops``, ``macs``, ``params``, ``bytes``; ratios of the
 search's model) from :meth:`~autocompress.elastic.ElasticSpace.cost`, or latency (``"latency<=2"``
-ms, ``"latency_ratio<=0.5"`` of the search's model) from the search's lookup table
-(``latency={"estimate": True}``; :meth:`~autocompress.elastic.ElasticSpace.latency_ms`). On
+ms, ``"latency_ratio<=0.5"`` of the search's model) from the search's lookup table (that of
+``ctx.latency_model``: ``latency={"estimate": True}``; :meth:`~autocompress.elastic.ElasticSpace.latency_ms`). On
 ``ort-cpu`` it times layers at 8 bits or fewer in int8, as the int8 file runs them, so a latency
 budget bounds the architecture and which stages are quantized, but cannot tell 4, 6 and 8 bits
 apart (ONNX Runtime runs them all as int8); add ``32`` to ``weight_bits`` / ``act_bits`` to let
@@ -218,7 +218,7 @@ class APQStrategy(Strategy):
         out = []
         for key, bound, is_ratio in parsed:
             if key in LATENCY_KEYS:
-                latency = getattr(ctx.space, "latency_model", None)
+                latency = ctx.latency_model
                 if latency is None:
                     raise ValueError("apq: a latency budget needs the lookup tables: search(..., latency={'estimate': True})")
                 cost = _latency_cost(elastic, latency.table)

@@ -9,20 +9,31 @@ its policy, so re-running a strategy from the start replays the same proposals, 
 the stored results back instantly (without spending budget), and carries on where the
 killed run stopped. A strategy must therefore draw all randomness from ``ctx.rng`` (or
 generators seeded from ``ctx.seed``) and never from global state or the clock.
+
+Latency travels with the context, not with the space: ``ctx.latency_model`` estimates a policy's
+latency on the search's target (lookup tables; for latency targets and budgets, passed to the cost
+functions of :mod:`autocompress.search.ladders` and :func:`~autocompress.search.optimize.optimize_policy`),
+and a strategy that times layers itself (``targeted-lowrank``) has ``ctx.model``, ``ctx.example_input``
+and ``ctx.latency_settings`` to build its own table.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
+from torch import nn
 
+from autocompress.calls import Example
 from autocompress.cost import CostReport
 from autocompress.policy import Policy
 from autocompress.search.objectives import Constraint, Objective, Record
 from autocompress.space import SearchSpace
+
+if TYPE_CHECKING:
+    from autocompress.hardware.policy_latency import PolicyLatency
 
 
 class SearchContext(Protocol):
@@ -35,6 +46,16 @@ class SearchContext(Protocol):
     seed: int
     rng: np.random.Generator  # seeded from `seed`; the strategy's only source of randomness
     elastic: Any  # an autocompress.elastic.ElasticSpace when the search has a supernet (apq), else None
+    model: nn.Module  # the search's model, the original every policy applies to (never changed)
+    #: the search's latency settings (``runtime``, ``threads``, ``batch``, ``repeats``, ``estimate``); None: none given
+    latency_settings: dict[str, Any] | None
+    #: a policy's latency (ms) on the search's target from its lookup table, for latency targets and budgets
+    #: (``search(..., latency={"estimate": True})`` or ``search(..., latency_model=...)``); None without
+    latency_model: PolicyLatency | None
+
+    @property
+    def example_input(self) -> Example:
+        """One sample of the task's inputs, as the model takes them (a tensor, a tuple or keyword tensors)."""
 
     def remaining(self) -> int:
         """Real evaluations left (cached results do not count)."""

@@ -61,7 +61,7 @@ def parse_target(target: str | float, cost: str) -> tuple[str, float, bool]:
     """``"flops_ratio<=0.25"`` / ``"bitops<=1e6"`` / ``"latency_ratio<=0.5"`` / ``0.25`` -> (cost key, bound, bound is a ratio).
 
     The cost key is one of COST_KEYS or ``"latency"`` (milliseconds, or a ratio of the original's;
-    it needs ``space.latency_model``). A number is a ratio of ``cost``.
+    it needs the search's latency model, ``ctx.latency_model``). A number is a ratio of ``cost``.
     """
     if isinstance(target, (int, float)) and not isinstance(target, bool):
         if not 0 < target <= 1:
@@ -76,7 +76,7 @@ def parse_target(target: str | float, cost: str) -> tuple[str, float, bool]:
 
 def cost_bounds(constraints: Sequence[Constraint]) -> list[tuple[str, float, bool]]:
     """The search constraints that bound a cost from above, as :func:`parse_target` triples
-    (latency bounds are filled when the space has a latency model)."""
+    (latency bounds are filled when the search has a latency model, ``ctx.latency_model``)."""
     return [(c.cost, c.bound, c.is_ratio) for c in constraints if c.cost is not None and c.upper]
 
 

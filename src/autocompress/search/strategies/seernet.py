@@ -122,7 +122,8 @@ class SeerNetStrategy(Strategy):
                 return
             label = f"{key}_ratio<={bound:g}" if is_ratio else f"{key}<={bound:g}"
             try:
-                result = optimize_policy(predictor, space, label, cost=key, fields=self.fields, steps=self.steps)
+                result = optimize_policy(predictor, space, label, cost=key, fields=self.fields, steps=self.steps,
+                                         latency_model=ctx.latency_model)
             except ValueError as error:
                 ctx.log(f"seernet: {error}; skipped")
                 continue
@@ -132,7 +133,7 @@ class SeerNetStrategy(Strategy):
                 return
 
     def _ratios(self, ctx: SearchContext) -> list[float]:
-        return [bound if is_ratio else bound / cost_value(ctx.space, Policy(), key)
+        return [bound if is_ratio else bound / cost_value(ctx.space, Policy(), key, ctx.latency_model)
                 for key, bound, is_ratio in self._targets(ctx)]
 
     def _first_labels(self, ctx: SearchContext, rng: np.random.Generator) -> list[Policy]:

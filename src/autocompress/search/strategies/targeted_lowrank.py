@@ -13,22 +13,26 @@ the policy of one of three rules, to compare at equal accuracy loss:
   by at least ``min_gain`` (relative), each at its fastest rank among ratios >= ``ratio``
   (never a lower rank than "all" uses, so its accuracy loss is no larger).
 
-The strategy takes the timings from the lookup table of the run's target: the space's latency
-model (``space.latency_model``, which ``search(..., latency={"estimate": True, ...})`` builds
-for the search's target; :func:`~autocompress.hardware.targeted_lowrank.table_gains`), and
-evaluates the policy of each of its ``rules`` ("measured" by default) like any candidate,
-tagged ``phase="targeted"`` and ``rule``; a rule that factorizes no layer proposes nothing.
-The timings are kept in the study, so a resumed run proposes the same policies. The
-whole-model check :func:`~autocompress.hardware.targeted_lowrank.verify_faster` needs the model
-and stays a step of its own (benchmarks/hardware.py runs it).
+The strategy takes the timings from the lookup table of the run's target: the search's latency
+model's (``ctx.latency_model``, which ``search(..., latency={"estimate": True, ...})`` builds;
+:func:`~autocompress.hardware.targeted_lowrank.table_gains`) when it has one, else a table it opens
+itself for the target of the search's latency settings (``ctx.latency_settings``; default ``ort-cpu``,
+1 thread, batch 32), timing the context's model on its example input
+(:func:`~autocompress.hardware.targeted_lowrank.lowrank_gains`: the same numbers). It evaluates the
+policy of each of its ``rules`` ("measured" by default) like any candidate, tagged
+``phase="targeted"`` and ``rule``; a rule that factorizes no layer proposes nothing. The timings
+are kept in the study, so a resumed run proposes the same policies. The whole-model check
+:func:`~autocompress.hardware.targeted_lowrank.verify_faster` measures every candidate whole and
+stays a step of its own (benchmarks/hardware.py runs it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from autocompress.hardware.policy_latency import PolicyLatency
-from autocompress.hardware.targeted_lowrank import LayerGain, table_gains
+from autocompress.hardware.lut import LatencyTable
+from autocompress.hardware.targeted_lowrank import LayerGain, lowrank_gains, table_gains
+from autocompress.hardware.targets import target_from_settings
 from autocompress.policy import LayerGenes, Policy
 from autocompress.search.strategies.base import SearchContext, Strategy
 from autocompress.space import SearchSpace
@@ -84,18 +88,20 @@ class TargetedLowRankStrategy(Strategy):
         self.min_gain = float(min_gain)
 
     def gains(self, ctx: SearchContext) -> list[LayerGain]:
-        """Each decomposable layer's timings from the run's table; kept in the study, so a resumed run reuses them."""
-        latency = ctx.space.latency_model
-        if not isinstance(latency, PolicyLatency):
-            raise ValueError("targeted-lowrank times the layers on the lookup table of the search's target: run the "
-                             "search with latency={'estimate': True, 'runtime': ...} (YAML: latency: {estimate: true}), "
-                             "or give the space a latency model (space.latency_model = PolicyLatency(...))")
+        """Each decomposable layer's timings from the run's table (the latency model's, else one opened for the
+        search's latency settings); kept in the study, so a resumed run reuses them."""
         key = "targeted-lowrank gains at " + ",".join(f"{r:g}" for r in sorted(set(self.ratios), reverse=True))
         kept = ctx.kept(key)
         if kept is not None:
             return [LayerGain.from_dict(g) for g in kept]
-        ctx.status(f"timing the factorizations on {latency.table.target.name}")
-        gains = table_gains(latency, self.ratios)
+        latency = ctx.latency_model
+        table = latency.table if latency is not None else LatencyTable.open(
+            target_from_settings(ctx.latency_settings or {}, repeats=50))  # the target latency={"estimate": True} times
+        ctx.status(f"timing the factorizations on {table.target.name}")
+        if latency is not None:
+            gains = table_gains(latency, self.ratios)
+        else:
+            gains = lowrank_gains(ctx.model, ctx.example_input, ctx.space, table, self.ratios)
         ctx.status("")
         ctx.keep(key, [g.to_dict() for g in gains])
         return gains
