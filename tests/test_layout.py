@@ -19,7 +19,7 @@ ROOT = Path(autocompress.__file__).parent
 
 #: bottom to top; each entry names the parts (top-level modules or subpackages) of one layer
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("calls", "trace", "files", "quiet", "threads", "budget", "layers", "policy", "task", "cost")),
+    ("core", ("calls", "trace", "files", "quiet", "threads", "budget", "layers", "policy", "task", "cost", "evolve")),
     ("transforms", ("transforms", "replacements")),
     ("space", ("analytic", "discovery", "space", "apply")),
     ("evaluate", ("finetune", "evaluate")),

@@ -13,8 +13,9 @@ with ``d0`` the median distance between a candidate and its nearest labelled pol
 - :func:`select_from_pool` picks ``k`` policies of a fixed candidate pool greedily by that
   acquisition (pool-based: the benchmark compares it with random picks on the same labels).
 - :func:`evolve_informative` is SeerNet's evolutionary selection: a population of
-  encoded policies evolved (uniform crossover, per-gene mutation to another legal choice)
-  to maximize the acquisition, ``k`` distinct winners returned as policies.
+  encoded policies evolved (on :func:`~autocompress.evolve.run_generations`: the best half by
+  acquisition, then :func:`~autocompress.evolve.breed`: uniform crossover, per-gene mutation to
+  a legal choice) to maximize the acquisition, ``k`` distinct winners returned as policies.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from autocompress.evolve import breed, random_genes, run_generations
 from autocompress.policy import Policy
 from autocompress.predict.predictor import AccuracyPredictor, policy_features, vector_features
 from autocompress.space import SearchSpace
@@ -76,15 +78,19 @@ def evolve_informative(
     reference = policy_features(space, labelled).reshape(-1, len(space.genes))
     choices = gene_choices(space, fields)
 
-    def random_vector() -> np.ndarray:
-        return np.array([c[rng.integers(len(c))] for c in choices])
-
-    members = np.array([random_vector() for _ in range(population)])
-    for _ in range(generations):
+    def select(members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The best half (at least two) by acquisition, scored on the whole population (its damping does depend on it)."""
         fitness = acquisition(predictor, vector_features(space, members), reference)
-        order = np.argsort(-fitness)
-        parents = members[order[: max(2, population // 2)]]
-        members = np.concatenate([parents, breed(parents, choices, population - len(parents), mutation, rng)])
+        return members[np.argsort(-fitness)[: max(2, population // 2)]]
+
+    members = run_generations(
+        np.array([random_genes(choices, rng) for _ in range(population)]),
+        select=select,
+        vary=lambda parents, rng, generation: breed(parents, choices, population - len(parents), mutation, rng),
+        survive=lambda members, parents, born: np.concatenate([parents, born]),
+        rng=rng,
+        generations=generations,
+    ).population
     picked: list[Policy] = []
     scores = acquisition(predictor, vector_features(space, members), reference)
     for i in np.argsort(-scores):
@@ -96,7 +102,7 @@ def evolve_informative(
         if len(picked) == k:
             break
     while len(picked) < k:  # the population collapsed: fill with new random policies
-        vector = random_vector()
+        vector = random_genes(choices, rng)
         if tuple(vector) not in seen:
             seen.add(tuple(vector))
             picked.append(space.decode(vector))
@@ -108,19 +114,6 @@ def gene_choices(space: SearchSpace, fields: Sequence[str] | None = None) -> lis
     identity = space.encode(Policy())
     return [np.asarray(g.choices if fields is None or g.field in fields else [identity[i]], dtype=float)
             for i, g in enumerate(space.genes)]
-
-
-def breed(parents: np.ndarray, choices: list[np.ndarray], count: int, mutation: float, rng: np.random.Generator) -> np.ndarray:
-    """``count`` children of random parent pairs: uniform crossover, then each gene re-drawn from its legal
-    ``choices`` with probability ``mutation``. Rows are encoded policies (``space.encode``)."""
-    children = []
-    while len(children) < count:
-        a, b = parents[rng.integers(len(parents))], parents[rng.integers(len(parents))]
-        child = np.where(rng.random(len(choices)) < 0.5, a, b)
-        for i in np.flatnonzero(rng.random(len(choices)) < mutation):
-            child[i] = choices[i][rng.integers(len(choices[i]))]
-        children.append(child)
-    return np.array(children).reshape(-1, len(choices))
 
 
 def _nearest(predictor: AccuracyPredictor, X: np.ndarray, reference: np.ndarray) -> np.ndarray:

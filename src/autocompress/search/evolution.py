@@ -12,7 +12,8 @@ The correction (issue 6): the public code builds the crossover children, then ap
 the first ``mutation_numbers`` children of its pool, the mutants, so that crossover never
 reaches the population. Here every feasible child, mutant or crossover, joins it.
 
-Deterministic given ``rng``; ``fitness`` is called once per generation on all new individuals.
+Deterministic given ``rng``; ``fitness`` is called once per generation on all new individuals. The
+loop is the engine's (:func:`~autocompress.evolve.run_generations`), with these operators.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from autocompress.evolve import (
+    best_first,
+    mutate_genes,
+    random_genes,
+    run_generations,
+    uniform_crossover,
+)
 
 
 @dataclass(frozen=True)
@@ -73,28 +82,19 @@ def evolve(
     mutants = int(round(mutation_ratio * population))
     crossovers = population - parents_size - mutants
 
-    def draw() -> np.ndarray:
-        return np.array([c[rng.integers(len(c))] for c in options])
-
-    def mutate(parent: np.ndarray) -> np.ndarray:
-        child = parent.copy()
-        for i in np.flatnonzero(rng.random(len(options)) < mutate_prob):
-            child[i] = options[i][rng.integers(len(options[i]))]
-        return child
-
     first: list[tuple[np.ndarray, str]] = []
     for _ in range(max_tries * population):
         if len(first) == population:
             break
-        vector = draw()
+        vector = random_genes(options, rng)
         if feasible(vector):
             first.append((vector, "random"))
     if not first:
         return Evolution([], [])
-    members = _scored(first, fitness, 0)
     history = [{"random": len(first)}]
-    for generation in range(1, iterations + 1):
-        parents = _ranked(members)[:parents_size]
+
+    def vary(parents: list[Individual], rng: np.random.Generator, generation: int) -> list[tuple[np.ndarray, str]]:
+        """Mutants, then crossovers, each redrawn (up to ``max_tries``) until feasible, else dropped."""
         counts = {"mutation": 0, "crossover": 0, "dropped": 0}
         children: list[tuple[np.ndarray, str]] = []
         for origin, count in (("mutation", mutants), ("crossover", crossovers)):
@@ -102,10 +102,10 @@ def evolve(
                 child = None
                 for _ in range(max_tries):
                     if origin == "mutation":
-                        candidate = mutate(parents[rng.integers(len(parents))].vector)
+                        candidate = mutate_genes(parents[rng.integers(len(parents))].vector, options, mutate_prob, rng)
                     else:
                         a, b = parents[rng.integers(len(parents))], parents[rng.integers(len(parents))]
-                        candidate = np.where(rng.random(len(options)) < 0.5, a.vector, b.vector)
+                        candidate = uniform_crossover(a.vector, b.vector, rng)
                     if feasible(candidate):
                         child = candidate
                         break
@@ -114,9 +114,19 @@ def evolve(
                 else:
                     children.append((child, origin))
                     counts[origin] += 1
-        members = parents + _scored(children, fitness, generation)
         history.append(counts)
-    return Evolution(_ranked(members), history)
+        return children
+
+    outcome = run_generations(
+        _scored(first, fitness, 0),
+        select=lambda members, rng: _ranked(members)[:parents_size],
+        vary=vary,
+        evaluate=lambda children, generation: _scored(children, fitness, generation),
+        survive=lambda members, parents, born: parents + born,
+        rng=rng,
+        generations=iterations,
+    )
+    return Evolution(_ranked(outcome.population), history)
 
 
 def check_settings(population: int, parent_ratio: float, mutation_ratio: float, mutate_prob: float,
@@ -146,4 +156,4 @@ def _scored(born: list[tuple[np.ndarray, str]], fitness: Callable[[np.ndarray], 
 
 def _ranked(members: list[Individual]) -> list[Individual]:
     """Best first; ties keep their order (older individuals first), so the ranking is deterministic."""
-    return sorted(members, key=lambda ind: -ind.fitness)
+    return best_first(members, lambda ind: ind.fitness)

@@ -20,7 +20,9 @@ between layers:
   ``population - 1`` allocations ``z ~ N(0, σ²)``; each next generation samples around the
   rank-weighted mean of the ``parents`` best so far (by the evaluated metric) with
   ``σ ← σ · sigma_decay``. Proposals that snap to a policy already tried for this target
-  are redrawn (up to ``max_redraws``), so every evaluation is a new policy.
+  are redrawn (up to ``max_redraws``), so every evaluation is a new policy. The generations run
+  on :func:`~autocompress.evolve.run_generations`, from an empty archive: the engine's first
+  generation is the one tagged 0.
 
 - **Measured latency** (``latency=`` a :class:`~autocompress.hardware.measured_path.MeasuredLatency`):
   a ``latency_ratio`` target is filled by *measurement*, not by an analytic cost: allocation ``z`` is
@@ -51,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from autocompress.evolve import best_first, run_generations
 from autocompress.policy import Policy
 from autocompress.search.ladders import (
     LATENCY_KEYS,
@@ -207,19 +210,30 @@ class AllocateStrategy(Strategy):
 
     # ------------------------------------------------------------------ evolution
     def _evolve(self, ctx: SearchContext, ladders: list, key: str, bound: float, label: str, share: int, rng: np.random.Generator) -> int:
-        """Evaluate up to ``share`` allocations filling ``bound``; how many were evaluated."""
+        """Evaluate up to ``share`` allocations filling ``bound`` (on :func:`~autocompress.evolve.run_generations`:
+        the population is the archive of evaluated (metric, z), best first); how many were evaluated."""
         base = self._base(ctx, key)
         dims = len(ladders)
         uniform, cost, _ = self._project(ctx, ladders, np.zeros(dims), key, bound)
         ctx.log(f"allocate: target {label}, uniform policy at {key.removesuffix('_ratio')}_ratio={cost / base:.4g}"
                 + (" (measured)" if key == MEASURED else ""))
         seen: set[str] = set()
-        scored: list[tuple[float, np.ndarray]] = []  # (metric, z) of every evaluated candidate
-        mean, sigma, generation, spent = np.zeros(dims), self.sigma, 0, 0
-        while spent < share and ctx.remaining() > 0:
+        sigma, spent = self.sigma, 0
+
+        def select(scored: list[tuple[float, np.ndarray]], rng: np.random.Generator) -> np.ndarray:
+            """The rank-weighted mean of the ``parents`` best allocations so far (0 before any)."""
+            if not scored:
+                return np.zeros(dims)
+            top = scored[: self.parents]
+            weights = np.log(len(top) + 1) - np.log(np.arange(1, len(top) + 1))
+            return np.average(np.stack([z for _, z in top]), axis=0, weights=weights)
+
+        def vary(mean: np.ndarray, rng: np.random.Generator, generation: int) -> list[tuple[Policy, np.ndarray]]:
+            """New allocations ``mean + σ·N(0, 1)`` projected on the bound (the uniform one first in the first, tagged 0);
+            a draw that snaps to a policy tried already is redrawn, ``size · max_redraws`` draws at most."""
             size = min(self.population, share - spent)
             batch: list[tuple[Policy, np.ndarray]] = []
-            if generation == 0:
+            if generation == 1:
                 batch.append((uniform, np.zeros(dims)))
                 seen.add(policy_json(uniform))
             for _ in range(size * self.max_redraws):
@@ -232,21 +246,28 @@ class AllocateStrategy(Strategy):
                     batch.append((policy, z))
             if not batch:
                 ctx.log(f"allocate: target {label}: no new allocation after {size * self.max_redraws} draws; done")
-                return spent
-            records = ctx.evaluate_many([p for p, _ in batch], phase="allocate", target=label, generation=generation)
+            return batch
+
+        def evaluate(batch: list[tuple[Policy, np.ndarray]], generation: int) -> list[tuple[float, np.ndarray]] | None:
+            """(metric, z) of the completed ones; None when nothing was new or the budget ran out."""
+            nonlocal spent
+            if not batch:
+                return None
+            records = ctx.evaluate_many([p for p, _ in batch], phase="allocate", target=label, generation=generation - 1)
             spent += len(batch)
-            for (_, z), record in zip(batch, records, strict=True):
-                if record.state == "skipped":
-                    return spent
-                if record.ok:
-                    scored.append((float(record.values["metric"]), z))
-            if scored:
-                scored.sort(key=lambda t: -t[0])
-                top = scored[: self.parents]
-                weights = np.log(len(top) + 1) - np.log(np.arange(1, len(top) + 1))
-                mean = np.average(np.stack([z for _, z in top]), axis=0, weights=weights)
+            if any(record.state == "skipped" for record in records):
+                return None
+            return [(float(record.values["metric"]), z) for (_, z), record in zip(batch, records, strict=True) if record.ok]
+
+        def survive(scored: list[tuple[float, np.ndarray]], mean: np.ndarray,
+                    born: list[tuple[float, np.ndarray]]) -> list[tuple[float, np.ndarray]]:
+            """The archive with the newborn, best first; σ decays."""
+            nonlocal sigma
             sigma *= self.sigma_decay
-            generation += 1
+            return best_first(scored + born, lambda t: t[0])
+
+        run_generations([], select=select, vary=vary, evaluate=evaluate, survive=survive, rng=rng,
+                        proceed=lambda scored, generation: spent < share and ctx.remaining() > 0)
         return spent
 
 

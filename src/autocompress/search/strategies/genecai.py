@@ -30,7 +30,8 @@ code (github.com/ACESLabUCSD/GeneCAI: ``utils/genetic_utils.py``, ``utils/utils.
    decomposed genotypes (then bits), like the code's D -> CP; ``"joint"``: all at once.
 
 Each generation is one ``ctx.evaluate_many`` call (parallel), tagged ``phase="evolution",
-generation=g, stage=...``; the front is the study's. :func:`archive`: non-dominated records.
+generation=g, stage=...``; the front is the study's. The generations run on the engine,
+:func:`~autocompress.evolve.run_generations`, with the operators of 5. and the stopping rules below. :func:`archive`: non-dominated records.
 
 Where this follows the paper and where it deviates
 ---------------------------------------------------
@@ -57,6 +58,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from autocompress.evolve import best_first, run_generations
 from autocompress.policy import Policy
 from autocompress.search.objectives import COST_KEYS, Objective, Record
 from autocompress.search.sensitivity import (
@@ -104,6 +106,11 @@ class Individual(NamedTuple):
     vector: np.ndarray
     record: Record
     fitness: float
+
+
+class Parents(NamedTuple):
+    pairs: list[tuple[np.ndarray, np.ndarray]]  # (father, mother), drawn by roulette
+    count: int  # the children to keep: the population beside the elites
 
 
 @dataclass(kw_only=True)
@@ -186,32 +193,59 @@ class GeneCAIStrategy(Strategy):
             evaluated = self._evolve(run, stage, active, bases, None if number == len(stages) - 1 else share)
             if evaluated is None:
                 return
-            ranked = {tuple(i.vector): i.vector for i in sorted(evaluated, key=lambda ind: -ind.fitness)}
+            ranked = {tuple(i.vector): i.vector for i in best_first(evaluated, lambda ind: ind.fitness)}
             bases = list(ranked.values())[: self.population] or bases  # the next phase starts from the best
 
     def _evolve(self, run: _Run, stage: str, active: list[int], bases: list[np.ndarray], share: int | None) -> list[Individual] | None:
-        """One phase; every individual it evaluated, or None when the budget ran out."""
-        rng, proposed, stall, generation = run.ctx.rng, len(run.seen), 0, 0
+        """One phase on :func:`~autocompress.evolve.run_generations`; every individual it evaluated, or None
+        when the budget ran out."""
+        proposed, stall, before = len(run.seen), 0, 0
         population = self._initial(run, stage, active, bases)
-        evaluated = list(population or [])
-        while population and (self.generations is None or generation < self.generations) and (share is None or len(run.seen) - proposed < share):
-            generation, before = generation + 1, len(run.seen)
-            elites = sorted(population, key=lambda ind: -ind.fitness)[: self.elite]
-            count = self.population - len(elites)
-            parents = rng.choice(len(population), size=2 * math.ceil(count / 2), p=roulette([i.fitness for i in population]))
+        if population is None:
+            return None
+        evaluated = list(population)
+
+        def proceed(population: list[Individual], generation: int) -> bool:
+            """Stop after 3 generations in a row without a new genotype, on an empty population, at the phase's share."""
+            nonlocal stall, before
+            if generation:
+                stall = stall + 1 if len(run.seen) == before else 0
+                if stall >= 3:
+                    run.ctx.log(f"genecai: {stage}: no new genotype in 3 generations; stopping the phase")
+                    return False
+            before = len(run.seen)
+            return bool(population) and (share is None or len(run.seen) - proposed < share)
+
+        def select(population: list[Individual], rng: np.random.Generator) -> Parents:
+            """Roulette-wheel parent pairs (with replacement), enough for the children beside the elites."""
+            count = self.population - len(population[: self.elite])
+            drawn = rng.choice(len(population), size=2 * math.ceil(count / 2), p=roulette([i.fitness for i in population]))
+            return Parents([(population[a].vector, population[b].vector) for a, b in zip(drawn[::2], drawn[1::2], strict=True)], count)
+
+        def vary(parents: Parents, rng: np.random.Generator, generation: int) -> list[np.ndarray]:
+            """Pairs crossed over, the first ``count`` children mutated, repeats mutated again."""
             children: list[np.ndarray] = []
-            for a, b in zip(parents[::2], parents[1::2], strict=True):
-                children += self._crossover(rng, population[a].vector, population[b].vector, active)
-            children = [self._unique(run, self._mutate(run, c, active), active) for c in children[:count]]
+            for father, mother in parents.pairs:
+                children += self._crossover(rng, father, mother, active)
+            return [self._unique(run, self._mutate(run, c, active), active) for c in children[: parents.count]]
+
+        def evaluate(children: list[np.ndarray], generation: int) -> list[Individual] | None:
             born = self._evaluate(run, children, stage=stage, generation=generation)
-            if born is None:
-                return None
-            population, evaluated = elites + born, evaluated + born
-            stall = stall + 1 if len(run.seen) == before else 0
-            if stall >= 3:
-                run.ctx.log(f"genecai: {stage}: no new genotype in 3 generations; stopping the phase")
-                break
-        return None if population is None else evaluated
+            if born is not None:
+                evaluated.extend(born)
+            return born
+
+        outcome = run_generations(
+            population,
+            select=select,
+            vary=vary,
+            evaluate=evaluate,
+            survive=lambda population, parents, born: best_first(population, lambda i: i.fitness)[: self.elite] + born,
+            proceed=proceed,
+            rng=run.ctx.rng,
+            generations=self.generations,
+        )
+        return None if outcome.stopped == "evaluate" else evaluated
 
     def _initial(self, run: _Run, stage: str, active: list[int], bases: list[np.ndarray]) -> list[Individual] | None:
         """Rejection-sampled, evaluated initial population (generation 0); None: the budget ran out."""
@@ -239,7 +273,7 @@ class GeneCAIStrategy(Strategy):
                 (kept if passes else rejected).append(ind)
             if len(kept) >= self.population or not vectors:
                 break
-        kept += sorted(rejected, key=lambda ind: -ind.fitness)[: self.population - len(kept)]
+        kept += best_first(rejected, lambda ind: ind.fitness)[: self.population - len(kept)]
         if len(kept) < self.population:
             ctx.log(f"genecai: {stage}: only {len(kept)} initial genotypes passed the rejection sampling")
         return kept

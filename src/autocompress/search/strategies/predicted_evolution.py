@@ -5,11 +5,12 @@ filling each of a geometric ladder of cost ratios, 0.5 … 0.01; or ``"random"``
 genes of ``fields`` vary (default: the fields that change the cost). Each round: fit the
 predictor (:class:`~autocompress.predict.AccuracyPredictor`, with the uncompressed model as
 a free label) on every real result so far; evolve a population of encoded policies *in silico* for
-``generations`` — parents by non-dominated rank on (optimistic predicted metric, exact
-analytic cost), uniform crossover, per-gene mutation to another legal choice; then
-evaluate for real the ``batch`` new policies spread evenly in log-cost along the predicted
-front. The optimistic metric is ``mean + kappa · std`` (an upper confidence bound), so
-that unsure regions get tried. Records are tagged ``phase="predicted"`` and ``round``.
+``generations`` (on :func:`~autocompress.evolve.run_generations`) — parents by non-dominated
+rank on (optimistic predicted metric, exact analytic cost), uniform crossover, per-gene
+mutation to another legal choice; then evaluate for real the ``batch`` new policies spread
+evenly in log-cost along the predicted front. The optimistic metric is ``mean + kappa ·
+std`` (an upper confidence bound), so that unsure regions get tried. Records are tagged
+``phase="predicted"`` and ``round``.
 
 :func:`predicted_front` is the in-silico part, usable by any strategy holding a predictor.
 """
@@ -20,10 +21,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from autocompress.evolve import breed, random_genes, run_generations
 from autocompress.policy import Policy
 from autocompress.predict import AccuracyPredictor
 from autocompress.predict.predictor import vector_features
-from autocompress.predict.selection import breed, gene_choices
+from autocompress.predict.selection import gene_choices
 from autocompress.search.ladders import cost_fields
 from autocompress.search.objectives import COST_KEYS
 from autocompress.search.pareto import non_dominated
@@ -58,7 +60,7 @@ def predicted_front(
     choices = gene_choices(space, fields)
     members = [space.encode(p) for p in start][:population]
     while len(members) < population:
-        members.append(np.array([c[rng.integers(len(c))] for c in choices]))
+        members.append(random_genes(choices, rng))
     members = np.array(members)
     cost_cache: dict[tuple, float] = {}
 
@@ -75,7 +77,8 @@ def predicted_front(
         mean, std = predictor.predict(vector_features(space, vectors), return_std=True)
         return mean + kappa * std
 
-    for _ in range(generations):
+    def select(members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The best half (at least two) by non-dominated rank on (optimistic metric, cost) of the whole population."""
         metric, cost_values = scores(members), costs(members)
         points = np.stack([cost_values, metric], axis=1)
         rank = np.zeros(len(members), dtype=int)
@@ -85,8 +88,16 @@ def predicted_front(
             mask = non_dominated(points[remaining], ["minimize", "maximize"])
             rank[remaining[mask]] = level
             remaining, level = remaining[~mask], level + 1
-        parents = members[np.argsort(rank, kind="stable")[: max(2, population // 2)]]
-        members = np.unique(np.concatenate([parents, breed(parents, choices, population - len(parents), mutation, rng)]), axis=0)
+        return members[np.argsort(rank, kind="stable")[: max(2, population // 2)]]
+
+    members = run_generations(
+        members,
+        select=select,
+        vary=lambda parents, rng, generation: breed(parents, choices, population - len(parents), mutation, rng),
+        survive=lambda members, parents, born: np.unique(np.concatenate([parents, born]), axis=0),
+        rng=rng,
+        generations=generations,
+    ).population
     metric, cost_values = scores(members), costs(members)
     mask = non_dominated(np.stack([cost_values, metric], axis=1), ["minimize", "maximize"])
     front = sorted(zip(members[mask], metric[mask], cost_values[mask], strict=True), key=lambda t: t[2])
