@@ -35,10 +35,9 @@ import torch
 import autocompress as ac
 from autocompress.calls import bind
 from autocompress.evaluate import Evaluator
-from autocompress.export import export_onnx, onnx_metric
+from autocompress.export import batched, compare_latency, export_onnx, onnx_metric
 from autocompress.finetune import recalibrate_batchnorm, train
-from autocompress.hardware.latency import compare_latency
-from autocompress.hardware.targets import batched, cpu_model
+from autocompress.hardware.targets import cpu_model
 from autocompress.search.study import Study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -14,7 +14,7 @@ Sections (``--sections``):
   the three rules of :func:`autocompress.search.strategies.targeted_lowrank.targeted_policy` ("all",
   "flops", "measured") applied, each fine-tuned the same ``--finetune-epochs`` (same seed),
   measured: test metric, whole-model latency side by side in one round-robin
-  (:func:`autocompress.hardware.latency.compare_latency`, with the original), speed-up.
+  (:func:`autocompress.export.compare_latency`, with the original), speed-up.
   Sequential freezing: the "all" model at ratio 0.5 fine-tuned jointly vs with
   alternately frozen factors (:func:`autocompress.transforms.freezing.alternate_factors`),
   same steps and seed: training steps per second (median of ``--repeats`` runs) and test
@@ -46,12 +46,11 @@ import numpy as np
 import torch
 
 from autocompress import Policy, SearchSpace, apply_policy
-from autocompress.export import export_onnx
+from autocompress.export import batched, compare_latency, export_onnx
 from autocompress.finetune import evaluate_metric, train
-from autocompress.hardware.latency import compare_latency
 from autocompress.hardware.lut import LatencyTable
 from autocompress.hardware.targeted_lowrank import lowrank_gains, verify_faster
-from autocompress.hardware.targets import batched, measure, parse_target
+from autocompress.hardware.targets import measure, parse_target
 from autocompress.search.strategies.targeted_lowrank import RULES, targeted_policy
 from autocompress.transforms.freezing import alternate_factors, unfreeze_factors
 from autocompress.zoo import load_zoo

@@ -11,7 +11,7 @@ For each file: the test metric in ONNX Runtime, the file size, the argmax agreem
 fp32 and the largest output difference (relative to the fp32 outputs' largest magnitude)
 on the val split, and the latency in ONNX Runtime on the CPU (``--threads`` intra-op
 threads), all files of a model side by side, round-robin
-(:func:`autocompress.hardware.latency.compare_latency`: ``--rounds`` rounds of
+(:func:`autocompress.export.compare_latency`: ``--rounds`` rounds of
 ``--repeats`` calls each, 20 warm-up calls), at batch 1 and batch 32: median and
 10th/90th percentiles in milliseconds per batch.
 
@@ -43,6 +43,7 @@ import onnxruntime
 import torch
 
 from autocompress.export import (
+    compare_latency,
     compare_onnx_outputs,
     export_int8,
     onnx_metric,
@@ -50,7 +51,6 @@ from autocompress.export import (
     quantize_onnx_int8,
 )
 from autocompress.finetune import evaluate_metric
-from autocompress.hardware.latency import compare_latency
 from autocompress.hardware.targets import cpu_model
 from autocompress.zoo import load_zoo
 

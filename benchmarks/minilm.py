@@ -43,8 +43,7 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from autocompress.evaluate import Evaluator
-from autocompress.export import export_dynamic_int8, export_onnx, run_batched
-from autocompress.hardware.latency import compare_latency
+from autocompress.export import compare_latency, export_dynamic_int8, export_onnx, run_batched
 from autocompress.hardware.targets import cpu_model
 from autocompress.policy import LayerGenes, Policy
 from autocompress.search import search

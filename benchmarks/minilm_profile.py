@@ -23,8 +23,7 @@ import onnxruntime
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from autocompress.export import export_onnx
-from autocompress.hardware.latency import compare_latency
+from autocompress.export import compare_latency, export_onnx
 from autocompress.hardware.targets import cpu_model
 from autocompress.zoo.minilm import load_minilm, sentences, tokenize
 

@@ -50,11 +50,16 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import autocompress as ac
 from autocompress.calls import bind
-from autocompress.deliver import _dynamic_int8
-from autocompress.export import export_int8, export_onnx, onnx_metric
+from autocompress.export import (
+    batched,
+    compare_latency,
+    export,
+    export_int8,
+    export_onnx,
+    onnx_metric,
+)
 from autocompress.finetune import evaluate_metric, recalibrate_batchnorm, train
-from autocompress.hardware.latency import compare_latency
-from autocompress.hardware.targets import batched, cpu_model
+from autocompress.hardware.targets import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -128,14 +133,14 @@ def int8_files(model: nn.Module, fp32: Path, splits: dict, folder: Path) -> dict
     except Exception as error:  # noqa: BLE001
         log(f"  static int8 failed: {type(error).__name__}: {str(error)[:120]}")
     try:
-        out["dynamic"] = _dynamic_int8(fp32, folder / f"{fp32.stem}.dynamic.onnx")
+        out["dynamic"] = export(bind(model, None, "logits"), folder / f"{fp32.stem}-dynamic", int8="dynamic", example=example).path
     except Exception as error:  # noqa: BLE001
         log(f"  dynamic int8 failed: {type(error).__name__}: {str(error)[:120]}")
     return out
 
 
 def pick(variants: dict[str, dict], reference_metric: float) -> str:
-    """The fastest file within MAX_DROP of the original, else the fastest (the deliver rule)."""
+    """The fastest file within MAX_DROP of the original, else the fastest (the rule of int8="auto" in autocompress.export)."""
     within = {k: v for k, v in variants.items() if reference_metric - v["metric"] <= MAX_DROP}
     pool = within or variants
     return min(pool, key=lambda k: pool[k]["latency_ms"])

@@ -8,13 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from autocompress.export import export_onnx
-from autocompress.hardware.latency import (
-    LatencyResult,
-    compare_latency,
-    measure_ort_latency,
-    measure_torch_latency,
-)
+from autocompress.export import LatencyResult, compare_latency, export_onnx, measure_ort_latency
+from autocompress.hardware.latency import measure_torch_latency
 
 
 def tiny() -> nn.Module:

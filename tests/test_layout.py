@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("saving", ("saving",)),
     ("predict", ("predict",)),
     ("search", ("search",)),
-    ("api", ("checks", "result", "pipeline", "deliver", "report", "demo")),
+    ("api", ("checks", "result", "pipeline", "report", "demo")),
     ("cli", ("cli", "__main__")),
 ]
 LAYER_OF = {part: index for index, (_, parts) in enumerate(LAYERS) for part in parts}

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from autocompress import Policy, SearchSpace, apply_policy
-from autocompress.hardware.latency import LatencyResult
+from autocompress.export import LatencyResult, batched
 from autocompress.hardware.lut import LatencyTable, LayerConfig, config_of, layer_configs
-from autocompress.hardware.targets import Target, batched, measure, parse_target
+from autocompress.hardware.targets import Target, measure, parse_target
 from autocompress.transforms.quantize import QuantWrapper
 
 CALL_MS, OVERHEAD_MS = 0.02, 0.5

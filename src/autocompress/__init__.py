@@ -1,17 +1,20 @@
 """autocompress: automatic compression of trained PyTorch models.
 
 The data that flows: ``SearchSpace.from_model`` -> ``Policy`` -> ``apply_policy`` ->
-``Evaluator`` (metric and cost) -> ``save`` / ``export_onnx``.
+``Evaluator`` (metric and cost) -> ``save`` / ``export`` (``export_onnx``: the fp32 file alone).
+
+``autocompress.export`` is both the export subpackage and, called, its entry point
+:func:`autocompress.export.export` (the package is callable), so neither hides the other.
 """
 
-from autocompress import search
+from autocompress import export, search
 from autocompress.apply import apply_policy
 from autocompress.budget import BudgetError
 from autocompress.checks import TaskError
 from autocompress.cost import CostReport, LayerCost, count_cost
 from autocompress.discovery import LayerInfo
 from autocompress.evaluate import EvalResult, Evaluator
-from autocompress.export import ExportMismatchError, export_onnx
+from autocompress.export import ExportError, ExportMismatchError, ExportReport, export_onnx
 from autocompress.pipeline import compress
 from autocompress.policy import InputSpec, LayerGenes, Policy
 from autocompress.result import Candidate, CompressResult
@@ -36,7 +39,9 @@ __all__ = [
     "CostReport",
     "EvalResult",
     "Evaluator",
+    "ExportError",
     "ExportMismatchError",
+    "ExportReport",
     "InputSpec",
     "LayerCost",
     "LayerGenes",
@@ -49,6 +54,7 @@ __all__ = [
     "Task",
     "apply_policy",
     "count_cost",
+    "export",
     "export_onnx",
     "load",
     "save",

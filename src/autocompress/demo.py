@@ -18,8 +18,7 @@ import numpy as np
 from rich.console import Console
 
 from autocompress.evaluate import EvalResult, Evaluator
-from autocompress.export import export_onnx
-from autocompress.hardware.latency import compare_latency
+from autocompress.export import compare_latency, export_onnx
 from autocompress.policy import Policy
 from autocompress.report import results_table
 from autocompress.space import SearchSpace

@@ -35,7 +35,7 @@ SQLite file or PostgreSQL database, so the same call resumes where an interrupte
 
 The methods: channel pruning for latency, FLOPs, MACs and parameter targets (the change that
 makes a model faster on every runtime we measured); pruning and weight bits for BitOps and byte
-targets; int8 is decided at export (:mod:`autocompress.deliver`), where it is measured.
+targets; int8 is decided at export (:func:`autocompress.export.export`, through ``Candidate.export``), where it is measured.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ itself with the settings that measured it), the search's front, the finalists an
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,9 @@ from torch import nn
 
 from autocompress.budget import Constraint
 from autocompress.evaluate import Evaluator
+from autocompress.files import atomic_write
 from autocompress.policy import Policy
+from autocompress.saving import save
 from autocompress.search.objectives import Record
 from autocompress.search.study import Study
 from autocompress.space import SearchSpace
@@ -60,18 +63,32 @@ class Candidate:
             self._model = evaluated.model.eval()
         return self._model
 
+    def export_settings(self) -> dict[str, Any]:
+        """What :func:`autocompress.export.export` takes from this candidate: its model, the original it is
+        measured against, the task, the output selector, ``max_drop`` and the latency batch."""
+        r = self.result
+        return {"model": self.model(), "original": r.model, "task": r.task, "output": r.space.output,
+                "max_drop": r.max_drop, "batch": r.latency_batch}
+
     def export(self, directory: str | Path, *, int8: bool | str = "auto") -> Path:
         """Write the file to deploy (``model.onnx``) and policy/state_dict/meta to ``directory``; its path.
 
-        ``int8="auto"``: int8 where it is measured faster and within the drop (:mod:`autocompress.deliver`).
+        :func:`autocompress.export.export` makes and measures the files (``int8="auto"``: int8 where it is
+        measured faster and within the drop; True: the faster int8 file; False: fp32; every variant is
+        timed side by side with the original's fp32 file); ``meta.json["deploy"]`` keeps its report.
         """
-        from autocompress.deliver import deliver
+        from autocompress.export import export
 
+        directory = Path(directory)
+        save(self.model(), directory)  # policy.json, state_dict.pt and meta.json: rebuilt from the original
+        report = export(self, directory, int8=int8, latency=True)
         r = self.result
-        extra = {"candidate": self.record.number, "stage": self.stage, "target": str(r.target),
-                 "measured": self.values, "settings": self.settings}
-        return deliver(self.model(), r.model, r.task, directory, output=r.space.output, int8=int8,
-                       max_drop=r.max_drop, batch=r.latency_batch, extra=extra)
+        meta_path = directory / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        meta["deploy"] = {**report.as_dict(), "candidate": self.record.number, "stage": self.stage,
+                          "target": str(r.target), "measured": self.values, "settings": self.settings}
+        atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
+        return report.path
 
     def __str__(self) -> str:
         return (f"#{self.record.number} ({self.stage}): {self.result.task.metric_name} {self.metric:.2f} "

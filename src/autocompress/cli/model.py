@@ -131,8 +131,7 @@ def apply(
     """Compress a zoo model by a policy; write the model (policy + state_dict), its ONNX file and a summary."""
     from autocompress.calls import fit_inputs, split_example
     from autocompress.evaluate import Evaluator
-    from autocompress.export import export_onnx
-    from autocompress.hardware.latency import compare_latency
+    from autocompress.export import compare_latency, export_onnx
     from autocompress.policy import Policy
     from autocompress.report import cost_comparison
     from autocompress.saving import save

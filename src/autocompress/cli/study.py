@@ -125,8 +125,10 @@ def export_cmd(
 ) -> None:
     """Rebuild a candidate, fine-tune it, save it (policy + state_dict) and export it to ONNX (and int8)."""
     from autocompress.evaluate import Evaluator
-    from autocompress.export import export_onnx
+    from autocompress.export import ExportError, export, onnx_metric
+    from autocompress.report import human
     from autocompress.saving import save
+    from autocompress.transforms.quantize import QuantWrapper
 
     if calibration_batches < 1:
         fail(f"--calibration-batches must be >= 1, got {calibration_batches}")
@@ -146,45 +148,32 @@ def export_cmd(
         settings["finetune_epochs"] = finetune_epochs
     result = Evaluator(task, progress=True, **settings).evaluate(model, record.policy, space=space)
     save(result, out)
+    split = "test" if task.test is not None else "val"
+    example = task.example_input(8)
     if record.policy.activations == "dynamic":  # one file, each layer at the policy's precision (int8 or fp32)
-        _export_dynamic(result.model, task, out)
+        quantized = any(isinstance(m, QuantWrapper) for m in result.model.modules())  # else every layer stays fp32
+        try:
+            made = export(result.model, out, int8="dynamic" if quantized else False, example=example,
+                          check_inputs=task.split(split)[0][:64])
+        except ExportError as error:
+            fail(f"dynamic int8 export: {error}")
+        layers = len(made.plan.int8) if made.plan is not None else 0
+        common.console.print(f"wrote {made.path}: {layers} layers in int8 (ONNX Runtime dynamic), the rest fp32; "
+                             f"{task.metric_name} on {split} (ONNX Runtime): {onnx_metric(made.path, task, split):.4f}")
         return
-    export_onnx(result.model, out / "model.onnx", task.example_input(8))
+    calibration = task.split("train")[0][: calibration_batches * task.batch_size] if int8 else None
+    try:
+        made = export(result.model, out, int8="static" if int8 else False, example=example, calibration=calibration)
+    except ExportError as error:
+        fail(f"{'int8 ' if int8 else ''}export: {error}")
     common.console.print(f"#{trial}: {result.metric_name} {result.metric:.2f} (original {result.metric_original:.2f}); "
                   f"FLOPs {100 * result.ratios['flops']:.1f} %; wrote {out}/ (policy.json, state_dict.pt, meta.json, model.onnx)")
     if int8:
-        _export_int8(result.model, task, out, calibration_batches)
-
-
-def _export_dynamic(model, task, out: Path) -> None:  # noqa: ANN001
-    """Write out/model.onnx with ONNX Runtime dynamic int8 for the policy's 8-bit layers; print its metric."""
-    from autocompress.export import ExportMismatchError, export_dynamic_int8, onnx_metric
-
-    split = "test" if task.test is not None else "val"
-    try:
-        made = export_dynamic_int8(model, out / "model.onnx", task.example_input(8), check_inputs=task.split(split)[0][:64])
-    except (ExportMismatchError, ValueError) as error:
-        fail(f"dynamic int8 export: {error}")
-    common.console.print(f"wrote {made.path}: {len(made.int8_layers)} layers in int8 (ONNX Runtime dynamic), the rest fp32; "
-                  f"{task.metric_name} on {split} (ONNX Runtime): {onnx_metric(made.path, task, split):.4f}")
-
-
-def _export_int8(model, task, out: Path, calibration_batches: int) -> None:  # noqa: ANN001
-    """Write out/model.int8.onnx beside model.onnx; print sizes and fp32 vs int8 metric (ONNX Runtime)."""
-    from autocompress.export import Int8AccuracyError, export_int8, onnx_metric
-    from autocompress.report import human
-
-    calibration = task.split("train")[0][: calibration_batches * task.batch_size]
-    try:
-        made = export_int8(model, out / "model.onnx", task.example_input(8), calibration)
-    except (Int8AccuracyError, ValueError) as error:
-        fail(f"int8 export: {error}")
-    split = "test" if task.test is not None else "val"
-    fp32_metric, int8_metric = onnx_metric(made.fp32_path, task, split), onnx_metric(made.int8_path, task, split)
-    common.console.print(f"int8: model.int8.onnx {human(made.int8_bytes, 'B')} vs model.onnx {human(made.fp32_bytes, 'B')} "
-                  f"({made.size_ratio:.1f}x smaller); {task.metric_name} on {split} (ONNX Runtime): "
-                  f"fp32 {fp32_metric:.2f}, int8 {int8_metric:.2f}; calibrated on {len(calibration)} training samples")
-
+        fp32, quantized = made.variants["fp32"], made.variants["int8-static"]
+        fp32_metric, int8_metric = onnx_metric(made.paths["fp32"], task, split), onnx_metric(made.path, task, split)
+        common.console.print(f"int8: model.int8.onnx {human(quantized.bytes, 'B')} vs model.onnx {human(fp32.bytes, 'B')} "
+                      f"({fp32.bytes / quantized.bytes:.1f}x smaller); {task.metric_name} on {split} (ONNX Runtime): "
+                      f"fp32 {fp32_metric:.2f}, int8 {int8_metric:.2f}; calibrated on {len(calibration)} training samples")
 
 
 @app.command("confirm")

@@ -1,9 +1,11 @@
-"""The static int8 settings (chosen by measurement: see export/static.py) that several export modules read."""
+"""The int8 settings (static ones chosen by measurement: see export/static.py) that several export modules read."""
 
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 """ONNX ops with weights that int8 quantization (and ``exclude``) applies to."""
+DYNAMIC_OPS = ("MatMul",)
+"""ONNX ops of a Linear that dynamic quantization turns into MatMulInteger."""
 
 CALIBRATION_METHODS = {
     "minmax": CalibrationMethod.MinMax,

@@ -9,10 +9,13 @@ PyTorch model :func:`~autocompress.apply.apply_policy` builds fake-quantizes the
 same way (per-channel symmetric weights, per-call input range), so the file's outputs can
 be checked against it.
 
-:func:`export_dynamic_int8` exports the *float twin* of the compressed model (pruned and
+:func:`dynamic_variant` (behind :func:`autocompress.export.export`'s ``int8="dynamic"`` and
+:func:`export_dynamic_int8`) exports the *float twin* of the compressed model (pruned and
 factorized, quantization wrappers removed: ONNX Runtime quantizes the float weights
-itself), then quantizes only the MatMul nodes of the policy's 8-bit layers with
-``onnxruntime.quantization.quantize_dynamic`` (``nodes_to_quantize``). Full-range 8-bit
+itself), then quantizes only the MatMul nodes of the plan's layers
+(:func:`~autocompress.export.plan.plan_int8`: the policy's 8-bit layers; a float model's every
+Linear exported as MatMul) with ``onnxruntime.quantization.quantize_dynamic``
+(``nodes_to_quantize``). Full-range 8-bit
 weights: measured on all-MiniLM-L6-v2 (``benchmarks/minilm.py``), per-channel weights kept
 the embeddings' cosine at 0.99 where ORT's default per-tensor weights gave 0.96, and
 ``reduce_range`` (7-bit weights) was 2-3x slower on this AVX2 CPU.
@@ -28,53 +31,74 @@ cosine of 0.98, and the figures that matter are measured on the file itself.
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
-import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 
-from autocompress.calls import Example, OutputSelector, bind, split_example
-from autocompress.export.fp32 import ExportMismatchError, export_onnx, onnx_session, run_session
-from autocompress.export.graph import layer_nodes
-from autocompress.export.static import float_twin
+from autocompress.calls import Example, OutputSelector
+from autocompress.export.agreement import OutputAgreement, model_agreement
+from autocompress.export.constants import DYNAMIC_OPS
+from autocompress.export.errors import ExportMismatchError
+from autocompress.export.fp32 import export_onnx
+from autocompress.export.plan import Int8Plan, float_twin, plan_int8
 from autocompress.files import atomic_write
 from autocompress.quiet import summarising
-from autocompress.trace import flatten_tensors
-from autocompress.transforms.quantize import QuantWrapper
 
-__all__ = ["DynamicExport", "export_dynamic_int8", "float_twin", "int8_layers"]
-
-#: the one precision ONNX Runtime's dynamic quantization runs besides fp32
-INT8 = 8
-#: ONNX ops of a Linear that dynamic quantization turns into MatMulInteger
-DYNAMIC_OPS = ("MatMul",)
+__all__ = ["DynamicExport", "dynamic_int8", "dynamic_variant", "export_dynamic_int8"]
 
 
-def int8_layers(model: nn.Module) -> list[str]:
-    """Names of ``model``'s quantized layers, each checked to be deployable as dynamic int8.
+def dynamic_int8(source: str | Path, out_path: str | Path, plan: Int8Plan) -> Path:
+    """The dynamic backend: the plan's MatMul nodes of ``source`` in ONNX Runtime dynamic int8 (per-channel
+    int8 weights), the rest as it is; ``out_path``."""
+    if plan.nodes:
+        quantize_dynamic(
+            str(source), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
+            nodes_to_quantize=plan.nodes, op_types_to_quantize=list(DYNAMIC_OPS),
+        )
+    else:
+        shutil.copyfile(source, out_path)
+    return Path(out_path)
 
-    Raises ValueError naming the layer when one is quantized otherwise (other bit-widths,
-    weights and inputs at different bits, or static input ranges).
+
+def dynamic_variant(
+    model: nn.Module,
+    out: Path,
+    example_input: Example,
+    check_inputs: Example | None = None,
+    *,
+    min_cosine: float | None = 0.98,
+    output: OutputSelector = None,
+    exclude: Iterable[str] = (),
+    own_precision_only: bool = False,
+) -> tuple[Int8Plan, OutputAgreement]:
+    """Write ``model``'s dynamic int8 file at ``out`` (only once it passes); its plan and its check.
+
+    With ``min_cosine``, ONNX Runtime's outputs on ``check_inputs`` (default: the example) must each
+    have at least that cosine similarity to the PyTorch model's, else
+    :class:`~autocompress.export.errors.ExportMismatchError`. ``exclude`` and ``own_precision_only``
+    as in :func:`~autocompress.export.plan.plan_int8`.
     """
-    names = []
-    for name, module in model.named_modules():
-        if not isinstance(module, QuantWrapper):
-            continue
-        if (module.weight_bits, module.act_bits) != (INT8, INT8) or not module.act_quant.dynamic:
-            raise ValueError(
-                f"layer '{name}' is quantized at weight_bits={module.weight_bits}, act_bits={module.act_bits}"
-                f"{' with dynamic' if module.act_quant.dynamic else ' with static'} input ranges; ONNX Runtime's "
-                "dynamic int8 runs layers at weight_bits = act_bits = 8 with dynamic ranges, or at 32 (fp32)"
+    twin = float_twin(model).cpu()
+    with tempfile.TemporaryDirectory(prefix="autocompress-dyn8-") as tmp:
+        fp32 = export_onnx(twin, Path(tmp) / "fp32.onnx", example_input, output=output)
+        plan = plan_int8(model, "dynamic", onnx.load(str(fp32)), exclude, own_precision_only=own_precision_only)
+        candidate = dynamic_int8(fp32, Path(tmp) / "int8.onnx", plan)
+        checks = example_input if check_inputs is None else check_inputs
+        agreement = model_agreement(model, candidate, checks, output)
+        cosine = agreement.min_cosine
+        if min_cosine is not None and not (cosine >= min_cosine or math.isclose(cosine, min_cosine)):
+            raise ExportMismatchError(
+                f"ONNX Runtime's dynamic int8 outputs differ from the PyTorch model: lowest cosine {cosine:.4f} "
+                f"(need {min_cosine}), max abs difference {agreement.max_abs_diff:.3g}"
             )
-        if not isinstance(module.layer, nn.Linear):
-            raise ValueError(f"layer '{name}' is a {type(module.layer).__name__}; dynamic int8 deploys Linear layers only")
-        names.append(name)
-    return names
+        atomic_write(out, lambda tmp_path: Path(tmp_path).write_bytes(candidate.read_bytes()))
+    return plan, agreement
 
 
 @dataclass(frozen=True)
@@ -92,13 +116,6 @@ class DynamicExport:
     bytes: int
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.reshape(len(a), -1).astype(np.float64)
-    b = b.reshape(len(b), -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return (a * b).sum(axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)
-
-
 @summarising("exporting the model to int8 ONNX")
 def export_dynamic_int8(
     model: nn.Module,
@@ -109,7 +126,8 @@ def export_dynamic_int8(
     min_cosine: float | None = 0.98,
     output: OutputSelector = None,
 ) -> DynamicExport:
-    """Write ``model`` (a compressed model with dynamic activations) to ONNX at ``path``.
+    """Write ``model`` (a compressed model with dynamic activations) to ONNX at ``path`` (what
+    :func:`autocompress.export.export` does with ``int8="dynamic"``, at a path of your choice).
 
     Layers at 8 bits run ONNX Runtime dynamic int8 (per-channel weights), the rest fp32;
     dim 0 (batch) and the last input dim (e.g. sequence length) are dynamic only as far as
@@ -120,39 +138,6 @@ def export_dynamic_int8(
     ``output`` selects the model's output as in :func:`~autocompress.export.export_onnx`.
     """
     path = Path(path)
-    layers = int8_layers(model)
-    twin = float_twin(model).cpu()
-    tensors, names = split_example(example_input)
-    inputs = tuple(x.detach().cpu() for x in tensors)
-    with tempfile.TemporaryDirectory(prefix="autocompress-dyn8-") as tmp:
-        fp32 = export_onnx(twin, Path(tmp) / "fp32.onnx", example_input, output=output)
-        graph = onnx.load(str(fp32))
-        module_names = [name for name, _ in twin.named_modules()]
-        nodes = layer_nodes(graph, DYNAMIC_OPS, module_names)
-        exported = layer_nodes(graph, (*DYNAMIC_OPS, "Gemm"), module_names)
-        missing = [name for name in layers if name not in nodes and name in exported]
-        if missing:
-            raise ValueError(f"no ONNX MatMul found for layers {missing} (exported as Gemm?); they cannot run in int8")
-        layers = [name for name in layers if name in nodes]  # the others feed no exported output (output=)
-        chosen = [node for name in layers for node in nodes[name]]
-        candidate = Path(tmp) / "int8.onnx"
-        if chosen:
-            quantize_dynamic(
-                str(fp32), str(candidate), weight_type=QuantType.QInt8, per_channel=True,
-                nodes_to_quantize=chosen, op_types_to_quantize=list(DYNAMIC_OPS),
-            )
-        else:
-            candidate = fp32
-        checks = tuple(x.detach().cpu() for x in split_example(check_inputs)[0]) if check_inputs is not None else inputs
-        with torch.no_grad():
-            expected = flatten_tensors(bind(model, names, output).eval()(*checks), strict=True)[0].cpu().numpy()
-        got = run_session(onnx_session(candidate), checks)[0]
-        cosine = float(_cosines(got, expected).min())
-        max_diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
-        if min_cosine is not None and not (cosine >= min_cosine or math.isclose(cosine, min_cosine)):
-            raise ExportMismatchError(
-                f"ONNX Runtime's dynamic int8 outputs differ from the PyTorch model: lowest cosine {cosine:.4f} "
-                f"(need {min_cosine}), max abs difference {max_diff:.3g}"
-            )
-        atomic_write(path, lambda tmp_path: Path(tmp_path).write_bytes(candidate.read_bytes()))
-    return DynamicExport(path, tuple(layers), max_diff, cosine, path.stat().st_size)
+    plan, agreement = dynamic_variant(model, path, example_input, check_inputs, min_cosine=min_cosine, output=output,
+                                      own_precision_only=True)
+    return DynamicExport(path, plan.layers, agreement.max_abs_diff, agreement.min_cosine, path.stat().st_size)

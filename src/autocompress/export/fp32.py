@@ -22,12 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from autocompress.calls import Example, OutputSelector, bind, split_example
+from autocompress.export.errors import ExportMismatchError
 from autocompress.quiet import collected_warnings
 from autocompress.trace import flatten_tensors
 from autocompress.transforms.quantize import ActivationQuantizer, QuantWrapper, freeze_weights
 
 __all__ = [
-    "ExportMismatchError",
     "export_onnx",
     "onnx_session",
     "run_session",
@@ -36,10 +36,6 @@ __all__ = [
 
 CHECK_BATCH_SIZE = 3
 CHECK_SEED = 0
-
-
-class ExportMismatchError(RuntimeError):
-    """The exported ONNX model's outputs differ from the PyTorch model's."""
 
 
 # ---------------------------------------------------------------- helpers

@@ -30,7 +30,7 @@ int8 weights per output channel on 7 bits (``reduce_range``), min/max calibratio
 A fake-quantized model (a policy's, with :class:`~autocompress.transforms.quantize.QuantWrapper`
 layers) is deployed at its own precision: its layers at 8 bits or fewer (weights and inputs) run
 in int8 with their already-quantized weights, every other Conv/Linear stays fp32
-(:func:`static_int8_layers`), and its activation fake-quantization is replaced by ONNX Runtime's
+(:func:`~autocompress.export.plan.static_int8_layers`), and its activation fake-quantization is replaced by ONNX Runtime's
 8-bit static ranges (so a 4- or 6-bit layer runs on the 8-bit grid: int8 is the narrowest type
 ONNX Runtime's CPU kernels have).
 
@@ -43,7 +43,6 @@ in: module ``blocks.0.shortcut.0`` -> node ``/blocks/blocks.0/shortcut/shortcut.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import shutil
 import tempfile
@@ -76,6 +75,7 @@ from autocompress.export.constants import (
     DEFAULT_CALIBRATION_BATCH,
     QUANTIZED_OPS,
 )
+from autocompress.export.errors import Int8AccuracyError
 from autocompress.export.fp32 import export_onnx
 from autocompress.export.graph import (
     excluded_nodes,
@@ -83,13 +83,10 @@ from autocompress.export.graph import (
     prepare_for_quantization,
     remove_unused_initializers,
 )
+from autocompress.export.plan import Int8Plan, float_twin, plan_int8
 from autocompress.files import atomic_write
 from autocompress.quiet import summarising
-from autocompress.transforms.quantize import QuantWrapper, freeze_weights, runs_in_int8
-
-
-class Int8AccuracyError(RuntimeError):
-    """The int8 model's outputs differ from the fp32 model's by more than the tolerance."""
+from autocompress.transforms.quantize import QuantWrapper, freeze_weights
 
 
 def _choice(what: str, value: str, allowed: dict) -> object:
@@ -216,74 +213,77 @@ def quantized_weight_nodes(path: str | Path) -> dict[str, bool]:
     }
 
 
-# ---------------------------------------------------------------- comparison and metric
+# ---------------------------------------------------------------- the backend and its check
 
 
-
-def float_twin(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every :class:`QuantWrapper` replaced by its float layer."""
-    twin = copy.deepcopy(model)
-    if isinstance(twin, QuantWrapper):
-        return twin.layer.eval()
-    for name, module in list(twin.named_modules()):
-        if isinstance(module, QuantWrapper):
-            twin.set_submodule(name, module.layer)
-    return twin.eval()
-
-
-def static_int8_layers(model: nn.Module) -> tuple[list[str], list[str]]:
-    """(int8, fp32): the Conv/Linear layers of a fake-quantized ``model`` that its int8 file runs in
-    int8 (weights and inputs at 8 bits or fewer) and in fp32 (the others: unquantized, or one of
-    the two at 32 bits). Names are those of :func:`float_twin`'s layers (a wrapper's own name).
-    ValueError for a layer with dynamic input ranges (deployed by ``export_dynamic_int8``)."""
-    int8, fp32, inside = [], [], set()
-    for name, module in model.named_modules():
-        if isinstance(module, QuantWrapper):
-            if module.act_quant.dynamic:
-                raise ValueError(f"layer '{name}' has dynamic input ranges; deploy the model with "
-                                 "autocompress.export.export_dynamic_int8 (target ort-cpu-int8)")
-            (int8 if runs_in_int8(module.weight_bits, module.act_bits) else fp32).append(name)
-            inside.add(id(module.layer))
-        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) and id(module) not in inside:
-            fp32.append(name)
-    return int8, fp32
-
-
-@dataclass(frozen=True)
-class Int8Export:
-    """An fp32 and an int8 ONNX file of one model.
-
-    Sizes are in bytes; ``size_ratio`` = fp32 bytes / int8 bytes. ``agreement`` compares
-    the int8 outputs with the fp32 ONNX outputs on the check inputs. ``fp32_nodes``: the
-    Conv/Gemm/MatMul nodes kept in fp32 (from ``exclude``).
-    """
-
-    fp32_path: Path
-    int8_path: Path
-    fp32_bytes: int
-    int8_bytes: int
-    agreement: OutputAgreement
-    fp32_nodes: list[str] = field(default_factory=list)
-
-    @property
-    def size_ratio(self) -> float:
-        return self.fp32_bytes / self.int8_bytes
-
-    @property
-    def max_abs_diff(self) -> float:
-        return self.agreement.max_abs_diff
-
-
-def _int8_source(model: nn.Module, exclude: Iterable[str], float_path: Path, example_input: Example,
-                 fp32_path: Path | None = None, output: OutputSelector = None) -> tuple[Path, list[str]]:
-    """The fp32 file to quantize and the layers to keep in fp32: ``fp32_path`` (exported from ``model``
-    when None) and ``exclude`` for a float model; for a fake-quantized one, its :func:`float_twin` with
-    frozen weights, exported at ``float_path``, and ``exclude`` plus its fp32 layers."""
-    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+def static_source(model: nn.Module, float_path: Path, example_input: Example, fp32_path: Path | None = None,
+                  output: OutputSelector = None) -> Path:
+    """The fp32 file static int8 quantizes: ``fp32_path`` (exported from ``model`` when None) for a float
+    model; for a fake-quantized one, its :func:`~autocompress.export.plan.float_twin` with frozen weights
+    (its layers' already-quantized weights), exported at ``float_path``."""
     if any(isinstance(m, QuantWrapper) for m in model.modules()):
-        twin = float_twin(freeze_weights(model))
-        return export_onnx(twin, float_path, example_input, output=output), [*exclude, *static_int8_layers(model)[1]]
-    return fp32_path or export_onnx(model, float_path, example_input, output=output), exclude
+        return export_onnx(float_twin(freeze_weights(model)), float_path, example_input, output=output)
+    return fp32_path or export_onnx(model, float_path, example_input, output=output)
+
+
+def static_int8(source: str | Path, out_path: str | Path, plan: Int8Plan, calibration_inputs: Tensor | Sequence[Tensor],
+                **settings: object) -> Path:
+    """The static backend: :func:`quantize_onnx_int8` of ``source`` keeping the plan's fp32 layers (and its
+    ``exclude``) in fp32; ``settings`` as there."""
+    return quantize_onnx_int8(source, out_path, calibration_inputs, exclude=[*plan.exclude, *plan.fp32], **settings)
+
+
+def static_samples(calibration_inputs: Example, check_inputs: Example | None,
+                   check_tolerance: float | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """(calibration, check) samples, the check's defaulting to the first 256 calibration samples; ValueError
+    for empty or mismatched inputs and a tolerance that is not > 0 (or None)."""
+    calibration = sample_tensors(calibration_inputs)
+    check = (
+        sample_tensors(check_inputs, "check_inputs")
+        if check_inputs is not None
+        else tuple(x[:CHECK_SAMPLES] for x in calibration)
+    )
+    if check_tolerance is not None and not check_tolerance > 0:
+        raise ValueError(f"check_tolerance must be > 0 or None, got {check_tolerance}")
+    return calibration, check
+
+
+def static_variant(
+    model: nn.Module,
+    fp32_path: Path,
+    out: Path,
+    example_input: Example,
+    calibration: tuple[Tensor, ...],
+    check: tuple[Tensor, ...],
+    *,
+    output: OutputSelector = None,
+    exclude: Iterable[str] = (),
+    check_tolerance: float | None = 0.25,
+    **settings: object,
+) -> tuple[Int8Plan, OutputAgreement]:
+    """Write ``model``'s static int8 file at ``out`` (only once it passes); its plan and its check.
+
+    The plan is made on the file :func:`static_source` gives, which :func:`static_int8` quantizes; the
+    int8 outputs are compared with ``fp32_path``'s (``model`` exported as it is) on ``check``, and a max
+    abs difference beyond ``check_tolerance`` times the fp32 outputs' max magnitude raises
+    :class:`~autocompress.export.errors.Int8AccuracyError` (``None``: no limit).
+    """
+    with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
+        source = static_source(model, Path(tmp) / "float.onnx", example_input, fp32_path, output)
+        plan = plan_int8(model, "static", onnx.load(str(source)), exclude)
+        candidate = static_int8(source, Path(tmp) / out.name, plan, calibration, **settings)
+        agreement = compare_onnx_outputs(fp32_path, candidate, check)
+        if check_tolerance is not None and agreement.relative_diff > check_tolerance:
+            raise Int8AccuracyError(
+                f"int8 outputs differ from fp32 by up to {agreement.max_abs_diff:.3g} "
+                f"({agreement.relative_diff:.1%} of the fp32 outputs' max |value| "
+                f"{agreement.output_scale:.3g}; tolerance {check_tolerance:.1%}); argmax agrees on "
+                f"{agreement.argmax_agreement:.1f} % of {agreement.samples} samples. Try "
+                "calibration_method='percentile' or 'entropy', more calibration data, or "
+                "exclude= the most sensitive layers"
+            )
+        atomic_write(out, lambda tmp_path: shutil.copyfile(candidate, tmp_path))
+    return plan, agreement
 
 
 @summarising("exporting the model to int8 ONNX")
@@ -296,9 +296,39 @@ def deployed_int8(model: nn.Module, path: str | Path, example_input: Example,
     ``float_outputs=False`` keeps the outputs' quantize/dequantize pair (a layer timed alone: only
     then does ONNX Runtime fuse it into QLinearConv / QGemm, as it does inside a network)."""
     with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
-        source, exclude = _int8_source(model, (), Path(tmp) / "float.onnx", example_input, output=output)
+        source = static_source(model, Path(tmp) / "float.onnx", example_input, output=output)
+        plan = plan_int8(model, "static", onnx.load(str(source)))
         calibration = example_input if calibration_inputs is None else calibration_inputs
-        return quantize_onnx_int8(source, path, calibration, exclude=exclude, float_outputs=float_outputs)
+        return static_int8(source, path, plan, calibration, float_outputs=float_outputs)
+
+
+# ---------------------------------------------------------------- export_int8: fp32 and int8 files at given paths
+
+
+@dataclass(frozen=True)
+class Int8Export:
+    """An fp32 and an int8 ONNX file of one model.
+
+    Sizes are in bytes; ``size_ratio`` = fp32 bytes / int8 bytes. ``agreement`` compares
+    the int8 outputs with the fp32 ONNX outputs on the check inputs. ``fp32_nodes``: the
+    Conv/Gemm/MatMul nodes kept in fp32 (from ``exclude``). ``plan``: the layers run in int8.
+    """
+
+    fp32_path: Path
+    int8_path: Path
+    fp32_bytes: int
+    int8_bytes: int
+    agreement: OutputAgreement
+    fp32_nodes: list[str] = field(default_factory=list)
+    plan: Int8Plan | None = None
+
+    @property
+    def size_ratio(self) -> float:
+        return self.fp32_bytes / self.int8_bytes
+
+    @property
+    def max_abs_diff(self) -> float:
+        return self.agreement.max_abs_diff
 
 
 def _int8_path(path: Path) -> Path:
@@ -323,7 +353,8 @@ def export_int8(
     check_inputs: Tensor | Sequence[Tensor] | None = None,
     check_tolerance: float | None = 0.25,
 ) -> Int8Export:
-    """Export ``model`` to fp32 ONNX at ``path`` and to int8 at ``int8_path``.
+    """Export ``model`` to fp32 ONNX at ``path`` and to int8 at ``int8_path`` (what
+    :func:`autocompress.export.export` does with ``int8="static"``, at paths of your choice).
 
     ``int8_path`` defaults to ``path`` with ``.int8`` before the suffix. The fp32 file
     comes from :func:`export_onnx` (checked against PyTorch); the int8 one from
@@ -338,38 +369,13 @@ def export_int8(
     """
     path = Path(path)
     out = Path(int8_path) if int8_path is not None else _int8_path(path)
-    calibration = sample_tensors(calibration_inputs)
-    check = (
-        sample_tensors(check_inputs, "check_inputs")
-        if check_inputs is not None
-        else tuple(x[:CHECK_SAMPLES] for x in calibration)
-    )
-    if check_tolerance is not None and not check_tolerance > 0:
-        raise ValueError(f"check_tolerance must be > 0 or None, got {check_tolerance}")
+    calibration, check = static_samples(calibration_inputs, check_inputs, check_tolerance)
     export_onnx(model, path, example_input, output=output)
-    with tempfile.TemporaryDirectory(prefix="autocompress-int8-") as tmp:
-        source, exclude = _int8_source(model, exclude, Path(tmp) / "float.onnx", example_input, path, output)
-        candidate = quantize_onnx_int8(
-            source,
-            Path(tmp) / out.name,
-            calibration,
-            per_channel=per_channel,
-            exclude=exclude,
-            calibration_method=calibration_method,
-            activation_type=activation_type,
-            reduce_range=reduce_range,
-        )
-        agreement = compare_onnx_outputs(path, candidate, check)
-        if check_tolerance is not None and agreement.relative_diff > check_tolerance:
-            raise Int8AccuracyError(
-                f"int8 outputs differ from fp32 by up to {agreement.max_abs_diff:.3g} "
-                f"({agreement.relative_diff:.1%} of the fp32 outputs' max |value| "
-                f"{agreement.output_scale:.3g}; tolerance {check_tolerance:.1%}); argmax agrees on "
-                f"{agreement.argmax_agreement:.1f} % of {agreement.samples} samples. Try "
-                "calibration_method='percentile' or 'entropy', more calibration data, or "
-                "exclude= the most sensitive layers"
-            )
-        atomic_write(out, lambda tmp_path: shutil.copyfile(candidate, tmp_path))
+    plan, agreement = static_variant(
+        model, path, out, example_input, calibration, check, output=output, exclude=exclude,
+        check_tolerance=check_tolerance, per_channel=per_channel, calibration_method=calibration_method,
+        activation_type=activation_type, reduce_range=reduce_range,
+    )
     kept = [name for name, quantized in quantized_weight_nodes(out).items() if not quantized]
     return Int8Export(
         fp32_path=path,
@@ -378,4 +384,5 @@ def export_int8(
         int8_bytes=out.stat().st_size,
         agreement=agreement,
         fp32_nodes=kept,
+        plan=plan,
     )

@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from autocompress.hardware.latency import LatencyResult
-from autocompress.hardware.targets import Target, batched, measure, parse_target
+from autocompress.export import LatencyResult, batched
+from autocompress.hardware.targets import Target, measure, parse_target
 from autocompress.layers import COMPRESSED
 from autocompress.trace import as_inputs
 from autocompress.transforms.quantize import INT8_BITS, QuantWrapper, runs_in_int8
@@ -343,8 +343,7 @@ def time_layer(module: nn.Module, inputs: tuple[Tensor, ...], target: Target) ->
     dequantize of its output, as ONNX Runtime fuses it in a network (QLinearConv / QGemm).
     """
     if target.runtime == "ort-cpu" and isinstance(module, QuantWrapper):
-        from autocompress.export import deployed_int8
-        from autocompress.hardware.latency import measure_ort_latency
+        from autocompress.export import deployed_int8, measure_ort_latency
 
         with tempfile.TemporaryDirectory(prefix="autocompress-lut-") as folder:
             path = deployed_int8(module, Path(folder) / "layer.onnx", inputs, float_outputs=False)

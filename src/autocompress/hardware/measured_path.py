@@ -26,9 +26,7 @@ from torch import nn
 
 from autocompress.apply import apply_policy
 from autocompress.calls import Example, OutputSelector, split_example
-from autocompress.export import export_onnx
-from autocompress.hardware.latency import LatencyResult, compare_latency
-from autocompress.hardware.targets import batched
+from autocompress.export import LatencyResult, batched, compare_latency, export_onnx
 from autocompress.policy import Policy
 from autocompress.space import SearchSpace
 

@@ -33,11 +33,10 @@ from autocompress.analytic import layer_costs
 from autocompress.apply import apply_policy
 from autocompress.calls import Example, bind, split_example
 from autocompress.cost import count_cost
-from autocompress.export import export_onnx
-from autocompress.hardware.latency import compare_latency
+from autocompress.export import batched, compare_latency, export_onnx
 from autocompress.hardware.lut import LatencyTable, layer_configs
 from autocompress.hardware.policy_latency import PolicyLatency
-from autocompress.hardware.targets import Target, batched
+from autocompress.hardware.targets import Target
 from autocompress.policy import LayerGenes, Policy
 from autocompress.space import SearchSpace
 from autocompress.transforms.lowrank import LowRank, factorize

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from autocompress.hardware.latency import LatencyResult, measure_ort_latency, measure_torch_latency
-from autocompress.trace import as_inputs
+from autocompress.export import LatencyResult, batched, measure_ort_latency
+from autocompress.hardware.latency import measure_torch_latency
 
 RUNTIMES = ("ort-cpu", "ort-cpu-int8", "torch-cpu", "torch-cuda")
 _OPTIONS = ("threads", "batch", "warmup", "repeats")
@@ -108,15 +108,6 @@ def target_from_settings(settings: dict, *, repeats: int = 30) -> Target:
     """The :class:`Target` of a search's latency settings (``runtime``, ``threads``, ``batch``, ``repeats``)."""
     return Target(str(settings.get("runtime", "ort-cpu")), threads=int(settings.get("threads", 1)),
                   batch=int(settings.get("batch", 32)), repeats=int(settings.get("repeats", repeats)))
-
-
-def batched(example_input: Tensor | tuple, batch: int) -> tuple[Tensor, ...]:
-    """The example input(s) resized to ``batch`` along dim 0 (rows repeated or cut)."""
-    out = []
-    for x in as_inputs(example_input):
-        reps = -(-batch // x.shape[0])
-        out.append(x.repeat(reps, *([1] * (x.dim() - 1)))[:batch].contiguous())
-    return tuple(out)
 
 
 def measure(model: nn.Module, example_input: Tensor | tuple, target: Target | str) -> LatencyResult:
